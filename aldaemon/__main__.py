@@ -1,0 +1,5 @@
+import sys
+
+from aldaemon.cli import main
+
+sys.exit(main())

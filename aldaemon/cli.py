@@ -1,0 +1,210 @@
+"""The command line; nothing else parses argv.
+
+Every command loads the config the same way and maps the error tree of
+aldaemon/errors.py to exit codes, so a user's mistake is one clear line on stderr and
+never a traceback:
+
+    0   success
+    1   a project's cycle failed, or Label Studio refused / was unreachable
+    2   usage error (argparse)
+    73  local state cannot be created or is locked (EX_CANTCREAT)
+    78  invalid configuration (EX_CONFIG; systemd does not restart-loop on it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+import structlog
+
+from aldaemon import __version__
+from aldaemon.config import Config, default_config_path, load_config
+from aldaemon.errors import EX_CONFIG, AldaemonError, ConfigError, StateError
+from aldaemon.logs import LOG_FORMATS, configure_logging, register_secret
+
+EX_CANTCREAT = 73
+log = structlog.get_logger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aldaemon", description="A live active-learning loop for Label Studio."
+    )
+    parser.add_argument("--version", action="version", version=f"aldaemon {__version__}")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="config file (default: $ALDAEMON_CONFIG, else /etc/aldaemon/config.toml)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=os.environ.get("ALDAEMON_LOG_FORMAT", "auto"),
+        help="json lines, readable console lines, or auto (console on a terminal)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("ALDAEMON_LOG_LEVEL", "info"),
+        choices=("debug", "info", "warning", "error"),
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("run", help="run until SIGTERM or SIGINT")
+    commands.add_parser("once", help="one full cycle for every project, then exit")
+    commands.add_parser("check-config", help="validate the config; exit 78 when invalid")
+    status = commands.add_parser("status", help="per-project state, from local state alone")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    pin = commands.add_parser("pin", help="activate one of our older versions and keep it")
+    pin.add_argument("--project", type=int, required=True)
+    pin.add_argument("--version", required=True, dest="model_version")
+    unpin = commands.add_parser("unpin", help="resume automatic activation of new versions")
+    unpin.add_argument("--project", type=int, required=True)
+    webhook = commands.add_parser("webhook", help="manage the Label Studio webhook")
+    webhook_commands = webhook.add_subparsers(dest="webhook_command", required=True)
+    install = webhook_commands.add_parser("install", help="register the webhook in Label Studio")
+    install.add_argument("--project", type=int, required=True)
+    install.add_argument("--url", required=True, help="e.g. http://10.0.0.5:9090/webhook")
+    state = commands.add_parser("state", help="local state maintenance")
+    state_commands = state.add_subparsers(dest="state_command", required=True)
+    rebuild = state_commands.add_parser(
+        "rebuild", help="forget a project's local state and re-read it from Label Studio"
+    )
+    rebuild.add_argument("--project", type=int, required=True)
+    report = commands.add_parser("report", help="write an HTML report with plots")
+    report.add_argument("--project", type=int, required=True)
+    report.add_argument("--out", required=True, help="output directory")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(log_format=args.log_format, level=args.log_level)
+    config_path = args.config or default_config_path()
+    handler = _COMMANDS[args.command]
+    try:
+        return handler(args, config_path)
+    except ConfigError as exc:
+        _print_config_errors(exc)
+        return EX_CONFIG
+    except StateError as exc:
+        print(f"aldaemon: {exc}", file=sys.stderr)
+        return EX_CANTCREAT
+    except AldaemonError as exc:
+        print(f"aldaemon: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _print_config_errors(exc: ConfigError) -> None:
+    print(f"aldaemon: invalid configuration in {exc.path}:", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
+def _load(config_path: str) -> Config:
+    config = load_config(config_path)
+    register_secret(config.labelstudio.token.reveal())
+    if config.daemon.webhook_secret is not None:
+        register_secret(config.daemon.webhook_secret.reveal())
+    return config
+
+
+def _check_config(args: argparse.Namespace, config_path: str) -> int:
+    config = _load(config_path)
+    projects = ", ".join(str(p.id) for p in config.projects)
+    print(f"{config_path}: valid ({len(config.projects)} project(s): {projects})")
+    return 0
+
+
+def _once(args: argparse.Namespace, config_path: str) -> int:
+    from aldaemon import service
+
+    config = _load(config_path)
+    results = asyncio.run(service.run_once(config))
+    for line in results.lines:
+        print(line)
+    return 0 if results.all_succeeded else 1
+
+
+def _run(args: argparse.Namespace, config_path: str) -> int:
+    from aldaemon import daemon
+
+    config = _load(config_path)
+    return asyncio.run(daemon.run_daemon(config, config_path=config_path))
+
+
+def _status(args: argparse.Namespace, config_path: str) -> int:
+    from aldaemon import status
+
+    config = _load(config_path)
+    report = status.collect(config)
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=False))
+    else:
+        print(status.render_text(report))
+    return 0
+
+
+def _pin(args: argparse.Namespace, config_path: str) -> int:
+    from aldaemon import service
+
+    config = _load(config_path)
+    message = asyncio.run(
+        service.pin_version(config, project_id=args.project, version=args.model_version)
+    )
+    print(message)
+    return 0
+
+
+def _unpin(args: argparse.Namespace, config_path: str) -> int:
+    from aldaemon import service
+
+    config = _load(config_path)
+    print(service.unpin_version(config, project_id=args.project))
+    return 0
+
+
+def _webhook(args: argparse.Namespace, config_path: str) -> int:
+    from aldaemon import service
+
+    config = _load(config_path)
+    print(asyncio.run(service.install_webhook(config, project_id=args.project, url=args.url)))
+    return 0
+
+
+def _state(args: argparse.Namespace, config_path: str) -> int:
+    from aldaemon import service
+
+    config = _load(config_path)
+    print(asyncio.run(service.rebuild_state(config, project_id=args.project)))
+    return 0
+
+
+def _report(args: argparse.Namespace, config_path: str) -> int:
+    from aldaemon import report
+
+    config = _load(config_path)
+    path = report.write_report(config, project_id=args.project, out_dir=args.out)
+    print(f"report written to {path}")
+    return 0
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace, str], int]] = {
+    "run": _run,
+    "once": _once,
+    "check-config": _check_config,
+    "status": _status,
+    "pin": _pin,
+    "unpin": _unpin,
+    "webhook": _webhook,
+    "state": _state,
+    "report": _report,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,437 @@
+"""TOML file -> one frozen, typed Config.
+
+Every problem is collected (not just the first) and reported with its key path, e.g.
+`projects[1].retrain.min_new_annotations: must be > 0, got 0`, so one run of
+`aldaemon check-config` shows the operator everything to fix. Unknown keys are errors:
+a typo such as `min_new_anotations` would otherwise silently fall back to a default.
+
+The reader walks the document with a small `_Section` helper that knows its own path and
+records errors instead of raising; `load_config` raises one ConfigError at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aldaemon.errors import ConfigError
+from aldaemon.secret import Secret
+
+DEFAULT_CONFIG_PATH = "/etc/aldaemon/config.toml"
+STRATEGIES = ("margin", "least_confidence", "entropy")
+DEFAULT_MODEL = "aldaemon.model.default:make_text_classifier"
+_N = TypeVar("_N", int, float)
+TOKEN_CREDENTIAL = "labelstudio-token"
+WEBHOOK_SECRET_CREDENTIAL = "webhook-secret"
+
+
+@dataclass(frozen=True)
+class LabelStudioConfig:
+    url: str
+    token: Secret
+    timeout: float = 30.0
+    max_attempts: int = 5
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    dir: Path
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    poll_interval: float = 30.0
+    resync_interval: float = 3600.0
+    listen: str = "127.0.0.1:9090"
+    webhook_secret: Secret | None = None
+    cycle_timeout: float = 1800.0
+    shutdown_grace: float = 60.0
+    stale_after: float = 0.0  # /healthz: a last success older than this is unhealthy; 0 = auto
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    min_new_annotations: int = 10
+    min_interval: float = 60.0
+    min_per_class: int = 2
+    max_interval: float | None = None
+    cron: str | None = None
+
+
+@dataclass(frozen=True)
+class PredictionsConfig:
+    strategy: str = "margin"
+    keep_versions: int = 2
+    version_prefix: str = "aldaemon"
+    random_fraction: float = 0.0
+    clusters: int = 0
+    queue_depth: int | None = None
+    show_predictions: bool = True
+    batch_size: int = 2000
+    prune_per_cycle: int = 1
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    title: str = "Active learning queue"
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    id: int
+    model: str = DEFAULT_MODEL
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    predictions: PredictionsConfig = field(default_factory=PredictionsConfig)
+    view: ViewConfig = field(default_factory=ViewConfig)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    labelstudio: LabelStudioConfig
+    state: StateConfig
+    daemon: DaemonConfig
+    projects: tuple[ProjectConfig, ...]
+
+    def project(self, project_id: int) -> ProjectConfig | None:
+        return next((p for p in self.projects if p.id == project_id), None)
+
+
+def default_config_path() -> str:
+    return os.environ.get("ALDAEMON_CONFIG") or DEFAULT_CONFIG_PATH
+
+
+def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the file; raise ConfigError listing every problem."""
+    env = os.environ if env is None else env
+    path_text = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(path_text, ["file not found"]) from None
+    except OSError as exc:
+        raise ConfigError(path_text, [f"cannot read: {exc.strerror}"]) from None
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path_text, [f"not UTF-8 text (byte {exc.start})"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path_text, [f"not valid TOML: {exc}"]) from None
+    errors: list[str] = []
+    config = _build_config(document, path=path_text, env=env, errors=errors)
+    if errors or config is None:
+        raise ConfigError(path_text, errors)
+    return config
+
+
+class _Section:
+    """One table of the document, with its key path; records problems instead of raising."""
+
+    def __init__(self, data: Mapping[str, Any], *, path: str, errors: list[str]) -> None:
+        self.data = data
+        self.path = path
+        self.errors = errors
+        self.seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def error(self, name: str, message: str) -> None:
+        self.errors.append(f"{self.key(name)}: {message}")
+
+    def _get(self, name: str) -> Any:
+        self.seen.add(name)
+        return self.data.get(name)
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def string(self, name: str, default: str | None = None, *, required: bool = False) -> str:
+        value = self._get(name)
+        if value is None:
+            if required:
+                self.error(name, "is required")
+            return default or ""
+        if not isinstance(value, str):
+            self.error(name, f"must be a string, got {_type_name(value)}")
+            return default or ""
+        return value
+
+    def optional_string(self, name: str) -> str | None:
+        if self._get(name) is None:
+            return None
+        return self.string(name)
+
+    def integer(self, name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
+        value = self._get(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.error(name, f"must be an integer, got {_type_name(value)}")
+            return default
+        return _check_range(self, name, value, minimum=minimum, maximum=maximum)
+
+    def number(
+        self, name: str, default: float, *, minimum: float, maximum: float | None = None
+    ) -> float:
+        value = self._get(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.error(name, f"must be a number, got {_type_name(value)}")
+            return default
+        return _check_range(self, name, float(value), minimum=minimum, maximum=maximum)
+
+    def optional_number(self, name: str, *, minimum: float) -> float | None:
+        if self._get(name) is None:
+            return None
+        return self.number(name, 0.0, minimum=minimum)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self._get(name)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.error(name, f"must be true or false, got {_type_name(value)}")
+            return default
+        return value
+
+    def table(self, name: str) -> _Section:
+        value = self._get(name)
+        if value is None:
+            value = {}
+        elif not isinstance(value, dict):
+            self.error(name, f"must be a table, got {_type_name(value)}")
+            value = {}
+        return _Section(value, path=self.key(name), errors=self.errors)
+
+    def reject_unknown(self) -> None:
+        for name in self.data:
+            if name not in self.seen:
+                self.error(name, "unknown key")
+
+
+def _check_range(
+    section: _Section, name: str, value: _N, *, minimum: _N, maximum: _N | None
+) -> _N:
+    if value < minimum:
+        integer_one = isinstance(minimum, int) and minimum == 1
+        comparison = "> 0" if integer_one else f">= {minimum:g}"
+        section.error(name, f"must be {comparison}, got {value}")
+    elif maximum is not None and value > maximum:
+        section.error(name, f"must be <= {maximum}, got {value}")
+    return value
+
+
+def _type_name(value: object) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+def _build_config(
+    document: Mapping[str, Any], *, path: str, env: Mapping[str, str], errors: list[str]
+) -> Config | None:
+    root = _Section(document, path="", errors=errors)
+    labelstudio = _read_labelstudio(root.table("labelstudio"), env=env)
+    state = _read_state(root.table("state"), env=env)
+    daemon = _read_daemon(root.table("daemon"), env=env)
+    projects = _read_projects(root, errors=errors)
+    root.reject_unknown()
+    if labelstudio is None:
+        return None
+    return Config(path=path, labelstudio=labelstudio, state=state, daemon=daemon, projects=projects)
+
+
+def _read_labelstudio(section: _Section, *, env: Mapping[str, str]) -> LabelStudioConfig | None:
+    url = section.string("url", required=True).rstrip("/")
+    if url and not url.startswith(("http://", "https://")):
+        section.error("url", f"must start with http:// or https://, got {url!r}")
+    token = _read_secret(
+        section,
+        env=env,
+        credential=TOKEN_CREDENTIAL,
+        file_key="token_file",
+        env_var="ALDAEMON_LABEL_STUDIO_TOKEN",
+        inline_key="token",
+    )
+    if token is None:
+        section.error(
+            "token",
+            "no API token: set token_file, or ALDAEMON_LABEL_STUDIO_TOKEN, or the systemd "
+            f"credential {TOKEN_CREDENTIAL}",
+        )
+    timeout = section.number("timeout", 30.0, minimum=1.0)
+    max_attempts = section.integer("max_attempts", 5, minimum=1, maximum=20)
+    section.reject_unknown()
+    if token is None:
+        return None
+    return LabelStudioConfig(url=url, token=token, timeout=timeout, max_attempts=max_attempts)
+
+
+def _read_secret(
+    section: _Section,
+    *,
+    env: Mapping[str, str],
+    credential: str,
+    file_key: str,
+    env_var: str,
+    inline_key: str,
+) -> Secret | None:
+    """Look in the documented order: systemd credential, file, environment, inline."""
+    file_path = section.optional_string(file_key)
+    inline = section.optional_string(inline_key)
+    credentials_dir = env.get("CREDENTIALS_DIRECTORY")
+    if credentials_dir and (Path(credentials_dir) / credential).is_file():
+        return _secret_from_file(section, file_key, Path(credentials_dir) / credential)
+    if file_path:
+        return _secret_from_file(section, file_key, Path(file_path))
+    if env.get(env_var):
+        return Secret(env[env_var].strip(), source=f"environment {env_var}")
+    if inline:
+        return Secret(inline.strip(), source=f"{section.key(inline_key)} (inline)")
+    return None
+
+
+def _secret_from_file(section: _Section, key: str, path: Path) -> Secret | None:
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        section.error(key, f"cannot read {path}: {exc.strerror}")
+        return None
+    if not value:
+        section.error(key, f"{path} is empty")
+        return None
+    return Secret(value, source=str(path))
+
+
+def _read_state(section: _Section, *, env: Mapping[str, str]) -> StateConfig:
+    default = env.get("STATE_DIRECTORY", "").split(":")[0] or "./.aldaemon"
+    state_dir = section.string("dir", default) or default
+    section.reject_unknown()
+    return StateConfig(dir=Path(state_dir).expanduser())
+
+
+def _read_daemon(section: _Section, *, env: Mapping[str, str]) -> DaemonConfig:
+    poll_interval = section.number("poll_interval", 30.0, minimum=1.0)
+    resync_interval = section.number("resync_interval", 3600.0, minimum=10.0)
+    listen = section.string("listen", "127.0.0.1:9090")
+    if listen and not _valid_listen(listen):
+        section.error("listen", f'must be "HOST:PORT" or "", got {listen!r}')
+    secret = _read_secret(
+        section,
+        env=env,
+        credential=WEBHOOK_SECRET_CREDENTIAL,
+        file_key="webhook_secret_file",
+        env_var="ALDAEMON_WEBHOOK_SECRET",
+        inline_key="webhook_secret",
+    )
+    cycle_timeout = section.number("cycle_timeout", 1800.0, minimum=10.0)
+    shutdown_grace = section.number("shutdown_grace", 60.0, minimum=0.0)
+    stale_after = section.number("stale_after", 0.0, minimum=0.0)
+    section.reject_unknown()
+    return DaemonConfig(
+        poll_interval=poll_interval,
+        resync_interval=resync_interval,
+        listen=listen,
+        webhook_secret=secret,
+        cycle_timeout=cycle_timeout,
+        shutdown_grace=shutdown_grace,
+        stale_after=stale_after,
+    )
+
+
+def _valid_listen(listen: str) -> bool:
+    host, _, port = listen.rpartition(":")
+    return bool(host) and port.isdigit() and 0 <= int(port) <= 65535
+
+
+def _read_projects(root: _Section, *, errors: list[str]) -> tuple[ProjectConfig, ...]:
+    raw = root._get("projects")
+    if raw is None:
+        root.error("projects", "at least one [[projects]] table is required")
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        root.error("projects", "must be an array of tables ([[projects]])")
+        return ()
+    if not raw:
+        root.error("projects", "at least one [[projects]] table is required")
+    projects: list[ProjectConfig] = []
+    seen_ids: set[int] = set()
+    for index, item in enumerate(raw):
+        section = _Section(item, path=f"projects[{index}]", errors=errors)
+        project = _read_project(section)
+        if project is None:
+            continue
+        if project.id in seen_ids:
+            section.error("id", f"project {project.id} is configured twice")
+        seen_ids.add(project.id)
+        projects.append(project)
+    return tuple(projects)
+
+
+def _read_project(section: _Section) -> ProjectConfig | None:
+    if not section.has("id"):
+        section.error("id", "is required")
+    project_id = section.integer("id", 0, minimum=1)
+    model = section.string("model", DEFAULT_MODEL)
+    if ":" not in model:
+        section.error("model", f'must look like "package.module:factory", got {model!r}')
+    retrain = _read_retrain(section.table("retrain"))
+    predictions = _read_predictions(section.table("predictions"))
+    view_section = section.table("view")
+    view = ViewConfig(title=view_section.string("title", ViewConfig.title) or ViewConfig.title)
+    view_section.reject_unknown()
+    section.reject_unknown()
+    if project_id < 1:
+        return None
+    return ProjectConfig(
+        id=project_id, model=model, retrain=retrain, predictions=predictions, view=view
+    )
+
+
+def _read_retrain(section: _Section) -> RetrainConfig:
+    cron = section.optional_string("cron")
+    if cron is not None and len(cron.split()) != 5:
+        section.error("cron", f'must be a 5-field cron expression like "0 3 * * *", got {cron!r}')
+    config = RetrainConfig(
+        min_new_annotations=section.integer("min_new_annotations", 10, minimum=1),
+        min_interval=section.number("min_interval", 60.0, minimum=0.0),
+        min_per_class=section.integer("min_per_class", 2, minimum=1),
+        max_interval=section.optional_number("max_interval", minimum=1.0),
+        cron=cron,
+    )
+    section.reject_unknown()
+    return config
+
+
+def _read_predictions(section: _Section) -> PredictionsConfig:
+    strategy = section.string("strategy", "margin")
+    if strategy not in STRATEGIES:
+        section.error("strategy", f"must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    prefix = section.string("version_prefix", "aldaemon")
+    if not prefix or not prefix.replace("-", "").replace("_", "").isalnum():
+        section.error("version_prefix", f"must be letters, digits, - or _, got {prefix!r}")
+    queue_depth = section.integer("queue_depth", 0, minimum=0)
+    config = PredictionsConfig(
+        strategy=strategy,
+        keep_versions=section.integer("keep_versions", 2, minimum=1),
+        version_prefix=prefix,
+        random_fraction=section.number("random_fraction", 0.0, minimum=0.0, maximum=1.0),
+        clusters=section.integer("clusters", 0, minimum=0, maximum=1000),
+        queue_depth=queue_depth or None,
+        show_predictions=section.boolean("show_predictions", True),
+        batch_size=section.integer("batch_size", 2000, minimum=1, maximum=100_000),
+        prune_per_cycle=section.integer("prune_per_cycle", 1, minimum=0),
+    )
+    section.reject_unknown()
+    return config
