@@ -215,9 +215,7 @@ class _Section:
                 self.error(name, "unknown key")
 
 
-def _check_range(
-    section: _Section, name: str, value: _N, *, minimum: _N, maximum: _N | None
-) -> _N:
+def _check_range(section: _Section, name: str, value: _N, *, minimum: _N, maximum: _N | None) -> _N:
     if value < minimum:
         integer_one = isinstance(minimum, int) and minimum == 1
         comparison = "> 0" if integer_one else f">= {minimum:g}"

@@ -102,9 +102,9 @@ class TestInvalidConfig:
     def test_out_of_range_value_names_its_key_path(self, tmp_path: Path) -> None:
         """A zero threshold is reported as projects[0].retrain.min_new_annotations."""
         text = GOOD.replace("min_new_annotations = 3", "min_new_annotations = 0")
-        assert [
-            "projects[0].retrain.min_new_annotations: must be > 0, got 0"
-        ] == problems_of(write(tmp_path, text))
+        assert ["projects[0].retrain.min_new_annotations: must be > 0, got 0"] == problems_of(
+            write(tmp_path, text)
+        )
 
     def test_unknown_key_is_an_error(self, tmp_path: Path) -> None:
         """A misspelt key is reported rather than silently ignored."""
@@ -172,7 +172,9 @@ class TestInvalidConfig:
 
 
 class TestCheckConfigCommand:
-    def test_valid_config_exits_zero(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_valid_config_exits_zero(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """check-config prints a one-line summary and exits 0 for a valid file."""
         assert 0 == main(["--config", str(write(tmp_path, GOOD)), "check-config"])
         assert "valid (1 project(s): 1)" in capsys.readouterr().out

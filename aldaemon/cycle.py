@@ -1,0 +1,648 @@
+"""One project's cycle, as a sequence of steps that a crash can resume.
+
+    read project -> poll -> reconcile -> (resync) -> resume or decide -> train -> score
+        -> upload -> activate -> view                            -> prune (own task)
+
+Progress of a version lives in the store's `versions.state`, written BEFORE the next step
+touches Label Studio:
+
+    training -> trained -> scored -> uploading -> uploaded -> active -> superseded -> pruned
+                                           \\-> (crash) resumed next cycle, never restarted
+
+The upload is the delicate step. Batches are the stored predictions cut at fixed
+positions, so after a crash the batch in flight is known exactly; Label Studio's count for
+the version tells whether that batch landed (a bulk import is one transaction), so it is
+sent again only when it did not. That keeps "at most one prediction per (task, version)".
+A version is activated only after its upload is complete (invariant 3).
+
+Pruning is slow on the server (about 10 ms per prediction) and never holds back the
+next publish: `prune_own_versions` is a separate coroutine the daemon runs beside cycles.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import structlog
+
+from aldaemon import reconcile
+from aldaemon.config import DaemonConfig, ProjectConfig
+from aldaemon.errors import LabelStudioRefused, LabelStudioUnreachable
+from aldaemon.labelstudio.gateway import LabelStudioGateway
+from aldaemon.labelstudio.labeling_config import parse_labeling_config
+from aldaemon.model.worker import ModelWorker
+from aldaemon.policy import decide_training
+from aldaemon.records import LabelingSchema, PredictionRecord
+from aldaemon.scoring import select_queue
+from aldaemon.store import Store, VersionRow
+
+log = structlog.get_logger(__name__)
+
+UNCERTAINTY_SAMPLING = "Uncertainty sampling"
+UNFINISHED_STATES = ("training", "trained", "scored", "uploading", "uploaded")
+WATERMARK_OVERLAP_SECONDS = 5.0
+WATERMARK_SETTLE_SECONDS = 10.0
+T = TypeVar("T")
+
+
+@dataclass
+class CycleContext:
+    """Everything one project's cycle needs; built once per project by the service."""
+
+    project: ProjectConfig
+    daemon: DaemonConfig
+    gateway: LabelStudioGateway
+    store: Store
+    worker: ModelWorker
+    artifacts_dir: Path
+    clock: Callable[[], float] = time.time
+
+
+@dataclass
+class CycleReport:
+    """What one cycle did: the fields of the canonical `cycle.finished` line."""
+
+    project_id: int
+    cycle_id: str
+    outcome: str = "ok"  # ok | idle | waiting | failed
+    decision: str = ""
+    version: str | None = None
+    error: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def count(self, name: str, value: int) -> None:
+        if value:
+            self.counts[name] = self.counts.get(name, 0) + value
+
+    def as_log_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "outcome": self.outcome,
+            "decision": self.decision,
+            "version": self.version,
+            **self.counts,
+            "duration_s": round(sum(self.seconds.values()), 3),
+            "steps_s": {k: round(v, 3) for k, v in self.seconds.items()},
+        }
+        if self.error:
+            fields["error"] = self.error
+        return fields
+
+
+def version_name(prefix: str, number: int) -> str:
+    return f"{prefix}-v{number}"
+
+
+def own_version_number(prefix: str, name: str) -> int | None:
+    """The n of "<prefix>-v<n>", or None when the name is not one of ours."""
+    match = re.fullmatch(re.escape(prefix) + r"-v(\d+)", name)
+    return int(match.group(1)) if match else None
+
+
+def queue_view_data(*, title: str, version: str) -> dict[str, object]:
+    """The whole `data` of the queue view (PATCH replaces it, so always send all of it)."""
+    return {
+        "title": title,
+        "type": "list",
+        "target": "tasks",
+        "filters": {
+            "conjunction": "and",
+            "items": [
+                {
+                    "filter": "filter:tasks:total_annotations",
+                    "operator": "equal",
+                    "type": "Number",
+                    "value": 0,
+                },
+                {
+                    "filter": "filter:tasks:predictions_model_versions",
+                    "operator": "contains",
+                    "type": "List",
+                    "value": [version],
+                },
+            ],
+        },
+        "ordering": ["tasks:predictions_score"],
+        "hiddenColumns": {"explore": [], "labeling": []},
+    }
+
+
+def batches(total: int, size: int) -> list[tuple[int, int]]:
+    """Fixed [start, end) cuts of the stored predictions; the same after any restart."""
+    return [(start, min(start + size, total)) for start in range(0, total, size)]
+
+
+def resume_position(
+    *, uploaded_count: int, server_count: int, cuts: Sequence[tuple[int, int]]
+) -> int | None:
+    """Where an interrupted upload resumes, judged from Label Studio's count for the version.
+
+    The batch after `uploaded_count` was in flight when the process died. Label Studio's
+    import is one transaction, so the server holds either `uploaded_count` predictions (it
+    did not land) or `uploaded_count + len(batch)` (it did). Anything else means someone
+    else touched the version: None, and the caller falls back to listing predictions.
+    """
+    if server_count == uploaded_count:
+        return uploaded_count
+    for start, end in cuts:
+        if start == uploaded_count and server_count == end:
+            return end
+    return None
+
+
+class Cycle:
+    """One run of one project's loop. Create, `await run()`, read the report."""
+
+    def __init__(
+        self,
+        ctx: CycleContext,
+        *,
+        force_resync: bool = False,
+        forced_training: bool = False,
+    ) -> None:
+        self.ctx = ctx
+        self.project_id = ctx.project.id
+        self.force_resync = force_resync
+        self.forced_training = forced_training
+        self.report = CycleReport(project_id=self.project_id, cycle_id=uuid.uuid4().hex[:12])
+        self.log = log.bind(project_id=self.project_id, cycle_id=self.report.cycle_id)
+
+    async def _step(self, name: str, work: Awaitable[T]) -> T:
+        started = time.perf_counter()
+        try:
+            return await work
+        finally:
+            self.report.seconds[name] = self.report.seconds.get(name, 0.0) + (
+                time.perf_counter() - started
+            )
+
+    async def run(self) -> CycleReport:
+        store = self.ctx.store
+        started_at = self.ctx.clock()
+        store.record_cycle(
+            self.project_id,
+            cycle_id=self.report.cycle_id,
+            started_at=started_at,
+            finished_at=None,
+            outcome="running",
+            summary={},
+        )
+        try:
+            await self._run_steps()
+        except Exception as exc:
+            self.report.outcome = "failed"
+            self.report.error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            store.record_cycle(
+                self.project_id,
+                cycle_id=self.report.cycle_id,
+                started_at=started_at,
+                finished_at=self.ctx.clock(),
+                outcome=self.report.outcome,
+                summary=self.report.as_log_fields(),
+            )
+        return self.report
+
+    async def _run_steps(self) -> None:
+        schema, labels_changed = await self._step("read_project", self._read_project())
+        await self._step("poll", self._poll(schema))
+        if self._resync_due():
+            await self._step("resync", self._resync())
+        version = self._unfinished_version()
+        if version is None:
+            version = await self._decide_and_train(schema, labels_changed=labels_changed)
+            if version is None:
+                return
+        else:
+            self.log.info("version.resumed", version=version.name, state=version.state)
+        await self._publish(version, schema)
+
+    # --- read and reconcile -------------------------------------------------------------
+
+    async def _read_project(self) -> tuple[LabelingSchema, bool]:
+        """Read the labeling config; a changed label set forces a retrain on the new one."""
+        info = await self.ctx.gateway.get_project(self.project_id)
+        schema = parse_labeling_config(info.label_config)
+        meta = self.ctx.store.get_meta(self.project_id)
+        previous = meta.schema
+        changed = previous is not None and previous != _schema_to_json(schema)
+        if changed:
+            self.log.warning(
+                "project.labeling_config_changed",
+                before=previous,
+                after=_schema_to_json(schema),
+                action="retraining with the new label set",
+            )
+        if previous is None or changed:
+            self.ctx.store.set_meta(self.project_id, schema=_schema_to_json(schema))
+        return schema, changed
+
+    async def _poll(self, schema: LabelingSchema) -> None:
+        store = self.ctx.store
+        sync = store.sync_state(self.project_id)
+        after = reconcile.query_after(
+            watermark=sync.watermark,
+            moved_at=sync.watermark_moved_at,
+            now=self.ctx.clock(),
+            overlap_seconds=WATERMARK_OVERLAP_SECONDS,
+            settle_seconds=WATERMARK_SETTLE_SECONDS,
+        )
+        tasks = await self.ctx.gateway.fetch_changed_tasks(
+            self.project_id, schema=schema, updated_after=after
+        )
+        known = store.known_annotations(self.project_id, [task.id for task in tasks])
+        outcome = reconcile.diff(tasks, known)
+        store.apply_reconcile(self.project_id, outcome, now=self.ctx.clock())
+        self.report.count("tasks_read", len(tasks))
+        self.report.count("annotations_created", len(outcome.created))
+        self.report.count("annotations_updated", len(outcome.updated))
+        self.report.count("annotations_deleted", len(outcome.deleted))
+        self.report.count("label_changes", outcome.label_changes)
+        if outcome.created or outcome.updated or outcome.deleted:
+            self.log.info(
+                "reconcile.finished",
+                tasks_read=len(tasks),
+                created=len(outcome.created),
+                updated=len(outcome.updated),
+                deleted=len(outcome.deleted),
+                label_changes=outcome.label_changes,
+            )
+
+    def _resync_due(self) -> bool:
+        sync = self.ctx.store.sync_state(self.project_id)
+        if self.force_resync or sync.last_resync_at is None:
+            return True
+        return self.ctx.clock() - sync.last_resync_at >= self.ctx.daemon.resync_interval
+
+    async def _resync(self) -> None:
+        """A full id listing finds tasks deleted in Label Studio (they leave no trace)."""
+        listed = await self.ctx.gateway.list_task_ids(self.project_id)
+        known = self.ctx.store.known_task_ids(self.project_id)
+        decision = reconcile.find_deleted_tasks(listed_ids=listed, known_ids=known)
+        if decision.refused:
+            self.log.error("resync.refused", reason=decision.refused, known_tasks=len(known))
+        elif decision.deleted_task_ids:
+            self.log.info("resync.tasks_deleted", count=len(decision.deleted_task_ids))
+        self.ctx.store.apply_resync(self.project_id, decision, now=self.ctx.clock())
+        self.report.count("tasks_deleted", len(decision.deleted_task_ids))
+
+    # --- decide and train -----------------------------------------------------------------
+
+    def _unfinished_version(self) -> VersionRow | None:
+        return self.ctx.store.unfinished_version(self.project_id)
+
+    def _last_trained(self) -> VersionRow | None:
+        trained = [
+            v
+            for v in self.ctx.store.list_versions(self.project_id)
+            if v.trained_at is not None and v.state != "failed"
+        ]
+        return trained[-1] if trained else None
+
+    async def _decide_and_train(
+        self, schema: LabelingSchema, *, labels_changed: bool
+    ) -> VersionRow | None:
+        store = self.ctx.store
+        retrain = self.ctx.project.retrain
+        sync = store.sync_state(self.project_id)
+        last = self._last_trained()
+        counts = store.label_counts(self.project_id)
+        changes = sync.label_changes - ((last.label_changes_at_training or 0) if last else 0)
+        decision = decide_training(
+            label_changes_since_training=changes,
+            seconds_since_training=(self.ctx.clock() - last.trained_at)
+            if last and last.trained_at
+            else None,
+            class_counts={label: counts.get(label, 0) for label in schema.labels},
+            labels=schema.labels,
+            min_new_annotations=retrain.min_new_annotations,
+            min_interval=retrain.min_interval,
+            min_per_class=retrain.min_per_class,
+            max_interval=retrain.max_interval,
+            forced=self.forced_training or labels_changed,
+            has_model=last is not None,
+        )
+        self.report.decision = decision.reason
+        store.set_meta(self.project_id, last_decision=decision.reason)
+        if not decision.train:
+            self.report.outcome = "idle"
+            return None
+        return await self._step("train", self._train(schema, label_changes=sync.label_changes))
+
+    async def _next_version_number(self) -> int:
+        """Above every number we used and every "<prefix>-v<n>" Label Studio already holds.
+
+        Label Studio may hold our versions that local state forgot (a rebuilt state dir);
+        reusing a name would put two predictions on one task under one version.
+        """
+        prefix = self.ctx.project.predictions.version_prefix
+        on_server = await self.ctx.gateway.model_version_counts(self.project_id)
+        numbers = [own_version_number(prefix, name) for name in on_server]
+        highest_remote = max((n for n in numbers if n is not None), default=0)
+        return max(self.ctx.store.next_version_number(self.project_id), highest_remote + 1)
+
+    async def _train(self, schema: LabelingSchema, *, label_changes: int) -> VersionRow:
+        store = self.ctx.store
+        number = await self._next_version_number()
+        name = version_name(self.ctx.project.predictions.version_prefix, number)
+        store.create_version(self.project_id, name=name, number=number, now=self.ctx.clock())
+        store.update_version(self.project_id, name, label_changes_at_training=label_changes)
+        examples = store.labeled_examples(self.project_id)
+        allowed = set(schema.labels)
+        foreign = [task_id for task_id, _, label in examples if label not in allowed]
+        if foreign:
+            self.log.warning(
+                "train.labels_not_in_config",
+                task_ids=foreign[:50],
+                count=len(foreign),
+                action="annotations with labels the config no longer has are left out",
+            )
+        examples = [e for e in examples if e[2] in allowed]
+        artifact = self.ctx.artifacts_dir / f"{name}.joblib"
+        artifact.parent.mkdir(parents=True, exist_ok=True)
+        self.log.info("train.started", version=name, n_labels=len(examples))
+        result = await self.ctx.worker.train(
+            factory_ref=self.ctx.project.model,
+            texts=[text for _, text, _ in examples],
+            labels=[label for _, _, label in examples],
+            artifact_path=str(artifact),
+        )
+        store.update_version(
+            self.project_id,
+            name,
+            state="trained",
+            trained_at=self.ctx.clock(),
+            n_labels=result.n_labels,
+            class_counts=result.class_counts,
+            metrics=result.metrics,
+            train_seconds=result.train_seconds,
+            artifact_path=result.artifact_path,
+        )
+        self.report.version = name
+        self.log.info(
+            "train.finished",
+            version=name,
+            n_labels=result.n_labels,
+            seconds=round(result.train_seconds, 3),
+            **result.metrics,
+        )
+        version = store.get_version(self.project_id, name)
+        assert version is not None
+        return version
+
+    # --- publish --------------------------------------------------------------------------
+
+    async def _publish(self, version: VersionRow, schema: LabelingSchema) -> None:
+        self.report.version = version.name
+        if version.state == "training":
+            version = await self._step("train", self._retrain_interrupted(version, schema))
+        if version.state == "trained":
+            version = await self._step("score", self._score(version))
+        if version.state in ("scored", "uploading"):
+            version = await self._step("upload", self._upload(version, schema))
+        if version.state == "uploaded":
+            await self._step("activate", self._activate(version))
+
+    async def _retrain_interrupted(self, version: VersionRow, schema: LabelingSchema) -> VersionRow:
+        """A training killed mid-way left nothing in Label Studio: train that version again."""
+        store = self.ctx.store
+        sync = store.sync_state(self.project_id)
+        store.update_version(self.project_id, version.name, state="failed", error="interrupted")
+        self.log.info("train.restarting", interrupted=version.name)
+        return await self._train(schema, label_changes=sync.label_changes)
+
+    async def _score(self, version: VersionRow) -> VersionRow:
+        store = self.ctx.store
+        options = self.ctx.project.predictions
+        pool = store.unlabeled_tasks(self.project_id)
+        skipped = [task_id for task_id, text in pool if not text or not text.strip()]
+        if skipped:
+            self.log.warning(
+                "score.tasks_skipped",
+                reason="text field missing, empty or not a string",
+                task_ids=skipped[:50],
+                count=len(skipped),
+            )
+        scorable = [(task_id, text) for task_id, text in pool if text and text.strip()]
+        assert version.artifact_path is not None
+        scored = await self.ctx.worker.score(
+            artifact_path=version.artifact_path,
+            task_ids=[task_id for task_id, _ in scorable],
+            texts=[text for _, text in scorable],
+            strategy=options.strategy,
+            random_fraction=options.random_fraction,
+            clusters=options.clusters,
+            seed=version.number,
+        )
+        chosen = select_queue(np.asarray(scored.scores, dtype=float), depth=options.queue_depth)
+        predictions = [
+            PredictionRecord(
+                task_id=scored.task_ids[i],
+                label=scored.labels[i],
+                score=float(scored.scores[i]),
+                cluster=scored.clusters[i] if scored.clusters is not None else None,
+            )
+            for i in sorted(int(i) for i in chosen)
+        ]
+        store.save_predictions(self.project_id, version.name, predictions)
+        store.update_version(
+            self.project_id,
+            version.name,
+            state="scored",
+            n_predictions=len(predictions),
+            uploaded_count=0,
+        )
+        self.report.count("tasks_scored", len(scorable))
+        self.report.count("tasks_skipped", len(skipped))
+        refreshed = store.get_version(self.project_id, version.name)
+        assert refreshed is not None
+        return refreshed
+
+    async def _upload(self, version: VersionRow, schema: LabelingSchema) -> VersionRow:
+        store = self.ctx.store
+        gateway = self.ctx.gateway
+        predictions = store.load_predictions(self.project_id, version.name)
+        if not predictions:
+            store.update_version(self.project_id, version.name, state="superseded")
+            self.log.info("publish.skipped", version=version.name, reason="no unlabeled task")
+            self.report.outcome = "ok"
+            refreshed = store.get_version(self.project_id, version.name)
+            assert refreshed is not None
+            return refreshed
+        cuts = batches(len(predictions), self.ctx.project.predictions.batch_size)
+        position = version.uploaded_count or 0
+        if version.state == "uploading":
+            position = await self._resume_upload(version, predictions, cuts)
+        else:
+            store.update_version(self.project_id, version.name, state="uploading")
+        uploaded = 0
+        for start, end in cuts:
+            if end <= position:
+                continue
+            batch = predictions[max(start, position) : end]
+            created = await gateway.import_predictions(
+                self.project_id, model_version=version.name, schema=schema, predictions=batch
+            )
+            if created != len(batch):
+                raise LabelStudioRefused(
+                    f"Label Studio stored {created} of {len(batch)} predictions of "
+                    f"{version.name} (it drops labels it does not know); the version stays "
+                    "inactive"
+                )
+            position = end
+            uploaded += created
+            store.update_version(self.project_id, version.name, uploaded_count=position)
+        store.update_version(self.project_id, version.name, state="uploaded")
+        self.report.count("predictions_uploaded", uploaded)
+        refreshed = store.get_version(self.project_id, version.name)
+        assert refreshed is not None
+        return refreshed
+
+    async def _resume_upload(
+        self,
+        version: VersionRow,
+        predictions: Sequence[PredictionRecord],
+        cuts: Sequence[tuple[int, int]],
+    ) -> int:
+        """Find out how much of an interrupted upload Label Studio holds."""
+        uploaded = version.uploaded_count or 0
+        counts = await self.ctx.gateway.model_version_counts(self.project_id)
+        server_count = counts.get(version.name, 0)
+        position = resume_position(uploaded_count=uploaded, server_count=server_count, cuts=cuts)
+        if position is not None:
+            self.log.info(
+                "upload.resumed", version=version.name, position=position, on_server=server_count
+            )
+            self.ctx.store.update_version(self.project_id, version.name, uploaded_count=position)
+            return position
+        # Unexpected count: send only what the server lacks, task by task.
+        present = {
+            task_id
+            for task_id, name, _ in await self.ctx.gateway.list_predictions(self.project_id)
+            if name == version.name
+        }
+        missing = [p for p in predictions if p.task_id not in present]
+        self.log.warning(
+            "upload.resumed_by_listing",
+            version=version.name,
+            on_server=len(present),
+            missing=len(missing),
+        )
+        kept = [p for p in predictions if p.task_id in present] + missing
+        self.ctx.store.save_predictions(self.project_id, version.name, kept)
+        self.ctx.store.update_version(self.project_id, version.name, uploaded_count=len(present))
+        return len(present)
+
+    async def _activate(self, version: VersionRow) -> None:
+        store = self.ctx.store
+        meta = store.get_meta(self.project_id)
+        if meta.pinned_version:
+            store.update_version(self.project_id, version.name, state="superseded")
+            self.log.info(
+                "activate.skipped_pinned", version=version.name, pinned=meta.pinned_version
+            )
+            return
+        await activate_version(self.ctx, version.name)
+        self.report.count("activated", 1)
+
+
+async def activate_version(ctx: CycleContext, name: str) -> None:
+    """Make `name` the project's active version, with uncertainty sampling and the view.
+
+    Used by the cycle and by `aldaemon pin`. The store is updated after Label Studio
+    agreed, so a crash in between re-activates on the next cycle (idempotent).
+    """
+    options = ctx.project.predictions
+    project_id = ctx.project.id
+    await ctx.gateway.update_project(
+        project_id,
+        model_version=name,
+        sampling=UNCERTAINTY_SAMPLING,
+        show_collab_predictions=options.show_predictions,
+    )
+    for row in ctx.store.list_versions(project_id):
+        if row.state == "active" and row.name != name:
+            ctx.store.update_version(project_id, row.name, state="superseded")
+    ctx.store.update_version(project_id, name, state="active", activated_at=ctx.clock())
+    await write_queue_view(ctx, name)
+    log.info("version.activated", project_id=project_id, version=name)
+
+
+async def write_queue_view(ctx: CycleContext, version: str) -> None:
+    """Create the queue view once, then replace its whole data on every activation."""
+    project_id = ctx.project.id
+    data = queue_view_data(title=ctx.project.view.title, version=version)
+    meta = ctx.store.get_meta(project_id)
+    if meta.view_id is not None:
+        try:
+            await ctx.gateway.replace_view(meta.view_id, project_id=project_id, data=data)
+            return
+        except LabelStudioRefused as exc:
+            if exc.status_code != 404:
+                raise
+            log.warning("view.recreated", project_id=project_id, reason="view was deleted")
+    view = await ctx.gateway.create_view(project_id, data=data)
+    ctx.store.set_meta(project_id, view_id=view.id)
+
+
+async def prune_own_versions(ctx: CycleContext) -> list[str]:
+    """Delete our own versions beyond `keep_versions`, oldest first, bounded per call.
+
+    Never the active one, never the pinned one, never a name without our prefix, and
+    never a version local state does not know it created (invariant 4).
+    """
+    options = ctx.project.predictions
+    project_id = ctx.project.id
+    if options.prune_per_cycle == 0:
+        return []
+    on_server = await ctx.gateway.model_version_counts(project_id)
+    info = await ctx.gateway.get_project(project_id)
+    meta = ctx.store.get_meta(project_id)
+    ours = {row.name: row for row in ctx.store.list_versions(project_id)}
+    candidates = sorted(
+        (
+            (number, name)
+            for name in on_server
+            if (number := own_version_number(options.version_prefix, name)) is not None
+            and name in ours
+        ),
+    )
+    protected = {info.model_version, meta.pinned_version}
+    keep = {name for _, name in candidates[-options.keep_versions :]} | protected
+    doomed = [name for _, name in candidates if name not in keep][: options.prune_per_cycle]
+    pruned: list[str] = []
+    for name in doomed:
+        started = time.perf_counter()
+        try:
+            deleted = await ctx.gateway.delete_model_version(project_id, name)
+        except LabelStudioUnreachable as exc:
+            log.warning("prune.deferred", project_id=project_id, version=name, error=str(exc))
+            break
+        ctx.store.update_version(project_id, name, state="pruned", pruned_at=ctx.clock())
+        ctx.store.drop_predictions(project_id, name)
+        pruned.append(name)
+        log.info(
+            "prune.deleted",
+            project_id=project_id,
+            version=name,
+            predictions=deleted,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+    return pruned
+
+
+def _schema_to_json(schema: LabelingSchema) -> dict[str, Any]:
+    return {
+        "text_field": schema.text_field,
+        "from_name": schema.from_name,
+        "to_name": schema.to_name,
+        "labels": list(schema.labels),
+    }

@@ -1,0 +1,482 @@
+"""`aldaemon run`: the service shell around `Runtime.run_cycle`.
+
+    start: open state -> HTTP server -> scheduler -> READY=1
+    every poll_interval (+jitter), per project ........ run_cycle      (APScheduler job)
+    cron, per project (optional) ....................... run_cycle(forced_training)
+    webhook ... debounce ... idle project: move its poll job to "now"
+                             busy project: one more cycle right after the running one
+    heartbeat .......................................... WATCHDOG=1 when progress is real
+    SIGHUP ...... RELOADING=1, validate new file, swap, diff jobs, READY=1 (bad file: keep old)
+    SIGTERM/INT . STOPPING=1, no new cycles, running ones get `shutdown_grace`, exit 0
+                  (grace over, or a second signal: cancel them and kill the training
+                  worker; every step is resumable, so the next start carries on)
+
+Each APScheduler run is its own asyncio task, so a slow project never delays another,
+and structlog's context variables (project_id, cycle_id) stay with their own cycle.
+Job defaults: coalesce (a backlog of missed runs becomes one), max_instances=1, and no
+misfire cut-off, so a run late because the loop was busy still happens once.
+
+Why a webhook for a busy project is not a `job.modify(next_run_time=now)`: APScheduler
+refuses a run while the previous one of the same job is still going (max_instances) and
+drops it, so a change made during a long training would wait a whole poll_interval.
+The running job instead loops once more (`_rerun_requested`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import Counter
+from collections.abc import Coroutine, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from aldaemon import systemd
+from aldaemon.config import Config, ProjectConfig, load_config
+from aldaemon.errors import AldaemonError, ConfigError
+from aldaemon.logs import register_secret
+from aldaemon.server import HealthReport, PollDebouncer, ServiceServer
+from aldaemon.service import ProjectHealth, Runtime
+
+log = structlog.get_logger(__name__)
+
+WEBHOOK_DEBOUNCE_SECONDS = 1.0
+# Without systemd's watchdog the heartbeat still runs, so a stall shows in the log.
+DEFAULT_HEARTBEAT_SECONDS = 15.0
+# A project's first poll after start or reload; staggered so they do not all hit at once.
+STAGGER_SECONDS = 0.5
+
+
+def poll_job_id(project_id: int) -> str:
+    return f"poll-{project_id}"
+
+
+def cron_job_id(project_id: int) -> str:
+    return f"cron-{project_id}"
+
+
+def stale_after(config: Config) -> float:
+    """How old a project's last success may be before /healthz says 503."""
+    daemon = config.daemon
+    return daemon.stale_after or 3 * daemon.poll_interval + daemon.cycle_timeout
+
+
+def assess_health(
+    *,
+    project_ids: Iterable[int],
+    health: Mapping[int, ProjectHealth],
+    busy: frozenset[int],
+    now: float,
+    started_at: float,
+    stale_limit: float,
+) -> HealthReport:
+    """Healthy when no project failed permanently, none lost Label Studio, all succeeded lately.
+
+    A project that has not succeeded yet is measured from the daemon's start, so a fresh
+    daemon is healthy until it has had `stale_limit` seconds to prove itself.
+    """
+    reasons: list[str] = []
+    projects: dict[str, object] = {}
+    for project_id in project_ids:
+        state = health.get(project_id)
+        last = state.last_success_at if state else None
+        age = now - (last if last is not None else started_at)
+        entry: dict[str, object] = {
+            "last_success_age_s": None if last is None else round(now - last, 1),
+            "busy": project_id in busy,
+        }
+        if state is not None and state.failure:
+            reasons.append(f"project {project_id} failed: {state.failure}")
+            entry["failure"] = state.failure
+        elif state is not None and state.unreachable_since is not None:
+            reasons.append(f"project {project_id}: Label Studio unreachable")
+            entry["unreachable_s"] = round(now - state.unreachable_since, 1)
+        elif age > stale_limit:
+            reasons.append(f"project {project_id}: no successful cycle for {age:.0f} s")
+        projects[str(project_id)] = entry
+    return HealthReport(healthy=not reasons, reasons=tuple(reasons), projects=projects)
+
+
+def health_report(runtime: Runtime, *, now: float, started_at: float) -> HealthReport:
+    """`assess_health` for the runtime's current projects."""
+    project_ids = [p.id for p in runtime.config.projects]
+    return assess_health(
+        project_ids=project_ids,
+        health=runtime.health,
+        busy=frozenset(pid for pid in project_ids if runtime.is_busy(pid)),
+        now=now,
+        started_at=started_at,
+        stale_limit=stale_after(runtime.config),
+    )
+
+
+def watchdog_due(*, busy: bool, seconds_since_progress: float, stale_limit: float) -> bool:
+    """Ping the watchdog only while the daemon makes progress, not merely while a timer ticks.
+
+    Progress: a cycle is running (it has its own timeout), or one finished within the
+    stale limit. A daemon whose scheduler silently died keeps its loop alive but stops
+    finishing cycles; withholding WATCHDOG=1 then lets systemd restart it.
+    """
+    return busy or seconds_since_progress < stale_limit
+
+
+@dataclass(frozen=True)
+class ReloadPlan:
+    """What a SIGHUP changes; `refused` says why the new config cannot be taken live."""
+
+    added: tuple[int, ...] = ()
+    removed: tuple[int, ...] = ()
+    restart_server: bool = False
+    refused: str | None = None
+
+
+def plan_reload(old: Config, new: Config) -> ReloadPlan:
+    """Compare two valid configs; the state dir is fixed for the life of the process."""
+    if new.state.dir != old.state.dir:
+        return ReloadPlan(refused="state.dir: changing it needs a restart")
+    old_ids = {p.id for p in old.projects}
+    new_ids = {p.id for p in new.projects}
+    return ReloadPlan(
+        added=tuple(sorted(new_ids - old_ids)),
+        removed=tuple(sorted(old_ids - new_ids)),
+        restart_server=(
+            new.daemon.listen != old.daemon.listen
+            or new.daemon.webhook_secret != old.daemon.webhook_secret
+        ),
+    )
+
+
+def _utc_now_plus(seconds: float) -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+def _register_secrets(config: Config) -> None:
+    """Keep this config's secrets out of every log line, even one a library writes."""
+    register_secret(config.labelstudio.token.reveal())
+    if config.daemon.webhook_secret is not None:
+        register_secret(config.daemon.webhook_secret.reveal())
+
+
+class Daemon:
+    """Schedules every project's cycles and answers signals; `serve()` runs until stopped."""
+
+    def __init__(self, runtime: Runtime, *, config_path: str) -> None:
+        self.runtime = runtime
+        self.config_path = config_path
+        self.started_at = time.time()
+        self.stopping = asyncio.Event()
+        self._forced_stop = asyncio.Event()
+        self.scheduler = AsyncIOScheduler(
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone="UTC",
+        )
+        self.scheduler.add_listener(self._on_job_error, EVENT_JOB_ERROR)
+        self.debouncer = PollDebouncer(delay=WEBHOOK_DEBOUNCE_SECONDS, fire=self.poll_now)
+        self.server: ServiceServer | None = None
+        self.last_progress = time.monotonic()
+        # One cycle per project at a time, taken BEFORE checking `stopping`, so a job that
+        # waited for a running cycle does not start a new one once shutdown began.
+        self._turns: dict[int, asyncio.Lock] = {}
+        self._in_progress: Counter[int] = Counter()
+        self._rerun_requested: set[int] = set()
+        self._cycle_tasks: set[asyncio.Task[Any]] = set()
+        self._reload_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def serve(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the exit status (0)."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self.stop, "SIGINT")
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        try:
+            await self._start_server()
+            self.scheduler.start()
+            self._schedule_projects(self.runtime.config.projects)
+            heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
+            systemd.ready()
+            self._announce_status()
+            log.info(
+                "daemon.started",
+                projects=[p.id for p in self.runtime.config.projects],
+                listen=self.runtime.config.daemon.listen or None,
+                poll_interval=self.runtime.config.daemon.poll_interval,
+            )
+            await self.stopping.wait()
+            systemd.stopping()
+            heartbeat.cancel()
+            await self._shutdown()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+        return 0
+
+    def stop(self, signal_name: str = "stop") -> None:
+        """Begin shutdown; a second call cuts the grace period short."""
+        if not self.stopping.is_set():
+            log.info("daemon.stopping", signal=signal_name)
+            self.stopping.set()
+            return
+        if not self._forced_stop.is_set():
+            log.warning("daemon.stop_forced", signal=signal_name)
+            self._forced_stop.set()
+
+    async def _shutdown(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.pause()
+        await self.debouncer.aclose()
+        grace = self.runtime.config.daemon.shutdown_grace
+        busy = sorted(pid for pid, count in self._in_progress.items() if count)
+        if busy:
+            log.info("daemon.waiting_for_cycles", projects=busy, grace_s=grace)
+        if not await self._drain(grace):
+            log.warning(
+                "daemon.grace_expired",
+                grace_s=grace,
+                action="running cycles cancelled; they resume at the next start",
+            )
+            await self._cancel_work()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        if self.server is not None:
+            await self.server.stop()
+        log.info("daemon.stopped")
+
+    async def _drain(self, grace: float) -> bool:
+        """Wait for running cycles, then prunes; False when grace or a second signal ends it."""
+
+        async def work_done() -> None:
+            while pending := {t for t in self._cycle_tasks if not t.done()}:
+                await asyncio.wait(pending)
+            await self.runtime.wait_for_prunes()
+
+        drained = asyncio.create_task(work_done(), name="drain")
+        forced = asyncio.create_task(self._forced_stop.wait(), name="forced-stop")
+        await asyncio.wait({drained, forced}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+        forced.cancel()
+        if drained.done():
+            return True
+        drained.cancel()
+        await asyncio.gather(drained, forced, return_exceptions=True)
+        return False
+
+    async def _cancel_work(self) -> None:
+        """Cancel cycles and prunes, and stop a training in its worker process at once."""
+        cycles = [t for t in self._cycle_tasks if not t.done()]
+        for task in cycles:
+            task.cancel()
+        # Waiting for an abandoned fit would overrun systemd's stop timeout; the version
+        # stays in "training" and the next start trains it again.
+        if self.runtime.worker is not None:
+            await asyncio.to_thread(self.runtime.worker.shutdown, kill_running=True)
+        await asyncio.gather(*cycles, return_exceptions=True)
+        await self.runtime.cancel_prunes()
+
+    async def _start_server(self) -> None:
+        config = self.runtime.config
+        if not config.daemon.listen:
+            return
+        server = ServiceServer(
+            listen=config.daemon.listen,
+            webhook_secret=config.daemon.webhook_secret,
+            metrics=self.runtime.metrics,
+            known_projects=lambda: [p.id for p in self.runtime.config.projects],
+            request_poll=self.debouncer.request,
+            health=lambda: health_report(self.runtime, now=time.time(), started_at=self.started_at),
+        )
+        try:
+            await server.start()
+        except OSError as exc:
+            raise AldaemonError(
+                f"cannot listen on {config.daemon.listen} ([daemon].listen): {exc.strerror}"
+            ) from None
+        self.server = server
+
+    def _announce_status(self) -> None:
+        systemd.status(f"serving {len(self.runtime.config.projects)} project(s)")
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], *, name: str) -> None:
+        """Run a background task and keep a reference (the loop holds only weak ones)."""
+        task = asyncio.get_running_loop().create_task(coroutine, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # --- scheduling -----------------------------------------------------------------------
+
+    def _schedule_projects(self, projects: Iterable[ProjectConfig]) -> None:
+        """(Re)create each project's jobs; the first poll comes now, staggered."""
+        interval = self.runtime.config.daemon.poll_interval
+        for index, project in enumerate(projects):
+            self.scheduler.add_job(
+                self._run_project,
+                IntervalTrigger(seconds=interval, jitter=min(interval * 0.1, 5.0)),
+                args=(project.id,),
+                id=poll_job_id(project.id),
+                name=f"poll project {project.id}",
+                replace_existing=True,
+                next_run_time=_utc_now_plus(index * STAGGER_SECONDS),
+            )
+            if project.retrain.cron:
+                self.scheduler.add_job(
+                    self._run_project,
+                    CronTrigger.from_crontab(project.retrain.cron, timezone="UTC"),
+                    args=(project.id,),
+                    kwargs={"forced_training": True},
+                    id=cron_job_id(project.id),
+                    name=f"forced retrain project {project.id}",
+                    replace_existing=True,
+                )
+            elif self.scheduler.get_job(cron_job_id(project.id)) is not None:
+                self.scheduler.remove_job(cron_job_id(project.id))
+
+    def _unschedule_project(self, project_id: int) -> None:
+        for job_id in (poll_job_id(project_id), cron_job_id(project_id)):
+            if self.scheduler.get_job(job_id) is not None:
+                self.scheduler.remove_job(job_id)
+
+    async def _run_project(self, project_id: int, *, forced_training: bool = False) -> None:
+        """One scheduled run: a cycle, plus one more for each poll requested meanwhile."""
+        task = asyncio.current_task()
+        if task is not None:
+            task.set_name(f"cycle-{project_id}")
+            self._cycle_tasks.add(task)
+            task.add_done_callback(self._cycle_tasks.discard)
+        self._in_progress[project_id] += 1
+        turn = self._turns.setdefault(project_id, asyncio.Lock())
+        try:
+            forced = forced_training
+            while True:
+                async with turn:
+                    project = self.runtime.config.project(project_id)
+                    if self.stopping.is_set() or project is None:
+                        return
+                    self._rerun_requested.discard(project_id)
+                    await self.runtime.run_cycle(project, forced_training=forced)
+                    self.last_progress = time.monotonic()
+                if project_id not in self._rerun_requested:
+                    return
+                forced = False
+                log.debug("poll.repeated", project_id=project_id, reason="requested during cycle")
+        except asyncio.CancelledError:
+            # Only shutdown cancels a cycle. The task is the scheduler's and nobody awaits
+            # it, so ending quietly beats APScheduler logging a traceback for it.
+            log.info("cycle.cancelled", project_id=project_id, action="resumes at the next start")
+        finally:
+            self._in_progress[project_id] -= 1
+            if not self._in_progress[project_id]:
+                del self._in_progress[project_id]
+
+    def poll_now(self, project_id: int) -> None:
+        """Poll the project as soon as possible (a webhook said something changed)."""
+        if self.stopping.is_set():
+            return
+        if self._in_progress.get(project_id):
+            self._rerun_requested.add(project_id)
+            log.debug("poll.requested_after_cycle", project_id=project_id)
+            return
+        job = self.scheduler.get_job(poll_job_id(project_id))
+        if job is None:
+            return
+        log.debug("poll.requested_early", project_id=project_id)
+        job.modify(next_run_time=_utc_now_plus(0))
+
+    def _on_job_error(self, event: JobExecutionEvent) -> None:
+        # run_cycle never raises for a cycle's own failure: reaching this is a bug.
+        log.error(
+            "scheduler.job_failed",
+            job_id=event.job_id,
+            error=f"{type(event.exception).__name__}: {event.exception}",
+            traceback=event.traceback,
+        )
+
+    # --- reload and watchdog --------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        """SIGHUP handler: reload in a task (a signal handler must not block)."""
+        if self.stopping.is_set():
+            return
+        self._spawn(self.reload(), name="reload")
+
+    async def reload(self) -> None:
+        """Read the config file again; keep the running one when the new one is bad."""
+        async with self._reload_lock:
+            systemd.reloading()
+            try:
+                await self._apply_new_config()
+            finally:
+                systemd.ready()
+
+    async def _apply_new_config(self) -> None:
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            self._reject_reload(exc.problems)
+            return
+        old = self.runtime.config
+        plan = plan_reload(old, new)
+        if plan.refused is not None:
+            self._reject_reload([plan.refused])
+            return
+        _register_secrets(new)
+        await self.runtime.reload(new)
+        for removed in plan.removed:
+            self._unschedule_project(removed)
+            self._rerun_requested.discard(removed)
+        self._schedule_projects(new.projects)
+        if plan.restart_server and self.server is not None:
+            await self.server.stop()
+            self.server = None
+        if plan.restart_server:
+            try:
+                await self._start_server()
+            except AldaemonError as exc:
+                log.error("server.restart_failed", error=str(exc), action="running without it")
+        log.info(
+            "config.reloaded",
+            added=list(plan.added),
+            removed=list(plan.removed),
+            projects=[p.id for p in new.projects],
+        )
+        self._announce_status()
+
+    def _reject_reload(self, problems: list[str]) -> None:
+        log.error(
+            "config.reload_rejected",
+            path=self.config_path,
+            problems=problems,
+            action="the previous configuration keeps running",
+        )
+
+    async def _heartbeat(self) -> None:
+        interval = systemd.watchdog_interval()
+        period = interval / 2 if interval else DEFAULT_HEARTBEAT_SECONDS
+        while True:
+            await asyncio.sleep(period)
+            idle_for = time.monotonic() - self.last_progress
+            if watchdog_due(
+                busy=bool(self._in_progress),
+                seconds_since_progress=idle_for,
+                stale_limit=stale_after(self.runtime.config),
+            ):
+                systemd.watchdog()
+            else:
+                log.warning("watchdog.withheld", seconds_without_progress=round(idle_for))
+
+
+async def run_daemon(config: Config, *, config_path: str) -> int:
+    """Open the runtime, serve until stopped, close everything; returns the exit status."""
+    async with Runtime(config) as runtime:
+        return await Daemon(runtime, config_path=config_path).serve()

@@ -1,0 +1,241 @@
+"""The demo's own Label Studio: install, start, stop, and annotator accounts.
+
+Label Studio lives in its own virtual environment (it pins Django and friends), which
+`scripts/install-label-studio.sh` creates once and reuses. The demo starts it bound to
+127.0.0.1 in a new session (its own process group): the Ctrl-C that reaches the demo does
+not reach Label Studio, so the demo stops the daemon first and then Label Studio, in that
+order, instead of both dying at once mid-request.
+
+Why each simulated annotator gets its own Label Studio user. `GET /api/projects/{id}/next`
+first hands a user back the task that user already holds a lock on
+(`Task.get_locked_by` in `projects/functions/next_task.py`), so several annotators
+sharing one user would all be served the same task and label it several times. With one
+user each, the lock keeps them apart and every one gets the next lowest-score task that
+nobody holds. Users are made the way a person makes one, through the sign-up form (open
+unless the server sets DISABLE_SIGNUP_WITHOUT_LINK), and each one's API token is read
+with its session from `/api/current-user/token`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import structlog
+
+from aldaemon.errors import AldaemonError, LabelStudioRefused, LabelStudioUnreachable
+from aldaemon.secret import Secret
+
+log = structlog.get_logger(__name__)
+
+LABEL_STUDIO_VERSION = "1.23.2"
+INSTALL_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "install-label-studio.sh"
+STARTUP_TIMEOUT = 900.0  # first start migrates an empty database: ~40 s, minutes on a busy box
+_CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken"\s+value="([^"]+)"')
+
+
+def install_label_studio() -> Path:
+    """Run the idempotent install script; return Label Studio's virtual environment."""
+    if not INSTALL_SCRIPT.is_file():
+        raise AldaemonError(
+            f"{INSTALL_SCRIPT} is missing: run the demo from a clone of the repository "
+            "(`make demo`)"
+        )
+    try:
+        completed = subprocess.run(
+            [str(INSTALL_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True, timeout=3600
+        )
+    except subprocess.CalledProcessError as exc:
+        raise AldaemonError(
+            f"installing Label Studio {LABEL_STUDIO_VERSION} failed (exit {exc.returncode}); "
+            "see the messages above"
+        ) from None
+    return Path(completed.stdout.strip().splitlines()[-1])
+
+
+async def is_healthy(url: str, *, timeout: float = 3.0) -> bool:
+    """True when a Label Studio answers `GET /health` with 200 at `url`."""
+    try:
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            response = await client.get(f"{url}/health")
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    """The account the demo creates at Label Studio's first start (an administrator)."""
+
+    email: str
+    password: Secret
+    legacy_token: Secret
+
+
+class LocalLabelStudio:
+    """One Label Studio process the demo started, and the only one it may stop."""
+
+    def __init__(self, *, venv: Path, data_dir: Path, port: int, log_path: Path) -> None:
+        self.venv = venv
+        self.data_dir = data_dir
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"LocalLabelStudio(url={self.url!r}, data_dir={str(self.data_dir)!r})"
+
+    def environment(self, user: DemoUser) -> dict[str, str]:
+        """Our environment without anything that configures Label Studio, plus the setup.
+
+        The user settings only matter at the first start, on an empty data dir; later
+        starts leave an existing user as it is.
+        """
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("LABEL_STUDIO_", "DJANGO_", "POSTGRE_"))
+        }
+        env.update(
+            {
+                "LABEL_STUDIO_BASE_DATA_DIR": str(self.data_dir),
+                "LATEST_VERSION_CHECK": "false",
+                "COLLECT_ANALYTICS": "false",
+                "LABEL_STUDIO_USERNAME": user.email,
+                "LABEL_STUDIO_PASSWORD": user.password.reveal(),
+                "LABEL_STUDIO_USER_TOKEN": user.legacy_token.reveal(),
+                "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        return env
+
+    async def start(self, user: DemoUser) -> None:
+        """Start the server and wait until `/health` answers; raise with the log's tail."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        command = [
+            str(self.venv / "bin" / "label-studio"),
+            "start",
+            "--no-browser",
+            "--internal-host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+        with self.log_path.open("ab") as log_file:
+            log_file.write(f"\n=== {time.strftime('%F %T')} {' '.join(command)}\n".encode())
+            log_file.flush()
+            self._process = subprocess.Popen(
+                command,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=self.environment(user),
+                cwd=self.data_dir,
+                start_new_session=True,  # Ctrl-C goes to the demo, which stops us in order
+            )
+        await self._wait_until_healthy()
+
+    async def _wait_until_healthy(self) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            process = self._process
+            if process is None or process.poll() is not None:
+                code = None if process is None else process.returncode
+                self._process = None
+                raise AldaemonError(
+                    f"Label Studio exited (code {code}) before it answered on {self.url}; "
+                    f"last lines of {self.log_path}:\n{self.log_tail()}"
+                )
+            if await is_healthy(self.url):
+                return
+            await asyncio.sleep(1.0)
+        self.stop()
+        raise AldaemonError(
+            f"Label Studio did not answer on {self.url} within {STARTUP_TIMEOUT:.0f} s; "
+            f"last lines of {self.log_path}:\n{self.log_tail()}"
+        )
+
+    def stop(self, *, grace: float = 20.0) -> None:
+        """SIGTERM the server's process group, SIGKILL what lingers; stopping twice is fine."""
+        process = self._process
+        self._process = None
+        if process is None:
+            return
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=grace)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)  # children that outlived their leader
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log written)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+async def annotator_token(url: str, *, email: str, password: Secret) -> Secret:
+    """Sign `email` up through Label Studio's form (or log in if it exists); return its token.
+
+    The token is the user's legacy API token: one fixed key per user that a session can
+    read back at any time, so a lost copy is never a lost account. The server must accept
+    legacy tokens (the demo's own server is started with them on).
+    """
+    async with httpx.AsyncClient(base_url=url, timeout=30.0, follow_redirects=False) as client:
+        signed_in = await _submit_form(
+            client, "/user/signup/", {"email": email, "password": password.reveal()}
+        )
+        if not signed_in:  # most likely the user exists already: log in instead
+            signed_in = await _submit_form(
+                client, "/user/login/", {"email": email, "password": password.reveal()}
+            )
+        if not signed_in:
+            raise LabelStudioRefused(
+                f"Label Studio at {url} neither signed up nor logged in {email}; is sign-up "
+                "disabled (DISABLE_SIGNUP_WITHOUT_LINK)?"
+            )
+        response = await client.get("/api/current-user/token")
+    if response.status_code != 200:
+        raise LabelStudioRefused(
+            f"reading the API token of {email} answered HTTP {response.status_code}",
+            status_code=response.status_code,
+        )
+    token = response.json().get("token")
+    if not isinstance(token, str) or not token:
+        raise LabelStudioRefused(f"Label Studio returned no API token for {email}")
+    return Secret(token, source=f"Label Studio user {email}")
+
+
+async def _submit_form(client: httpx.AsyncClient, path: str, fields: dict[str, str]) -> bool:
+    """Post a Django form with its CSRF token; True when it answered with a redirect.
+
+    Both forms redirect on success and re-render themselves (200) with errors otherwise.
+    """
+    try:
+        page = await client.get(path)
+        match = _CSRF_FIELD.search(page.text)
+        csrf = match.group(1) if match else client.cookies.get("csrftoken", "")
+        response = await client.post(
+            path,
+            data={**fields, "csrfmiddlewaretoken": csrf},
+            headers={"Referer": f"{client.base_url}{path}"},
+        )
+    except httpx.HTTPError as exc:
+        raise LabelStudioUnreachable(f"{path}: {type(exc).__name__}") from None
+    return response.status_code in (301, 302, 303) and "sessionid" in client.cookies

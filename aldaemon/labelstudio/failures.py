@@ -1,0 +1,107 @@
+"""Turn a failed Label Studio call into one of aldaemon's errors, with a useful message.
+
+Pure: it gets the low-level failure (an httpx error or an `HttpStatusError`) plus what the
+call was about, and returns the exception to raise. Messages say what to do next and are
+scrubbed of every credential the gateway holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import httpx
+
+from aldaemon.errors import (
+    LabelStudioAuthError,
+    LabelStudioError,
+    LabelStudioRefused,
+    LabelStudioUnreachable,
+    ProjectNotFound,
+)
+from aldaemon.labelstudio.auth import TokenKind
+from aldaemon.labelstudio.payloads import redact, server_message
+from aldaemon.labelstudio.retry import HttpStatusError, is_retryable_status
+
+# SsrfBlockedUrlError's detail (core/utils/exceptions.py): a 403 that is not about the token.
+_SSRF_REFUSAL = "URL was not allowed"
+
+_TOKEN_HINTS = {
+    TokenKind.LEGACY: (
+        "the configured token looks like a legacy token: check the token file, and that "
+        "legacy tokens are enabled for the organization (Organization > API Tokens "
+        "Settings) or use a personal access token instead"
+    ),
+    TokenKind.PERSONAL_ACCESS: (
+        "the configured token looks like a personal access token (JWT): check the token "
+        "file, and create a new one under Account & Settings if it was revoked or belongs "
+        "to another Label Studio"
+    ),
+    TokenKind.ACCESS: (
+        "the configured token is a short-lived access token: configure the personal "
+        "access token (the refresh token) instead"
+    ),
+}
+
+
+def to_labelstudio_error(
+    failure: BaseException,
+    *,
+    operation: str,
+    url: str,
+    token_kind: TokenKind,
+    project_id: int | None,
+    secrets: Iterable[str],
+) -> LabelStudioError:
+    """The aldaemon exception for `failure` of `operation` against the server at `url`."""
+    secrets = tuple(secrets)
+    error = _classify(
+        failure, operation=operation, url=url, token_kind=token_kind, project_id=project_id
+    )
+    message = redact(str(error), secrets)
+    return type(error)(message, status_code=error.status_code)
+
+
+def _classify(
+    failure: BaseException,
+    *,
+    operation: str,
+    url: str,
+    token_kind: TokenKind,
+    project_id: int | None,
+) -> LabelStudioError:
+    if isinstance(failure, httpx.TimeoutException):
+        return LabelStudioUnreachable(
+            f"{operation}: Label Studio at {url} did not answer in time ({type(failure).__name__})"
+        )
+    if isinstance(failure, httpx.TransportError):
+        return LabelStudioUnreachable(
+            f"{operation}: cannot reach Label Studio at {url} ({type(failure).__name__})"
+        )
+    if not isinstance(failure, HttpStatusError):
+        return LabelStudioRefused(f"{operation}: unexpected failure ({type(failure).__name__})")
+    status = failure.status_code
+    detail = server_message(failure.body)
+    said = f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
+    if status == 403 and _SSRF_REFUSAL in detail:
+        return LabelStudioRefused(
+            f"{operation}: Label Studio at {url} refused the URL ({said}); it blocks local and "
+            "private addresses unless it runs with SSRF_PROTECTION_ENABLED=false",
+            status_code=status,
+        )
+    if status in (401, 403):
+        return LabelStudioAuthError(
+            f"{operation}: Label Studio at {url} rejected the token ({said}); "
+            + _TOKEN_HINTS[token_kind],
+            status_code=status,
+        )
+    if status == 404 and project_id is not None:
+        return ProjectNotFound(
+            f"{operation}: project {project_id} does not exist in Label Studio at {url}, "
+            f"or the token's user cannot see it ({said})",
+            status_code=status,
+        )
+    if is_retryable_status(status):
+        return LabelStudioUnreachable(
+            f"{operation}: Label Studio at {url} is failing ({said})", status_code=status
+        )
+    return LabelStudioRefused(f"{operation}: Label Studio refused ({said})", status_code=status)

@@ -1,0 +1,241 @@
+"""Label Studio JSON in and out, as pure functions: queries, records, prediction bodies.
+
+Everything Label Studio-shaped is built or read here, so the gateway only moves bytes and
+the rest of the daemon only sees records. Each function is pure and tested without a
+server; the facts they encode were checked against Label Studio 1.23.2 (see
+/work/shared/LABEL_STUDIO.md and the gateway tests).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from aldaemon.records import (
+    AnnotationRecord,
+    LabelingSchema,
+    PredictionRecord,
+    ProjectInfo,
+    TaskRecord,
+    ViewInfo,
+)
+
+# Label Studio answers HTTP 500 to any other spelling of a Datetime filter value.
+FILTER_DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+# `include` selects task fields AND annotation fields: without result/was_cancelled the
+# annotations come back as bare {id, updated_at}.
+TASK_INCLUDE = "id,updated_at,data,annotations,result,was_cancelled,completed_by"
+TASK_ID_INCLUDE = "id"
+
+
+def format_filter_datetime(value: str) -> str:
+    """Re-spell an ISO timestamp the one way Label Studio's Datetime filter accepts.
+
+    Label Studio itself writes `...:32Z` (no fraction) when the microseconds are zero, so a
+    watermark copied verbatim from a task could make the next poll fail with HTTP 500.
+    """
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).strftime(FILTER_DATETIME_FORMAT)
+
+
+def task_query(*, updated_after: str | None, after_id: int | None) -> str:
+    """The Data Manager `query` parameter (a JSON string) for one page of the task scan.
+
+    Ordered by id and narrowed by `id > after_id`, so paging never depends on offsets that
+    shift while annotators work.
+    """
+    items: list[dict[str, object]] = []
+    if updated_after is not None:
+        items.append(
+            {
+                "filter": "filter:tasks:updated_at",
+                "operator": "greater",
+                "type": "Datetime",
+                "value": format_filter_datetime(updated_after),
+            }
+        )
+    if after_id is not None:
+        items.append(
+            {
+                "filter": "filter:tasks:id",
+                "operator": "greater",
+                "type": "Number",
+                "value": after_id,
+            }
+        )
+    query = {"filters": {"conjunction": "and", "items": items}, "ordering": ["tasks:id"]}
+    return json.dumps(query, separators=(",", ":"))
+
+
+def first_choice(result: object, from_name: str) -> str | None:
+    """The first choice the `from_name` control holds in an annotation result, if any."""
+    if not isinstance(result, list):
+        return None
+    for region in result:
+        if not isinstance(region, Mapping) or region.get("from_name") != from_name:
+            continue
+        value = region.get("value")
+        choices = value.get("choices") if isinstance(value, Mapping) else None
+        if isinstance(choices, list) and choices and isinstance(choices[0], str):
+            return choices[0]
+    return None
+
+
+def parse_annotation(
+    raw: Mapping[str, Any], *, task_id: int, schema: LabelingSchema
+) -> AnnotationRecord:
+    """One annotation from a task listing; a skip never carries a label."""
+    was_cancelled = bool(raw.get("was_cancelled", False))
+    label = None if was_cancelled else first_choice(raw.get("result"), schema.from_name)
+    completed_by = raw.get("completed_by")
+    if isinstance(completed_by, Mapping):  # some serializers expand the user
+        completed_by = completed_by.get("id")
+    return AnnotationRecord(
+        id=int(raw["id"]),
+        task_id=task_id,
+        label=label,
+        was_cancelled=was_cancelled,
+        updated_at=str(raw.get("updated_at") or ""),
+        completed_by=int(completed_by) if isinstance(completed_by, int) else None,
+    )
+
+
+def parse_task(raw: Mapping[str, Any], schema: LabelingSchema) -> TaskRecord:
+    """One task from a listing made with TASK_INCLUDE."""
+    task_id = int(raw["id"])
+    data = raw.get("data")
+    text = data.get(schema.text_field) if isinstance(data, Mapping) else None
+    annotations = raw.get("annotations") or []
+    return TaskRecord(
+        id=task_id,
+        updated_at=str(raw.get("updated_at") or ""),
+        text=text if isinstance(text, str) else None,
+        annotations=tuple(
+            parse_annotation(annotation, task_id=task_id, schema=schema)
+            for annotation in annotations
+        ),
+    )
+
+
+def choices_result(schema: LabelingSchema, label: str) -> list[dict[str, object]]:
+    """An annotation/prediction result choosing `label` in the schema's Choices control."""
+    return [
+        {
+            "from_name": schema.from_name,
+            "to_name": schema.to_name,
+            "type": "choices",
+            "value": {"choices": [label]},
+        }
+    ]
+
+
+def prediction_payloads(
+    predictions: Sequence[PredictionRecord], *, model_version: str, schema: LabelingSchema
+) -> list[dict[str, object]]:
+    """Bodies for `import/predictions`, refusing what Label Studio would drop or garble.
+
+    Label Studio silently drops a result whose label is not in the config (created < sent)
+    and stores a missing version as "undefined", so both are checked here, before sending.
+    A duplicate task would break "one prediction per task and version"; a NaN score is not
+    even valid JSON.
+    """
+    if not model_version:
+        raise ValueError("model_version must not be empty")
+    allowed = set(schema.labels)
+    seen: set[int] = set()
+    payloads: list[dict[str, object]] = []
+    for prediction in predictions:
+        task_id = prediction.task_id
+        if prediction.label not in allowed:
+            raise ValueError(
+                f"prediction for task {task_id} has label {prediction.label!r}, which is not "
+                f"in the labeling config ({', '.join(schema.labels)})"
+            )
+        if not (math.isfinite(prediction.score) and 0.0 <= prediction.score <= 1.0):
+            raise ValueError(
+                f"prediction for task {task_id} has score {prediction.score!r}, not in [0, 1]"
+            )
+        if task_id in seen:
+            raise ValueError(f"two predictions for task {task_id} in one upload")
+        seen.add(task_id)
+        payload: dict[str, object] = {
+            "task": task_id,
+            "model_version": model_version,
+            "score": prediction.score,
+            "result": choices_result(schema, prediction.label),
+        }
+        if prediction.cluster is not None:
+            payload["cluster"] = prediction.cluster
+        payloads.append(payload)
+    return payloads
+
+
+def parse_project(raw: Mapping[str, Any]) -> ProjectInfo:
+    """The project fields the daemon reads; an empty model_version means none."""
+    sampling = raw.get("sampling")
+    task_number = raw.get("task_number")
+    return ProjectInfo(
+        id=int(raw["id"]),
+        title=str(raw.get("title") or ""),
+        label_config=str(raw.get("label_config") or ""),
+        model_version=str(raw.get("model_version") or "") or None,
+        sampling=str(sampling) if sampling else None,
+        show_collab_predictions=bool(raw.get("show_collab_predictions", False)),
+        task_count=int(task_number) if isinstance(task_number, int) else None,
+    )
+
+
+def parse_view(raw: Mapping[str, Any]) -> ViewInfo:
+    data = raw.get("data")
+    view_data = dict(data) if isinstance(data, Mapping) else {}
+    return ViewInfo(id=int(raw["id"]), title=str(view_data.get("title") or ""), data=view_data)
+
+
+def model_version_counts(raw: object) -> dict[str, int]:
+    """`GET model-versions/` answers {"v1": 10, ...}; anything else is an empty mapping."""
+    if not isinstance(raw, Mapping):
+        return {}
+    return {str(version): int(count) for version, count in raw.items() if isinstance(count, int)}
+
+
+def server_message(body: object, *, limit: int = 300) -> str:
+    """A short human message out of a Label Studio error body (JSON or an HTML page)."""
+    if isinstance(body, Mapping):
+        parts: list[str] = []
+        detail = body.get("detail")
+        if detail:
+            parts.append(str(detail))
+        validation = body.get("validation_errors")
+        if isinstance(validation, Mapping):
+            parts.extend(f"{field}: {_join(errors)}" for field, errors in validation.items())
+        elif validation:
+            parts.append(str(validation))
+        text = "; ".join(parts) if parts else json.dumps(body)[:limit]
+    elif isinstance(body, list):
+        text = _join(body)
+    elif isinstance(body, str) and body.lstrip().startswith("<"):
+        text = "(an HTML page)"
+    else:
+        text = str(body or "").strip()
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _join(values: object) -> str:
+    if isinstance(values, list):
+        return ", ".join(str(value) for value in values)
+    return str(values)
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Blank out every secret that might have been echoed back into `text`."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text

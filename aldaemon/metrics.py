@@ -1,0 +1,200 @@
+"""The daemon's Prometheus metrics, in one registry of its own.
+
+Why not prometheus-client's global registry: tests build many daemons in one process,
+and a second `Counter("aldaemon_cycles_total", ...)` on the global registry raises
+"Duplicated timeseries". One `Metrics` object per daemon keeps every instance apart.
+
+Label conventions, so that dashboards can rely on them:
+- `project` is the Label Studio project id as a decimal string ("1"), see `project_label`.
+- `step` is one of `STEPS`; `kind` (Label Studio errors) is one of `ERROR_KINDS`, chosen
+  by `labelstudio_error_kind` from the exception tree in `aldaemon.errors`.
+
+`aldaemon_seconds_since_last_success` is computed when Prometheus scrapes, from the
+`aldaemon_last_success_timestamp_seconds` gauge, so an alert such as "no success for an
+hour" needs no `time()` arithmetic in PromQL and still moves while the daemon is stuck.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+
+from aldaemon import errors
+
+STEPS = ("poll", "reconcile", "train", "score", "upload", "activate", "view", "prune")
+ERROR_KINDS = ("unreachable", "auth", "not_found", "refused", "other")
+WEBHOOK_OUTCOMES = (
+    "accepted",  # a poll was requested
+    "ignored",  # authentic, but the action cannot change tasks or annotations
+    "unauthorized",
+    "bad_request",
+    "too_large",
+    "unknown_project",
+)
+
+# Cycles run from well under a second (nothing new) to minutes (training, a slow prune).
+_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+
+
+def project_label(project_id: int) -> str:
+    """The `project` label value for a project id; one spelling everywhere."""
+    return str(project_id)
+
+
+def labelstudio_error_kind(error: BaseException) -> str:
+    """Map an exception to the `kind` label of `aldaemon_labelstudio_errors_total`.
+
+    Most specific class first: `LabelStudioAuthError` is also a `LabelStudioRefused`.
+    """
+    if isinstance(error, errors.LabelStudioUnreachable):
+        return "unreachable"
+    if isinstance(error, errors.LabelStudioAuthError):
+        return "auth"
+    if isinstance(error, errors.ProjectNotFound):
+        return "not_found"
+    if isinstance(error, errors.LabelStudioRefused):
+        return "refused"
+    return "other"
+
+
+class _SecondsSinceLastSuccess:
+    """A collector that derives the age of the last success at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "aldaemon_seconds_since_last_success",
+            "Seconds since the project's last successful cycle (absent before the first).",
+            labels=["project"],
+        )
+        now = self._metrics.clock()
+        for project, timestamp in self._metrics.last_success_timestamps().items():
+            family.add_metric([project], max(0.0, now - timestamp))
+        yield family
+
+
+class Metrics:
+    """Every metric the daemon exports, registered on a private `CollectorRegistry`."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        """`clock` returns Unix seconds; tests pass a fixed one."""
+        self.clock = clock
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.cycles = Counter(
+            "aldaemon_cycles",
+            "Project cycles run, by outcome (success, degraded, failed, ...).",
+            ["project", "outcome"],
+            registry=registry,
+        )
+        self.cycle_duration = Histogram(
+            "aldaemon_cycle_duration_seconds",
+            "Wall-clock duration of one project cycle.",
+            ["project"],
+            buckets=_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.step_duration = Histogram(
+            "aldaemon_step_duration_seconds",
+            "Wall-clock duration of one step of a cycle: " + "/".join(STEPS) + ".",
+            ["project", "step"],
+            buckets=_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.trainings = Counter(
+            "aldaemon_trainings",
+            "Models trained.",
+            ["project"],
+            registry=registry,
+        )
+        self.predictions_uploaded = Counter(
+            "aldaemon_predictions_uploaded",
+            "Predictions Label Studio confirmed as created.",
+            ["project"],
+            registry=registry,
+        )
+        self.versions_pruned = Counter(
+            "aldaemon_versions_pruned",
+            "Own model versions deleted from Label Studio.",
+            ["project"],
+            registry=registry,
+        )
+        self.labelstudio_errors = Counter(
+            "aldaemon_labelstudio_errors",
+            "Failed Label Studio calls, by kind: " + "|".join(ERROR_KINDS) + ".",
+            ["project", "kind"],
+            registry=registry,
+        )
+        self.labelstudio_requests = Counter(
+            "aldaemon_labelstudio_requests",
+            "Requests sent to Label Studio.",
+            ["project"],
+            registry=registry,
+        )
+        self.labels = Gauge(
+            "aldaemon_labels",
+            "Annotations that count as labels, per label.",
+            ["project", "label"],
+            registry=registry,
+        )
+        self.labels_since_training = Gauge(
+            "aldaemon_labels_since_training",
+            "New or changed labels since the last training.",
+            ["project"],
+            registry=registry,
+        )
+        self.last_success = Gauge(
+            "aldaemon_last_success_timestamp_seconds",
+            "Unix time of the project's last successful cycle.",
+            ["project"],
+            registry=registry,
+        )
+        self.webhooks = Counter(
+            "aldaemon_webhooks",
+            "Webhook requests, by outcome: " + "|".join(WEBHOOK_OUTCOMES) + ".",
+            ["outcome"],
+            registry=registry,
+        )
+        registry.register(_SecondsSinceLastSuccess(self))
+
+    def record_success(self, project_id: int, *, at: float | None = None) -> None:
+        """Stamp the project's last success (now, by `clock`, unless `at` is given)."""
+        when = self.clock() if at is None else at
+        self.last_success.labels(project=project_label(project_id)).set(when)
+
+    def record_labelstudio_error(self, project_id: int, error: BaseException) -> None:
+        """Count one failed Label Studio call under the kind its exception maps to."""
+        self.labelstudio_errors.labels(
+            project=project_label(project_id), kind=labelstudio_error_kind(error)
+        ).inc()
+
+    def last_success_timestamps(self) -> dict[str, float]:
+        """The `last_success` gauge as {project label: Unix seconds}."""
+        stamps: dict[str, float] = {}
+        for family in self.last_success.collect():
+            for sample in family.samples:
+                if sample.value > 0:  # a child created by `.labels()` but never set
+                    stamps[sample.labels["project"]] = sample.value
+        return stamps
+
+    def seconds_since_last_success(self, project_id: int) -> float | None:
+        """Age of the project's last success by `clock`, or None before the first one."""
+        timestamp = self.last_success_timestamps().get(project_label(project_id))
+        if timestamp is None:
+            return None
+        return max(0.0, self.clock() - timestamp)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+    def render_for(self, accept_header: str) -> tuple[bytes, str]:
+        """The exposition the scraper asked for (text or OpenMetrics) and its content type."""
+        encoder, content_type = choose_encoder(accept_header)
+        return encoder(self.registry), content_type

@@ -1,0 +1,32 @@
+"""What the model jobs return: plain frozen data, picklable across the process boundary.
+
+Kept apart from training.py so the daemon's main process can name these types without
+importing scikit-learn (1.2 s and ~135 MB of RSS it never needs: sklearn only runs in
+the worker).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What a training produced; `metrics` is empty when there were too few labels to CV."""
+
+    classes: tuple[str, ...]
+    n_labels: int
+    class_counts: dict[str, int]
+    metrics: dict[str, float]  # cv_accuracy, cv_macro_f1
+    train_seconds: float  # fitting, cross-validation included; saving excluded
+    artifact_path: str
+
+
+@dataclass(frozen=True)
+class ScoredPool:
+    """Per task, in the order given: the predicted label and its informativeness score."""
+
+    task_ids: tuple[int, ...]
+    labels: tuple[str, ...]
+    scores: tuple[float, ...]  # in [0, 1], LOWER = MORE informative
+    clusters: tuple[int, ...] | None

@@ -1,0 +1,257 @@
+"""Train, score and evaluate: the three jobs the worker process runs.
+
+Each entry point is a top-level function taking and returning plain, picklable data
+(strings, tuples, paths), so `ProcessPoolExecutor` can ship it to a spawned process and
+back; the fitted model itself never crosses the process boundary, only its artifact path.
+They are also plain functions, callable in-process by tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import Pipeline
+
+from aldaemon import scoring
+from aldaemon.errors import ModelError
+from aldaemon.model.artifacts import load_artifact, save_artifact
+from aldaemon.model.protocol import TextClassifier, build_model
+from aldaemon.model.results import ScoredPool, TrainingResult
+
+__all__ = ["ScoredPool", "TrainingResult", "evaluate", "score_pool", "train_and_save"]
+
+MAX_CV_FOLDS = 5
+# predict_proba on 100k long texts at once builds a 100k x 200k sparse matrix plus its
+# dense n x K output; chunks bound the peak and cost nothing in speed.
+PREDICT_CHUNK = 4096
+
+
+def train_and_save(
+    *,
+    factory_ref: str,
+    texts: Sequence[str],
+    labels: Sequence[str],
+    artifact_path: str,
+    seed: int = 0,
+) -> TrainingResult:
+    """Cross-validate, fit on every label, and save the model atomically to artifact_path.
+
+    Cross-validation is stratified with min(5, smallest class count) folds and skipped
+    below 2; its metrics come from the pooled out-of-fold predictions, so every label is
+    predicted exactly once by a model that did not see it. `seed` fixes the folds and any
+    `random_state` the estimator exposes. Raises ModelError when anything fails; the
+    previous artifact at artifact_path is then left as it was.
+    """
+    if len(texts) != len(labels):
+        raise ModelError(f"got {len(texts)} texts but {len(labels)} labels")
+    class_counts = dict(sorted(Counter(labels).items()))
+    if len(class_counts) < 2:
+        raise ModelError(
+            f"training needs at least 2 classes, got {sorted(class_counts) or 'no labels'}"
+        )
+    started = time.perf_counter()
+    metrics = _cross_validate(
+        factory_ref=factory_ref, texts=texts, labels=labels, class_counts=class_counts, seed=seed
+    )
+    model = _fitted_model(factory_ref=factory_ref, texts=texts, labels=labels, seed=seed)
+    train_seconds = time.perf_counter() - started
+    classes = tuple(str(label) for label in model.classes_)
+    save_artifact(model=model, classes=classes, factory_ref=factory_ref, path=artifact_path)
+    return TrainingResult(
+        classes=classes,
+        n_labels=len(labels),
+        class_counts=class_counts,
+        metrics=metrics,
+        train_seconds=train_seconds,
+        artifact_path=artifact_path,
+    )
+
+
+def score_pool(
+    *,
+    artifact_path: str,
+    task_ids: Sequence[int],
+    texts: Sequence[str],
+    strategy: str,
+    random_fraction: float = 0.0,
+    clusters: int = 0,
+    seed: int = 0,
+) -> ScoredPool:
+    """Predict every task's label and score it with `strategy` (see aldaemon.scoring).
+
+    `random_fraction` of the tasks get a uniform random score instead (seeded by `seed`;
+    vary it per version, or the same tasks get the random slots every time).
+    `clusters` > 0 groups the tasks with seeded MiniBatchKMeans over the features the
+    model itself uses (every pipeline step but the last), which only exist when the model
+    is an sklearn Pipeline of two or more steps; for any other model `clusters` is None.
+    """
+    if strategy not in scoring.STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {scoring.STRATEGIES}")
+    if len(task_ids) != len(texts):
+        raise ValueError(f"got {len(task_ids)} task ids but {len(texts)} texts")
+    if clusters < 0:
+        raise ValueError(f"clusters must be >= 0, got {clusters}")
+    artifact = load_artifact(artifact_path)
+    model = artifact.model
+    use_features = clusters > 0 and _has_feature_steps(model)
+    if not task_ids:
+        return ScoredPool((), (), (), () if use_features else None)
+
+    proba, features = _predict(model, texts, keep_features=use_features)
+    classes = np.asarray(model.classes_)
+    labels = tuple(str(classes[index]) for index in proba.argmax(axis=1))
+    scores = scoring.informativeness(proba, strategy=strategy)
+    if random_fraction > 0:
+        scores = scoring.mix_random(
+            scores, fraction=random_fraction, rng=np.random.default_rng(seed)
+        )
+    cluster_ids = None
+    if features is not None:
+        cluster_ids = _cluster(features, clusters=clusters, seed=seed)
+    return ScoredPool(
+        task_ids=tuple(int(task_id) for task_id in task_ids),
+        labels=labels,
+        scores=tuple(float(score) for score in scores),
+        clusters=cluster_ids,
+    )
+
+
+def evaluate(
+    *, artifact_path: str, texts: Sequence[str], labels: Sequence[str]
+) -> dict[str, float]:
+    """Accuracy and macro-F1 of a saved model on a held-out labeled set (demo, bench)."""
+    if len(texts) != len(labels):
+        raise ModelError(f"got {len(texts)} texts but {len(labels)} labels")
+    if not texts:
+        raise ModelError("evaluation needs at least one labeled text")
+    model = load_artifact(artifact_path).model
+    proba, _ = _predict(model, texts, keep_features=False)
+    classes = np.asarray(model.classes_)
+    predicted = [str(classes[index]) for index in proba.argmax(axis=1)]
+    return _quality(list(labels), predicted)
+
+
+def _cross_validate(
+    *,
+    factory_ref: str,
+    texts: Sequence[str],
+    labels: Sequence[str],
+    class_counts: dict[str, int],
+    seed: int,
+) -> dict[str, float]:
+    folds = min(MAX_CV_FOLDS, min(class_counts.values()))
+    if folds < 2:
+        return {}
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    predicted: list[str] = [""] * len(labels)
+    for train_index, test_index in splitter.split(np.zeros(len(labels)), labels):
+        model = _fitted_model(
+            factory_ref=factory_ref,
+            texts=[texts[i] for i in train_index],
+            labels=[labels[i] for i in train_index],
+            seed=seed,
+        )
+        test_texts = [texts[i] for i in test_index]
+        proba, _ = _predict(model, test_texts, keep_features=False)
+        classes = np.asarray(model.classes_)
+        for i, column in zip(test_index, proba.argmax(axis=1), strict=True):
+            predicted[i] = str(classes[column])
+    quality = _quality(list(labels), predicted)
+    return {"cv_accuracy": quality["accuracy"], "cv_macro_f1": quality["macro_f1"]}
+
+
+def _fitted_model(
+    *, factory_ref: str, texts: Sequence[str], labels: Sequence[str], seed: int
+) -> TextClassifier:
+    model = build_model(factory_ref)
+    _seed_estimator(model, seed)
+    try:
+        model.fit(list(texts), list(labels))
+    except Exception as exc:
+        raise ModelError(
+            f"model = {factory_ref!r}: fit on {len(labels)} labels raised "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    return model
+
+
+def _seed_estimator(model: TextClassifier, seed: int) -> None:
+    """Set every `random_state` an sklearn-style estimator exposes (nested ones too)."""
+    get_params = getattr(model, "get_params", None)
+    set_params = getattr(model, "set_params", None)
+    if not callable(get_params) or not callable(set_params):
+        return
+    names = [
+        name
+        for name in get_params(deep=True)
+        if name == "random_state" or name.endswith("__random_state")
+    ]
+    if names:
+        set_params(**dict.fromkeys(names, seed))
+
+
+def _has_feature_steps(model: object) -> bool:
+    return isinstance(model, Pipeline) and len(model.steps) >= 2
+
+
+def _predict(
+    model: TextClassifier, texts: Sequence[str], *, keep_features: bool
+) -> tuple[npt.NDArray[np.float64], Any]:
+    """predict_proba in chunks; with keep_features, also the stacked pipeline features.
+
+    With features kept, each chunk is transformed once and the final step predicts from
+    those very features, so clustering costs no second pass over the texts.
+    """
+    proba_chunks: list[npt.NDArray[np.float64]] = []
+    feature_chunks: list[Any] = []
+    try:
+        for start in range(0, len(texts), PREDICT_CHUNK):
+            chunk = list(texts[start : start + PREDICT_CHUNK])
+            if keep_features:
+                assert isinstance(model, Pipeline)
+                features = model[:-1].transform(chunk)
+                feature_chunks.append(features)
+                proba = model[-1].predict_proba(features)
+            else:
+                proba = model.predict_proba(chunk)
+            proba_chunks.append(np.asarray(proba, dtype=np.float64))
+    except Exception as exc:
+        raise ModelError(f"predict_proba raised {type(exc).__name__}: {exc}") from exc
+    if not proba_chunks:
+        return np.empty((0, len(model.classes_)), dtype=np.float64), None
+    stacked = np.vstack(proba_chunks)
+    if not keep_features:
+        return stacked, None
+    if any(scipy.sparse.issparse(chunk) for chunk in feature_chunks):
+        return stacked, scipy.sparse.vstack(feature_chunks, format="csr")
+    return stacked, np.vstack(feature_chunks)
+
+
+def _cluster(features: Any, *, clusters: int, seed: int) -> tuple[int, ...]:
+    n_samples = features.shape[0]
+    kmeans = MiniBatchKMeans(
+        n_clusters=min(clusters, n_samples), random_state=seed, n_init=3, batch_size=1024
+    )
+    with warnings.catch_warnings():
+        # fewer distinct points than clusters is normal on a tiny pool; k-means copes
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        assignments = kmeans.fit_predict(features)
+    return tuple(int(cluster) for cluster in assignments)
+
+
+def _quality(expected: list[str], predicted: list[str]) -> dict[str, float]:
+    return {
+        "accuracy": float(accuracy_score(expected, predicted)),
+        "macro_f1": float(f1_score(expected, predicted, average="macro", zero_division=0)),
+    }

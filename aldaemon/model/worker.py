@@ -1,0 +1,178 @@
+"""Run training and scoring in worker processes, awaited from the event loop.
+
+Fitting TF-IDF + logistic regression holds the GIL for seconds to minutes; in a thread
+it would stall polling, webhooks and health checks. So the daemon keeps one pool of
+worker processes, by default ONE process: jobs of several projects then queue instead of
+multiplying peak memory. The caller keeps each project to one training at a time.
+
+Start method "spawn", not fork or forkserver:
+- fork copies a process that runs threads (the loop's default executor, httpx, the SDK's
+  token refresh, apscheduler): a lock held by one of them at fork time stays held
+  forever in the child. It also duplicates open SQLite handles and sockets, and Python
+  3.14 no longer uses it by default.
+- forkserver is safe too and starts new workers faster, but this pool keeps its
+  workers for the daemon's lifetime, so the ~1 s spawn start (importing sklearn) is paid
+  once per worker. spawn behaves the same on every platform and gives each worker a
+  clean interpreter.
+
+A worker that dies (OOM killer, segfault in native code) breaks a ProcessPoolExecutor
+for good; the ModelWorker reports that job as a ModelError and starts a fresh pool for
+the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import multiprocessing
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, cast
+
+import structlog
+
+from aldaemon.errors import ModelError
+from aldaemon.model.results import ScoredPool, TrainingResult
+
+log = structlog.get_logger(__name__)
+
+START_METHOD = "spawn"
+_JOBS_MODULE = "aldaemon.model.training"
+
+
+def run_job(function_name: str, kwargs: dict[str, Any]) -> Any:
+    """Worker-side entry point: import the jobs module there, call one job by name.
+
+    Naming the job instead of passing the function keeps scikit-learn out of the main
+    process, which never imports aldaemon.model.training itself.
+    """
+    function = getattr(importlib.import_module(_JOBS_MODULE), function_name)
+    return function(**kwargs)
+
+
+class ModelWorker:
+    """The daemon's model process pool; create once, share across projects, shut down last.
+
+    Processes start on the first job, not in __init__, so a daemon whose projects are
+    all in cold start never pays for it.
+    """
+
+    def __init__(self, *, max_workers: int = 1, max_tasks_per_child: int | None = None) -> None:
+        # max_workers > 1 lets projects train side by side, each process adding its own
+        # peak memory. max_tasks_per_child recycles a process after that many jobs,
+        # handing the memory of large fits back to the OS (glibc keeps freed arenas).
+        if max_workers < 1:
+            raise ValueError(f"max_workers must be >= 1, got {max_workers}")
+        self._max_workers = max_workers
+        self._max_tasks_per_child = max_tasks_per_child
+        self._executor: ProcessPoolExecutor | None = None
+        self._closed = False
+
+    async def train(
+        self,
+        *,
+        factory_ref: str,
+        texts: Sequence[str],
+        labels: Sequence[str],
+        artifact_path: str,
+        seed: int = 0,
+    ) -> TrainingResult:
+        """training.train_and_save in the worker process."""
+        result = await self._run(
+            "train_and_save",
+            factory_ref=factory_ref,
+            texts=list(texts),
+            labels=list(labels),
+            artifact_path=artifact_path,
+            seed=seed,
+        )
+        return cast(TrainingResult, result)
+
+    async def score(
+        self,
+        *,
+        artifact_path: str,
+        task_ids: Sequence[int],
+        texts: Sequence[str],
+        strategy: str,
+        random_fraction: float = 0.0,
+        clusters: int = 0,
+        seed: int = 0,
+    ) -> ScoredPool:
+        """training.score_pool in the worker process."""
+        result = await self._run(
+            "score_pool",
+            artifact_path=artifact_path,
+            task_ids=list(task_ids),
+            texts=list(texts),
+            strategy=strategy,
+            random_fraction=random_fraction,
+            clusters=clusters,
+            seed=seed,
+        )
+        return cast(ScoredPool, result)
+
+    async def evaluate(
+        self, *, artifact_path: str, texts: Sequence[str], labels: Sequence[str]
+    ) -> dict[str, float]:
+        """training.evaluate in the worker process."""
+        result = await self._run(
+            "evaluate", artifact_path=artifact_path, texts=list(texts), labels=list(labels)
+        )
+        return cast(dict[str, float], result)
+
+    def shutdown(self, *, wait: bool = True, kill_running: bool = False) -> None:
+        """Stop the worker; queued jobs are cancelled, later calls raise ModelError.
+
+        `kill_running` terminates a job in progress instead of letting it finish: for a
+        SIGTERM that must beat systemd's stop timeout. Nothing is lost by it, since the
+        artifact is only ever replaced whole and the cycle resumes an unfinished training.
+        """
+        self._closed = True
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        if kill_running:
+            # ProcessPoolExecutor gained terminate_workers() only in Python 3.14.
+            for process in list((getattr(executor, "_processes", None) or {}).values()):
+                process.terminate()
+        executor.shutdown(wait=wait, cancel_futures=True)
+
+    async def _run(self, job: str, **kwargs: Any) -> Any:
+        executor = self._ensure_executor()
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(executor, run_job, job, kwargs)
+        except BrokenProcessPool as exc:
+            self._discard(executor)
+            if self._closed:
+                raise ModelError(f"model job {job} stopped: the worker was shut down") from exc
+            log.warning("model.worker_died", job=job)
+            raise ModelError(
+                f"model job {job} failed: the worker process died (killed, or out of memory?)"
+            ) from exc
+        except asyncio.CancelledError:
+            # shutdown(cancel_futures=True) cancels queued jobs; that is not a cancellation
+            # of the awaiting task, so report it as the failure it is for the caller.
+            task = asyncio.current_task()
+            if self._closed and task is not None and task.cancelling() == 0:
+                raise ModelError(f"model job {job} cancelled: the worker was shut down") from None
+            raise
+
+    def _ensure_executor(self) -> ProcessPoolExecutor:
+        if self._closed:
+            raise ModelError("the model worker is shut down")
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                max_workers=self._max_workers,
+                mp_context=multiprocessing.get_context(START_METHOD),
+                max_tasks_per_child=self._max_tasks_per_child,
+            )
+        return self._executor
+
+    def _discard(self, executor: ProcessPoolExecutor) -> None:
+        """Drop a broken pool so the next job starts a fresh process."""
+        if self._executor is executor:
+            self._executor = None
+        executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,74 @@
+"""Shared fixtures: one real Label Studio per test session, a fresh project per test.
+
+Set ALDAEMON_TEST_LS_URL, ALDAEMON_TEST_LS_TOKEN (legacy token) and ALDAEMON_TEST_LS_PAT to
+reuse a server that is already running; otherwise the session starts its own (about 40 s
+of migrations on first start) and stops it at the end.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import pytest
+
+from tests.lsserver import (
+    DEFAULT_LABEL_CONFIG,
+    ExternalLabelStudioServer,
+    LabelStudioClient,
+    LabelStudioServer,
+)
+
+MakeProject = Callable[..., int]
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
+    """The Label Studio server every `labelstudio` test talks to."""
+    external_url = os.environ.get("ALDAEMON_TEST_LS_URL")
+    if external_url:
+        yield ExternalLabelStudioServer(
+            url=external_url,
+            legacy_token=os.environ["ALDAEMON_TEST_LS_TOKEN"],
+            pat=os.environ["ALDAEMON_TEST_LS_PAT"],
+        )
+        return
+    data_dir: Path = tmp_path_factory.mktemp("label-studio-data")
+    server = LabelStudioServer(data_dir=data_dir)
+    server.start()
+    try:
+        _ = server.pat  # create it now, so a failure shows at setup and not mid-test
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def ls_client(label_studio: LabelStudioServer) -> LabelStudioClient:
+    """A plain synchronous client for setting up data, independent of the gateway."""
+    return LabelStudioClient(label_studio)
+
+
+_project_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def make_project(ls_client: LabelStudioClient, request: pytest.FixtureRequest) -> MakeProject:
+    """Factory: `make_project(tasks=[{"text": ...}], label_config=...) -> project id`."""
+
+    def make(
+        tasks: Sequence[Mapping[str, object]] = (),
+        *,
+        label_config: str = DEFAULT_LABEL_CONFIG,
+        title: str | None = None,
+    ) -> int:
+        number = next(_project_numbers)
+        project_title = title or f"{request.node.name[:40]} #{number}"
+        project_id = ls_client.create_project(title=project_title, label_config=label_config)
+        if tasks:
+            ls_client.import_tasks(project_id, tasks)
+        return project_id
+
+    return make

@@ -1,0 +1,373 @@
+"""A real Label Studio server for the test suite, and small helpers to drive it.
+
+Why a real server: the facts the daemon depends on (filters, paging, what bumps
+`updated_at`, silently dropped predictions) are server behaviour that no fake would
+reproduce faithfully. The suite installs Label Studio into its own venv (via
+`scripts/install-label-studio.sh`), starts it once per session on a free port with a fresh
+data dir, and stops it at the end. `stop()`/`start()` restart the same server on the same
+port and data dir, so outage tests can take it away and bring it back.
+
+The helpers here use only the standard library (urllib), not the gateway under test: a
+test that sets up data with the code it checks would prove little.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+INSTALL_SCRIPT = REPO_ROOT / "scripts" / "install-label-studio.sh"
+
+DEFAULT_USERNAME = "aldaemon-test@example.com"
+DEFAULT_PASSWORD = "aldaemon-test-password"
+DEFAULT_LEGACY_TOKEN = "aldaemon-test-legacy-token-0123456789"
+
+DEFAULT_LABEL_CONFIG = """<View>
+  <Text name="text" value="$text"/>
+  <Choices name="sentiment" toName="text" choice="single">
+    <Choice value="pos"/>
+    <Choice value="neg"/>
+  </Choices>
+</View>"""
+
+
+class LabelStudioServerError(RuntimeError):
+    """The test server could not be started or answered unexpectedly."""
+
+
+def install_label_studio() -> Path:
+    """Run the idempotent install script and return the Label Studio venv."""
+    completed = subprocess.run(
+        [str(INSTALL_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True, timeout=1800
+    )
+    return Path(completed.stdout.strip().splitlines()[-1])
+
+
+def free_port() -> int:
+    """Ask the kernel for a free TCP port on 127.0.0.1 (racy, but fine for tests)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def http_json(
+    method: str,
+    url: str,
+    *,
+    token: str | None = None,
+    auth_scheme: str = "Token",
+    body: object = None,
+    timeout: float = 60.0,
+) -> Any:
+    """One JSON request with the standard library; raises LabelStudioServerError on >= 400."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    if token is not None:
+        request.add_header("Authorization", f"{auth_scheme} {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read()
+    except urllib.error.HTTPError as error:
+        detail = error.read()[:500].decode(errors="replace")
+        raise LabelStudioServerError(f"{method} {url} -> {error.code}: {detail}") from None
+    return json.loads(raw) if raw else None
+
+
+class LabelStudioServer:
+    """One Label Studio process bound to 127.0.0.1, with its data dir and credentials.
+
+    `extra_env` is merged into the server's environment last, so a caller can point it at
+    PostgreSQL (`DJANGO_DB=default`, `POSTGRE_NAME`, `POSTGRE_USER`, ...) or set feature
+    flags without a new class.
+    """
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        port: int | None = None,
+        username: str = DEFAULT_USERNAME,
+        password: str = DEFAULT_PASSWORD,
+        legacy_token: str = DEFAULT_LEGACY_TOKEN,
+        extra_env: Mapping[str, str] | None = None,
+        venv: Path | None = None,
+        startup_timeout: float = 300.0,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port if port is not None else free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.username = username
+        self.password = password
+        self.legacy_token = legacy_token
+        self.extra_env = dict(extra_env or {})
+        self.log_path = self.data_dir / "label-studio.log"
+        self.startup_timeout = startup_timeout
+        self._venv = venv
+        self._process: subprocess.Popen[bytes] | None = None
+        self._pat: str | None = None
+
+    def __repr__(self) -> str:
+        return f"LabelStudioServer(url={self.url!r}, data_dir={str(self.data_dir)!r})"
+
+    @property
+    def managed(self) -> bool:
+        """True: this object owns the process and can stop and start it."""
+        return True
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pat(self) -> str:
+        """The user's personal access token (a refresh JWT), created on first use."""
+        if self._pat is None:
+            self._pat = self._obtain_pat()
+        return self._pat
+
+    def environment(self) -> dict[str, str]:
+        """The server's environment: ours, minus anything that would leak in, plus setup."""
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("LABEL_STUDIO_", "DJANGO_", "POSTGRE_"))
+        }
+        env.update(
+            {
+                "LABEL_STUDIO_BASE_DATA_DIR": str(self.data_dir),
+                "LATEST_VERSION_CHECK": "false",
+                "SSRF_PROTECTION_ENABLED": "false",
+                "LABEL_STUDIO_USERNAME": self.username,
+                "LABEL_STUDIO_PASSWORD": self.password,
+                "LABEL_STUDIO_USER_TOKEN": self.legacy_token,
+                "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+                "COLLECT_ANALYTICS": "false",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> None:
+        """Start (or restart) the server on the same port and data dir; wait until healthy."""
+        if self.running:
+            return
+        venv = self._venv if self._venv is not None else install_label_studio()
+        self._venv = venv
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        command = [
+            str(venv / "bin" / "label-studio"),
+            "start",
+            "--no-browser",
+            "--internal-host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+        with self.log_path.open("ab") as log:
+            log.write(f"\n=== starting: {' '.join(command)}\n".encode())
+            log.flush()
+            # A new session makes the server its own process group: stop() signals the
+            # group, so nothing it spawned outlives the test run.
+            self._process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.environment(),
+                cwd=self.data_dir,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        atexit.register(self.stop)
+        self._wait_until_healthy()
+
+    def stop(self, *, grace: float = 15.0) -> None:
+        """SIGTERM the server's process group, then SIGKILL it if it lingers."""
+        process = self._process
+        if process is None:
+            return
+        self._process = None
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=grace)
+        # The group may hold children that ignored SIGTERM after the leader exited.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log written)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def is_healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=5) as response:
+                return bool(response.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def _wait_until_healthy(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                code = self._process.returncode
+                self._process = None
+                raise LabelStudioServerError(
+                    f"label-studio exited with {code} before it was healthy; log tail:\n"
+                    + self.log_tail()
+                )
+            if self.is_healthy():
+                return
+            time.sleep(0.5)
+        self.stop()
+        raise LabelStudioServerError(
+            f"label-studio not healthy after {self.startup_timeout:.0f}s; log tail:\n"
+            + self.log_tail()
+        )
+
+    def _obtain_pat(self) -> str:
+        """Create the user's personal access token with the legacy token.
+
+        A user has at most one PAT (a second POST is 409), so the token is kept on disk
+        next to the data: a restarted server, or a second fixture on the same data dir,
+        finds it again.
+        """
+        stored = self.data_dir / "aldaemon-test-pat"
+        if stored.exists():
+            return stored.read_text().strip()
+        answer = http_json("POST", f"{self.url}/api/token/", token=self.legacy_token)
+        token = str(answer["token"])
+        stored.write_text(token)
+        return token
+
+
+class ExternalLabelStudioServer(LabelStudioServer):
+    """A server someone else runs (ALDAEMON_TEST_LS_URL): used as is, never stopped."""
+
+    def __init__(self, *, url: str, legacy_token: str, pat: str) -> None:
+        super().__init__(data_dir=Path("/nonexistent"), port=0, legacy_token=legacy_token)
+        self.url = url.rstrip("/")
+        self._pat = pat
+
+    @property
+    def managed(self) -> bool:
+        return False
+
+    def start(self) -> None:
+        raise LabelStudioServerError("an external Label Studio cannot be started by the tests")
+
+    def stop(self, *, grace: float = 15.0) -> None:
+        raise LabelStudioServerError("an external Label Studio cannot be stopped by the tests")
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM it when the test run dies.
+
+    atexit and fixture teardown cover normal ends; this covers a `kill -9` of pytest, which
+    would otherwise leave a Label Studio running in its own session.
+    """
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+# ---- helpers that set up data through the plain HTTP API ------------------------------
+
+
+class LabelStudioClient:
+    """A tiny synchronous client for test setup, authenticated with the legacy token."""
+
+    def __init__(self, server: LabelStudioServer) -> None:
+        self.url = server.url
+        self._token = server.legacy_token
+
+    def call(self, method: str, path: str, body: object = None) -> Any:
+        return http_json(method, f"{self.url}{path}", token=self._token, body=body)
+
+    def create_project(self, *, title: str, label_config: str = DEFAULT_LABEL_CONFIG) -> int:
+        answer = self.call("POST", "/api/projects/", {"title": title, "label_config": label_config})
+        return int(answer["id"])
+
+    def import_tasks(self, project_id: int, tasks: Sequence[Mapping[str, object]]) -> list[int]:
+        """Import task data dicts; return the new task ids in import order."""
+        before = set(self.task_ids(project_id))
+        self.call("POST", f"/api/projects/{project_id}/import", [{"data": t} for t in tasks])
+        return sorted(set(self.task_ids(project_id)) - before)
+
+    def task_ids(self, project_id: int) -> list[int]:
+        query = "fields=all&include=id&page_size=100000&page=1"
+        answer = self.call("GET", f"/api/tasks/?project={project_id}&{query}")
+        return sorted(int(task["id"]) for task in answer["tasks"])
+
+    def get_task(self, task_id: int) -> dict[str, Any]:
+        task: dict[str, Any] = self.call("GET", f"/api/tasks/{task_id}/")
+        return task
+
+    def annotate(
+        self,
+        task_id: int,
+        label: str | None,
+        *,
+        from_name: str = "sentiment",
+        to_name: str = "text",
+        was_cancelled: bool = False,
+    ) -> int:
+        """Create an annotation choosing `label` (None: an empty result); return its id."""
+        result = (
+            []
+            if label is None
+            else [
+                {
+                    "from_name": from_name,
+                    "to_name": to_name,
+                    "type": "choices",
+                    "value": {"choices": [label]},
+                }
+            ]
+        )
+        answer = self.call(
+            "POST",
+            f"/api/tasks/{task_id}/annotations/",
+            {"result": result, "was_cancelled": was_cancelled},
+        )
+        return int(answer["id"])
+
+    def delete_annotation(self, annotation_id: int) -> None:
+        self.call("DELETE", f"/api/annotations/{annotation_id}/")
+
+    def predictions(self, project_id: int) -> list[dict[str, Any]]:
+        answer: list[dict[str, Any]] = self.call("GET", f"/api/predictions/?project={project_id}")
+        return answer
+
+    def get_project(self, project_id: int) -> dict[str, Any]:
+        project: dict[str, Any] = self.call("GET", f"/api/projects/{project_id}/")
+        return project

@@ -1,0 +1,456 @@
+"""The whole loop against a real Label Studio: read, reconcile, train, publish, prune."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aldaemon.config import Config, load_config
+from aldaemon.cycle import CycleReport, batches, own_version_number, resume_position
+from aldaemon.service import Runtime
+from aldaemon.status import collect
+from aldaemon.store import Store
+from tests.conftest import MakeProject
+from tests.lsserver import LabelStudioClient, LabelStudioServer
+
+POSITIVE = ["great", "wonderful", "excellent", "love", "tasty", "perfect", "fresh", "yummy"]
+NEGATIVE = ["awful", "terrible", "bad", "hate", "stale", "broken", "bland", "gross"]
+
+
+def review(rng: random.Random, label: str) -> str:
+    """A text leaning to `label`, with some words of the other side so scores vary."""
+    own, other = (POSITIVE, NEGATIVE) if label == "pos" else (NEGATIVE, POSITIVE)
+    words = rng.sample(own, 3) + rng.sample(other, rng.randint(0, 2)) + ["food", "box"]
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+def make_tasks(n: int, *, seed: int = 0) -> tuple[list[dict[str, object]], list[str]]:
+    rng = random.Random(seed)
+    labels = ["pos" if i % 2 == 0 else "neg" for i in range(n)]  # every prefix has both classes
+    return [{"text": review(rng, label)} for label in labels], labels
+
+
+def write_config(
+    tmp_path: Path,
+    server: LabelStudioServer,
+    project_id: int,
+    *,
+    token: str | None = None,
+    extra: str = "",
+    retrain: str = "min_new_annotations = 4\nmin_interval = 0\nmin_per_class = 2",
+    predictions: str = "",
+) -> Config:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f"""
+[labelstudio]
+url = "{server.url}"
+token = "{token or server.legacy_token}"
+max_attempts = 2
+
+[state]
+dir = "{tmp_path / "state"}"
+
+[daemon]
+listen = ""
+{extra}
+
+[[projects]]
+id = {project_id}
+[projects.retrain]
+{retrain}
+[projects.predictions]
+{predictions}
+"""
+    )
+    return load_config(path, env={})
+
+
+async def one_cycle(config: Config, **kwargs: Any) -> CycleReport:
+    async with Runtime(config) as runtime:
+        return await runtime.run_cycle(config.projects[0], **kwargs)
+
+
+def annotate_some(
+    client: LabelStudioClient, task_ids: list[int], labels: list[str], count: int
+) -> list[int]:
+    return [client.annotate(task_ids[i], labels[i]) for i in range(count)]
+
+
+def predictions_by_version(client: LabelStudioClient, project_id: int) -> dict[str, list[int]]:
+    grouped: dict[str, list[int]] = {}
+    for prediction in client.predictions(project_id):
+        grouped.setdefault(prediction["model_version"], []).append(prediction["task"])
+    return grouped
+
+
+pytestmark = pytest.mark.labelstudio
+
+
+class TestReading:
+    def test_first_poll_records_every_annotation_and_idle_poll_costs_two_requests(
+        self,
+        tmp_path: Path,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """1,000 tasks with 200 annotations are all recorded; a second idle run sends <= 2 requests."""
+        tasks, labels = make_tasks(1000)
+        project_id = make_project(tasks)
+        task_ids = ls_client.task_ids(project_id)
+        annotate_some(ls_client, task_ids, labels, 200)
+        config = write_config(
+            tmp_path, label_studio, project_id, retrain="min_new_annotations = 100000"
+        )
+
+        first = asyncio.run(one_cycle(config))
+        store = Store.open(config.state.dir, lock=False)
+        assert 200 == sum(store.label_counts(project_id).values())
+        store.close()
+        assert 200 == first.counts["annotations_created"]
+
+        second = asyncio.run(one_cycle(config))
+        assert second.counts["http_requests"] <= 2
+        assert 0 == second.counts.get("annotations_created", 0)
+
+    def test_updates_skips_and_deletions_land(
+        self,
+        tmp_path: Path,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """An edited label, a skip and a deleted annotation are all reflected locally."""
+        tasks, _ = make_tasks(6)
+        project_id = make_project(tasks)
+        ids = ls_client.task_ids(project_id)
+        first = ls_client.annotate(ids[0], "pos")
+        doomed = ls_client.annotate(ids[1], "neg")
+        ls_client.annotate(ids[2], None, was_cancelled=True)
+        config = write_config(
+            tmp_path, label_studio, project_id, retrain="min_new_annotations = 99"
+        )
+        asyncio.run(one_cycle(config))
+
+        ls_client.call(
+            "PATCH",
+            f"/api/annotations/{first}/",
+            {
+                "result": [
+                    {
+                        "from_name": "sentiment",
+                        "to_name": "text",
+                        "type": "choices",
+                        "value": {"choices": ["neg"]},
+                    }
+                ]
+            },
+        )
+        ls_client.delete_annotation(doomed)
+        report = asyncio.run(one_cycle(config))
+
+        store = Store.open(config.state.dir, lock=False)
+        examples = {task_id: label for task_id, _, label in store.labeled_examples(project_id)}
+        unlabeled = {task_id for task_id, _ in store.unlabeled_tasks(project_id)}
+        store.close()
+        assert {ids[0]: "neg"} == examples
+        assert ids[2] in unlabeled  # a skip is not a label
+        assert (1, 1) == (
+            report.counts.get("annotations_updated", 0),
+            report.counts.get("annotations_deleted", 0),
+        )
+
+    def test_deleted_task_is_found_by_the_resync(
+        self,
+        tmp_path: Path,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """A task deleted in Label Studio is marked deleted, and its label no longer counts."""
+        tasks, _ = make_tasks(8)
+        project_id = make_project(tasks)
+        ids = ls_client.task_ids(project_id)
+        ls_client.annotate(ids[0], "pos")
+        config = write_config(
+            tmp_path, label_studio, project_id, retrain="min_new_annotations = 99"
+        )
+        asyncio.run(one_cycle(config))
+        ls_client.call("DELETE", f"/api/tasks/{ids[0]}/")
+
+        report = asyncio.run(one_cycle(config, force_resync=True))
+
+        store = Store.open(config.state.dir, lock=False)
+        assert ids[0] not in store.known_task_ids(project_id)
+        assert {} == store.label_counts(project_id)
+        store.close()
+        assert 1 == report.counts["tasks_deleted"]
+
+    def test_valve_refuses_to_delete_everything_when_listing_is_empty(
+        self,
+        tmp_path: Path,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """When Label Studio suddenly lists no task, local tasks and labels are kept."""
+        tasks, _ = make_tasks(10)
+        project_id = make_project(tasks)
+        ids = ls_client.task_ids(project_id)
+        ls_client.annotate(ids[0], "pos")
+        config = write_config(
+            tmp_path, label_studio, project_id, retrain="min_new_annotations = 99"
+        )
+        asyncio.run(one_cycle(config))
+        ls_client.call("DELETE", f"/api/projects/{project_id}/tasks/")
+
+        asyncio.run(one_cycle(config, force_resync=True))
+
+        store = Store.open(config.state.dir, lock=False)
+        assert (10, {"pos": 1}) == (
+            len(store.known_task_ids(project_id)),
+            store.label_counts(project_id),
+        )
+        store.close()
+
+
+class TestPublishing:
+    def test_below_threshold_nothing_is_trained(
+        self,
+        tmp_path: Path,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """With fewer new labels than min_new_annotations no version is published."""
+        tasks, labels = make_tasks(30)
+        project_id = make_project(tasks)
+        annotate_some(ls_client, ls_client.task_ids(project_id), labels, 6)
+        config = write_config(
+            tmp_path, label_studio, project_id, retrain="min_new_annotations = 10"
+        )
+
+        report = asyncio.run(one_cycle(config))
+
+        assert ("idle", "6 of 10 new labels") == (report.outcome, report.decision)
+        assert {} == predictions_by_version(ls_client, project_id)
+
+    def test_crossing_the_threshold_publishes_an_active_sorted_version(
+        self,
+        tmp_path: Path,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """One version: one scored prediction per unlabeled task, active, served lowest first."""
+        tasks, labels = make_tasks(60, seed=3)
+        project_id = make_project(tasks)
+        ids = ls_client.task_ids(project_id)
+        annotate_some(ls_client, ids, labels, 12)
+        config = write_config(tmp_path, label_studio, project_id)
+
+        report = asyncio.run(one_cycle(config))
+
+        assert ("ok", "aldaemon-v1") == (report.outcome, report.version)
+        predictions = [
+            p for p in ls_client.predictions(project_id) if p["model_version"] == "aldaemon-v1"
+        ]
+        assert sorted(ids[12:]) == sorted(p["task"] for p in predictions)
+        assert all(0.0 <= p["score"] <= 1.0 for p in predictions)
+        project = ls_client.get_project(project_id)
+        assert ("aldaemon-v1", "Uncertainty sampling") == (
+            project["model_version"],
+            project["sampling"],
+        )
+        lowest = min(predictions, key=lambda p: (p["score"], p["task"]))
+        served = ls_client.call("GET", f"/api/projects/{project_id}/next")
+        served_score = next(p["score"] for p in predictions if p["task"] == served["id"])
+        assert lowest["score"] == served_score
+
+    def test_queue_view_lists_unlabeled_tasks_by_ascending_score(
+        self,
+        tmp_path: Path,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """The Data Manager view shows unlabeled tasks of the active version, lowest score first."""
+        tasks, labels = make_tasks(40, seed=5)
+        project_id = make_project(tasks)
+        ids = ls_client.task_ids(project_id)
+        annotate_some(ls_client, ids, labels, 10)
+        config = write_config(tmp_path, label_studio, project_id)
+        asyncio.run(one_cycle(config))
+        store = Store.open(config.state.dir, lock=False)
+        view_id = store.get_meta(project_id).view_id
+        store.close()
+
+        listed = ls_client.call(
+            "GET", f"/api/tasks/?view={view_id}&project={project_id}&page_size=100&fields=all"
+        )["tasks"]
+
+        scores = {p["task"]: p["score"] for p in ls_client.predictions(project_id)}
+        listed_scores = [scores[task["id"]] for task in listed]
+        assert sorted(ids[10:]) == sorted(task["id"] for task in listed)
+        assert sorted(listed_scores) == listed_scores
+
+    def test_three_trainings_keep_two_own_versions_and_spare_foreign_ones(
+        self,
+        tmp_path: Path,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """keep_versions = 2 leaves the last two own versions; another prefix is untouched."""
+        tasks, labels = make_tasks(50, seed=7)
+        project_id = make_project(tasks)
+        ids = ls_client.task_ids(project_id)
+        ls_client.call(
+            "POST",
+            f"/api/projects/{project_id}/import/predictions",
+            [
+                {
+                    "task": ids[-1],
+                    "result": [
+                        {
+                            "from_name": "sentiment",
+                            "to_name": "text",
+                            "type": "choices",
+                            "value": {"choices": ["pos"]},
+                        }
+                    ],
+                    "score": 0.5,
+                    "model_version": "someone-else-v1",
+                }
+            ],
+        )
+        config = write_config(
+            tmp_path, label_studio, project_id, predictions="keep_versions = 2\nprune_per_cycle = 5"
+        )
+        for round_number in range(3):
+            start = round_number * 6
+            for i in range(start, start + 6):
+                ls_client.annotate(ids[i], labels[i])
+            asyncio.run(one_cycle(config))
+
+        versions = set(predictions_by_version(ls_client, project_id))
+        assert {"aldaemon-v2", "aldaemon-v3", "someone-else-v1"} == versions
+
+    def test_every_task_gets_exactly_one_prediction_per_version(
+        self,
+        tmp_path: Path,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """Uploading in several batches still gives one prediction per (task, version)."""
+        tasks, labels = make_tasks(45, seed=11)
+        project_id = make_project(tasks)
+        annotate_some(ls_client, ls_client.task_ids(project_id), labels, 8)
+        config = write_config(tmp_path, label_studio, project_id, predictions="batch_size = 7")
+
+        asyncio.run(one_cycle(config))
+
+        per_task = Counter(
+            (p["task"], p["model_version"]) for p in ls_client.predictions(project_id)
+        )
+        assert (37, 1) == (len(per_task), max(per_task.values()))
+
+
+class TestColdStartAndBadData:
+    def test_one_class_only_publishes_nothing_and_status_says_why(
+        self,
+        tmp_path: Path,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """With labels of a single class there is no model, and status names the missing class."""
+        tasks, _ = make_tasks(20)
+        project_id = make_project(tasks)
+        for task_id in ls_client.task_ids(project_id)[:8]:
+            ls_client.annotate(task_id, "pos")
+        config = write_config(tmp_path, label_studio, project_id)
+
+        report = asyncio.run(one_cycle(config))
+
+        [status] = collect(config)["projects"]
+        assert "cold start: 'neg' has 0 of 2 labels" == status["last_decision"]
+        assert (None, {}) == (report.version, predictions_by_version(ls_client, project_id))
+
+    def test_odd_task_data_is_skipped_and_the_cycle_goes_on(
+        self,
+        tmp_path: Path,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """Tasks whose text is empty, a number or a list are skipped; the rest are published."""
+        tasks, labels = make_tasks(20, seed=2)
+        odd: list[dict[str, object]] = [{"text": ""}, {"text": 42}, {"text": ["a", "list"]}]
+        project_id = make_project(tasks + odd)
+        ids = ls_client.task_ids(project_id)
+        annotate_some(ls_client, ids, labels, 8)
+        config = write_config(tmp_path, label_studio, project_id)
+
+        report = asyncio.run(one_cycle(config))
+
+        published = set(predictions_by_version(ls_client, project_id)["aldaemon-v1"])
+        assert ("ok", 3) == (report.outcome, report.counts["tasks_skipped"])
+        assert set(ids[8:20]) == published
+
+    def test_label_outside_the_config_is_not_trained_on(
+        self,
+        tmp_path: Path,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """An annotation whose label the config lacks is left out; predictions stay valid."""
+        tasks, labels = make_tasks(30, seed=4)
+        project_id = make_project(tasks)
+        ids = ls_client.task_ids(project_id)
+        annotate_some(ls_client, ids, labels, 10)
+        ls_client.annotate(ids[10], "meh")
+        config = write_config(tmp_path, label_studio, project_id)
+
+        report = asyncio.run(one_cycle(config))
+
+        labels_sent = {
+            p["result"][0]["value"]["choices"][0] for p in ls_client.predictions(project_id)
+        }
+        assert "ok" == report.outcome
+        assert labels_sent <= {"pos", "neg"}
+
+
+class TestResumeArithmetic:
+    def test_batches_cover_every_position_once(self) -> None:
+        """Batch cuts are contiguous and cover 0..n exactly."""
+        assert [(0, 3), (3, 6), (6, 7)] == batches(7, 3)
+
+    def test_batch_that_did_not_land_is_sent_again(self) -> None:
+        """Server count equal to what was recorded: resume at the recorded position."""
+        assert 3 == resume_position(uploaded_count=3, server_count=3, cuts=batches(7, 3))
+
+    def test_batch_that_landed_is_skipped(self) -> None:
+        """Server count one batch ahead: that batch landed, resume after it."""
+        assert 6 == resume_position(uploaded_count=3, server_count=6, cuts=batches(7, 3))
+
+    def test_unexplained_count_asks_for_a_listing(self) -> None:
+        """A count matching neither case returns None (the caller lists predictions)."""
+        assert resume_position(uploaded_count=3, server_count=5, cuts=batches(7, 3)) is None
+
+    def test_own_version_names_are_recognised_by_prefix(self) -> None:
+        """Only "<prefix>-v<n>" is ours; other names are not."""
+        assert (4, None, None) == (
+            own_version_number("aldaemon", "aldaemon-v4"),
+            own_version_number("aldaemon", "other-v4"),
+            own_version_number("aldaemon", "aldaemon-v4-copy"),
+        )

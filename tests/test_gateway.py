@@ -1,0 +1,952 @@
+"""LabelStudioGateway against the real Label Studio, plus its pure helpers.
+
+Label Studio behaviour is tested against the server the suite starts (tests/conftest.py).
+A tiny aiohttp server stands in only for what the real one cannot do on demand: answer 503.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from aiohttp import web
+from structlog.testing import capture_logs
+
+from aldaemon.errors import (
+    LabelStudioAuthError,
+    LabelStudioRefused,
+    LabelStudioUnreachable,
+    ProjectNotFound,
+)
+from aldaemon.labelstudio import LabelStudioGateway, parse_labeling_config
+from aldaemon.labelstudio.auth import TokenKind, access_lifetime, token_kind
+from aldaemon.labelstudio.failures import to_labelstudio_error
+from aldaemon.labelstudio.payloads import (
+    format_filter_datetime,
+    prediction_payloads,
+    server_message,
+    task_query,
+)
+from aldaemon.labelstudio.retry import HttpStatusError, Replay, backoff_seconds, is_retryable
+from aldaemon.records import PredictionRecord
+from aldaemon.secret import Secret
+from tests.conftest import MakeProject
+from tests.lsserver import DEFAULT_LABEL_CONFIG, LabelStudioClient, LabelStudioServer, free_port
+
+SCHEMA = parse_labeling_config(DEFAULT_LABEL_CONFIG)
+QUEUE_VIEW = {
+    "title": "Active learning queue",
+    "filters": {"conjunction": "and", "items": []},
+    "ordering": ["tasks:predictions_score"],
+    "hiddenColumns": {"explore": [], "labeling": []},
+}
+
+labelstudio = pytest.mark.labelstudio
+
+
+def _b64(claims: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+
+
+def forged_pat() -> str:
+    """A refresh JWT with the right shape and a signature Label Studio will reject."""
+    now = int(time.time())
+    claims = {"token_type": "refresh", "exp": now + 86400, "iat": now, "jti": "0" * 32}
+    return f"{_b64({'alg': 'HS256', 'typ': 'JWT'})}.{_b64(claims)}.c2lnbmF0dXJl"
+
+
+def gateway(server: LabelStudioServer, token: str) -> LabelStudioGateway:
+    return LabelStudioGateway(url=server.url, token=Secret(token))
+
+
+def predictions_for(task_ids: list[int], label: str = "pos") -> list[PredictionRecord]:
+    return [PredictionRecord(task_id=t, label=label, score=0.5) for t in task_ids]
+
+
+def texts(count: int) -> list[dict[str, object]]:
+    return [{"text": f"text number {number}"} for number in range(count)]
+
+
+# ---- authentication -------------------------------------------------------------------
+
+
+@labelstudio
+class TestAuthentication:
+    async def test_personal_access_token_works(self, label_studio: LabelStudioServer) -> None:
+        """A personal access token is exchanged for an access token and accepted."""
+        async with gateway(label_studio, label_studio.pat) as gw:
+            await gw.check_auth()
+
+            assert 2 == gw.request_count  # the refresh, then the call
+
+    async def test_legacy_token_works(self, label_studio: LabelStudioServer) -> None:
+        """A legacy token is sent as is and accepted with a single request."""
+        async with gateway(label_studio, label_studio.legacy_token) as gw:
+            await gw.check_auth()
+
+            assert 1 == gw.request_count
+
+    async def test_access_token_is_reused_between_calls(
+        self, label_studio: LabelStudioServer
+    ) -> None:
+        """A PAT is exchanged once, not before every request."""
+        async with gateway(label_studio, label_studio.pat) as gw:
+            for _ in range(5):
+                await gw.check_auth()
+
+            assert 6 == gw.request_count
+
+    async def test_wrong_legacy_token_fails_at_once(self, label_studio: LabelStudioServer) -> None:
+        """A wrong legacy token is an auth error after exactly one request, no retries."""
+        async with gateway(label_studio, "wrong-token-0123456789") as gw:
+            with pytest.raises(LabelStudioAuthError):
+                await gw.check_auth()
+
+            assert 1 == gw.request_count
+
+    async def test_wrong_personal_access_token_fails_at_once(
+        self, label_studio: LabelStudioServer
+    ) -> None:
+        """A PAT Label Studio did not sign fails at the refresh, after exactly one request."""
+        async with gateway(label_studio, forged_pat()) as gw:
+            with pytest.raises(LabelStudioAuthError):
+                await gw.check_auth()
+
+            assert 1 == gw.request_count
+
+    async def test_auth_error_explains_what_to_check(self, label_studio: LabelStudioServer) -> None:
+        """The auth error tells the operator to check the token file and the token kind."""
+        async with gateway(label_studio, forged_pat()) as gw:
+            with pytest.raises(LabelStudioAuthError) as caught:
+                await gw.check_auth()
+
+        assert "check the token file" in str(caught.value)
+
+    @pytest.mark.parametrize("kind", ["legacy", "pat"])
+    async def test_token_never_appears_in_errors(
+        self, label_studio: LabelStudioServer, kind: str
+    ) -> None:
+        """Neither str() nor repr() of the raised error, nor its cause, shows the token."""
+        token = "wrong-legacy-token-abcdef" if kind == "legacy" else forged_pat()
+        async with gateway(label_studio, token) as gw:
+            with pytest.raises(LabelStudioAuthError) as caught:
+                await gw.get_project(1)
+
+        shown = " ".join(
+            [str(caught.value), repr(caught.value), repr(caught.value.__cause__), repr(gw)]
+        )
+        assert token not in shown
+
+    async def test_missing_project_is_project_not_found(
+        self, label_studio: LabelStudioServer
+    ) -> None:
+        """A project id Label Studio does not know raises ProjectNotFound."""
+        async with gateway(label_studio, label_studio.pat) as gw:
+            with pytest.raises(ProjectNotFound):
+                await gw.get_project(987654)
+
+
+# ---- reading tasks and annotations ------------------------------------------------------
+
+
+@labelstudio
+class TestFetchChangedTasks:
+    async def test_annotations_carry_their_label(
+        self,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """An annotation choosing 'neg' is read back with label 'neg' on its task."""
+        project_id = make_project(texts(2))
+        task_id = ls_client.task_ids(project_id)[0]
+        annotation_id = ls_client.annotate(task_id, "neg")
+
+        async with gateway(label_studio, label_studio.pat) as gw:
+            tasks = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+
+        annotations = {a.id: (a.task_id, a.label) for t in tasks for a in t.annotations}
+        assert {annotation_id: (task_id, "neg")} == annotations
+
+    async def test_task_text_comes_from_the_configured_field(
+        self, label_studio: LabelStudioServer, make_project: MakeProject
+    ) -> None:
+        """Each task's text is its data[text_field]."""
+        project_id = make_project([{"text": "first"}, {"text": "second"}])
+
+        async with gateway(label_studio, label_studio.pat) as gw:
+            tasks = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+
+        assert ["first", "second"] == [task.text for task in tasks]
+
+    async def test_skip_is_cancelled_without_label(
+        self,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """A skipped task's annotation is was_cancelled with label None."""
+        project_id = make_project(texts(1))
+        task_id = ls_client.task_ids(project_id)[0]
+        ls_client.annotate(task_id, "pos", was_cancelled=True)
+
+        async with gateway(label_studio, label_studio.pat) as gw:
+            tasks = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+
+        assert [(True, None)] == [(a.was_cancelled, a.label) for a in tasks[0].annotations]
+
+    async def test_updated_after_returns_only_later_changes(
+        self,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """Only tasks changed after the watermark are returned."""
+        project_id = make_project(texts(3))
+        first, second, _ = ls_client.task_ids(project_id)
+        ls_client.annotate(first, "pos")
+        watermark = ls_client.get_task(first)["updated_at"]
+        ls_client.annotate(second, "neg")
+
+        async with gateway(label_studio, label_studio.pat) as gw:
+            tasks = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=watermark)
+
+        assert [second] == [task.id for task in tasks]
+
+    async def test_watermark_without_fraction_is_accepted(
+        self, label_studio: LabelStudioServer, make_project: MakeProject
+    ) -> None:
+        """A watermark spelled without microseconds (as LS itself may write it) works."""
+        project_id = make_project(texts(2))
+
+        async with gateway(label_studio, label_studio.pat) as gw:
+            tasks = await gw.fetch_changed_tasks(
+                project_id, schema=SCHEMA, updated_after="2000-01-01T00:00:00Z"
+            )
+
+        assert 2 == len(tasks)
+
+    async def test_paging_returns_every_task_exactly_once(
+        self,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """With a small page size, paging by id returns each task once, in id order."""
+        project_id = make_project(texts(7))
+
+        async with gateway(label_studio, label_studio.pat) as gw:
+            tasks = await gw.fetch_changed_tasks(
+                project_id, schema=SCHEMA, updated_after=None, page_size=2
+            )
+
+        assert ls_client.task_ids(project_id) == [task.id for task in tasks]
+
+    async def test_paging_sends_one_request_per_page(
+        self, label_studio: LabelStudioServer, make_project: MakeProject
+    ) -> None:
+        """Seven tasks at two per page cost four requests, not a fifth empty one."""
+        project_id = make_project(texts(7))
+
+        async with gateway(label_studio, label_studio.legacy_token) as gw:
+            await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None, page_size=2)
+
+            assert 4 == gw.request_count
+
+    async def test_idle_poll_costs_one_request(
+        self,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """Polling with the newest updated_at as watermark finds nothing in one request."""
+        project_id = make_project(texts(3))
+        ls_client.annotate(ls_client.task_ids(project_id)[1], "pos")
+
+        async with gateway(label_studio, label_studio.legacy_token) as gw:
+            tasks = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+            newest = max(task.updated_at for task in tasks)
+            before = gw.request_count
+            idle = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=newest)
+
+            assert ([], 1) == (idle, gw.request_count - before)
+
+    async def test_deleted_annotation_is_gone_from_its_task(
+        self,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """After an annotation is deleted, its task is re-read without it."""
+        project_id = make_project(texts(1))
+        task_id = ls_client.task_ids(project_id)[0]
+        annotation_id = ls_client.annotate(task_id, "pos")
+        watermark = ls_client.get_task(task_id)["updated_at"]
+        ls_client.delete_annotation(annotation_id)
+
+        async with gateway(label_studio, label_studio.pat) as gw:
+            tasks = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=watermark)
+
+        assert [(task_id, ())] == [(task.id, task.annotations) for task in tasks]
+
+
+@labelstudio
+class TestListTaskIds:
+    async def test_lists_every_id_across_pages(
+        self,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """All task ids come back, ascending, with a page size smaller than the project."""
+        project_id = make_project(texts(5))
+
+        async with gateway(label_studio, label_studio.pat) as gw:
+            ids = await gw.list_task_ids(project_id, page_size=2)
+
+        assert ls_client.task_ids(project_id) == ids
+
+    async def test_deleted_task_is_not_listed(
+        self,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """A task deleted in Label Studio no longer appears in the id listing."""
+        project_id = make_project(texts(3))
+        first, second, third = ls_client.task_ids(project_id)
+
+        async with gateway(label_studio, label_studio.pat) as gw:
+            await gw.delete_task(second)
+            ids = await gw.list_task_ids(project_id)
+
+        assert [first, third] == ids
+
+
+# ---- predictions and model versions -----------------------------------------------------
+
+
+@labelstudio
+class TestImportPredictions:
+    async def test_created_equals_sent_and_is_counted(
+        self,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """Every prediction sent is created and counted under its model version."""
+        project_id = make_project(texts(4))
+        task_ids = ls_client.task_ids(project_id)
+
+        async with gateway(label_studio, label_studio.pat) as gw:
+            created = await gw.import_predictions(
+                project_id,
+                model_version="aldaemon-v1",
+                schema=SCHEMA,
+                predictions=predictions_for(task_ids),
+            )
+            counts = await gw.model_version_counts(project_id)
+
+        assert (4, {"aldaemon-v1": 4}) == (created, counts)
+
+    async def test_score_and_label_are_stored(
+        self,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """Each prediction's score arrives on its task under the given version."""
+        project_id = make_project(texts(2))
+        first, second = ls_client.task_ids(project_id)
+        predictions = [
+            PredictionRecord(task_id=first, label="pos", score=0.25),
+            PredictionRecord(task_id=second, label="neg", score=0.75, cluster=3),
+        ]
+
+        async with gateway(label_studio, label_studio.pat) as gw:
+            await gw.import_predictions(
+                project_id, model_version="v1", schema=SCHEMA, predictions=predictions
+            )
+            stored = await gw.list_predictions(project_id)
+
+        assert [(first, "v1", 0.25), (second, "v1", 0.75)] == sorted(stored)
+
+    async def test_foreign_label_is_refused_before_sending(
+        self,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """A label outside the config raises ValueError naming the task; nothing is sent."""
+        project_id = make_project(texts(2))
+        first, second = ls_client.task_ids(project_id)
+        predictions = [
+            PredictionRecord(task_id=first, label="pos", score=0.1),
+            PredictionRecord(task_id=second, label="maybe", score=0.2),
+        ]
+
+        async with gateway(label_studio, label_studio.pat) as gw:
+            with pytest.raises(ValueError, match=f"task {second}"):
+                await gw.import_predictions(
+                    project_id, model_version="v1", schema=SCHEMA, predictions=predictions
+                )
+
+            assert 0 == gw.request_count
+
+    async def test_bulk_upload_does_not_touch_updated_at(
+        self,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """Our own bulk upload does not make tasks look changed to the next poll."""
+        project_id = make_project(texts(3))
+        task_ids = ls_client.task_ids(project_id)
+
+        async with gateway(label_studio, label_studio.pat) as gw:
+            tasks = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+            newest = max(task.updated_at for task in tasks)
+            await gw.import_predictions(
+                project_id, model_version="v1", schema=SCHEMA, predictions=predictions_for(task_ids)
+            )
+            changed = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=newest)
+
+        assert [] == changed
+
+    async def test_batch_with_unknown_task_is_refused_whole(
+        self,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """One unknown task makes Label Studio refuse the whole upload (400), creating none."""
+        project_id = make_project(texts(1))
+        known = ls_client.task_ids(project_id)[0]
+
+        async with gateway(label_studio, label_studio.pat) as gw:
+            with pytest.raises(LabelStudioRefused) as caught:
+                await gw.import_predictions(
+                    project_id,
+                    model_version="v1",
+                    schema=SCHEMA,
+                    predictions=predictions_for([known, 99_999_999]),
+                )
+            counts = await gw.model_version_counts(project_id)
+
+        assert (400, {}) == (caught.value.status_code, counts)
+
+
+@labelstudio
+class TestDeleteModelVersion:
+    async def test_removes_only_that_version(
+        self,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """Deleting v1 returns its count and leaves v2 untouched."""
+        project_id = make_project(texts(3))
+        task_ids = ls_client.task_ids(project_id)
+
+        async with gateway(label_studio, label_studio.pat) as gw:
+            for version in ("v1", "v2"):
+                await gw.import_predictions(
+                    project_id,
+                    model_version=version,
+                    schema=SCHEMA,
+                    predictions=predictions_for(task_ids),
+                )
+            deleted = await gw.delete_model_version(project_id, "v1")
+            counts = await gw.model_version_counts(project_id)
+
+        assert (3, {"v2": 3}) == (deleted, counts)
+
+
+# ---- project settings, views, webhooks, next task -----------------------------------------
+
+
+@labelstudio
+class TestUpdateProject:
+    async def test_sets_model_version_and_sampling(
+        self,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """The uploaded version becomes active together with uncertainty sampling."""
+        project_id = make_project(texts(2))
+        task_ids = ls_client.task_ids(project_id)
+
+        async with gateway(label_studio, label_studio.pat) as gw:
+            await gw.import_predictions(
+                project_id, model_version="v7", schema=SCHEMA, predictions=predictions_for(task_ids)
+            )
+            await gw.update_project(project_id, model_version="v7", sampling="Uncertainty sampling")
+            project = await gw.get_project(project_id)
+
+        assert ("v7", "Uncertainty sampling") == (project.model_version, project.sampling)
+
+    async def test_only_given_fields_change(
+        self,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """Changing sampling alone keeps the active model version."""
+        project_id = make_project(texts(1))
+        task_ids = ls_client.task_ids(project_id)
+
+        async with gateway(label_studio, label_studio.pat) as gw:
+            await gw.import_predictions(
+                project_id, model_version="v1", schema=SCHEMA, predictions=predictions_for(task_ids)
+            )
+            await gw.update_project(project_id, model_version="v1")
+            project = await gw.update_project(project_id, sampling="Uniform sampling")
+
+        assert ("v1", "Uniform sampling") == (project.model_version, project.sampling)
+
+    async def test_none_clears_the_model_version(
+        self,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """model_version=None leaves the project without an active version."""
+        project_id = make_project(texts(1))
+        task_ids = ls_client.task_ids(project_id)
+
+        async with gateway(label_studio, label_studio.pat) as gw:
+            await gw.import_predictions(
+                project_id, model_version="v1", schema=SCHEMA, predictions=predictions_for(task_ids)
+            )
+            await gw.update_project(project_id, model_version="v1")
+            project = await gw.update_project(project_id, model_version=None)
+
+        assert project.model_version is None
+
+    async def test_version_without_predictions_is_refused(
+        self, label_studio: LabelStudioServer, make_project: MakeProject
+    ) -> None:
+        """Activating a version that has no predictions yet is refused with LS's reason."""
+        project_id = make_project(texts(1))
+
+        async with gateway(label_studio, label_studio.pat) as gw:
+            with pytest.raises(LabelStudioRefused, match="Model version doesn't exist"):
+                await gw.update_project(project_id, model_version="never-uploaded")
+
+
+@labelstudio
+class TestViews:
+    async def test_created_view_is_listed(
+        self, label_studio: LabelStudioServer, make_project: MakeProject
+    ) -> None:
+        """A created view is listed with its title and data."""
+        project_id = make_project(texts(1))
+
+        async with gateway(label_studio, label_studio.pat) as gw:
+            created = await gw.create_view(project_id, data=QUEUE_VIEW)
+            views = await gw.list_views(project_id)
+
+        assert [(created.id, "Active learning queue", QUEUE_VIEW)] == [
+            (view.id, view.title, view.data) for view in views
+        ]
+
+    async def test_replace_swaps_the_whole_data(
+        self, label_studio: LabelStudioServer, make_project: MakeProject
+    ) -> None:
+        """Replacing a view stores the new title and ordering."""
+        project_id = make_project(texts(1))
+        reordered = {**QUEUE_VIEW, "title": "Queue v2", "ordering": ["-tasks:predictions_score"]}
+
+        async with gateway(label_studio, label_studio.pat) as gw:
+            created = await gw.create_view(project_id, data=QUEUE_VIEW)
+            await gw.replace_view(created.id, project_id=project_id, data=reordered)
+            views = await gw.list_views(project_id)
+
+        assert [reordered] == [view.data for view in views]
+
+
+@labelstudio
+class TestNextTask:
+    async def test_uncertainty_sampling_serves_lowest_score_first(
+        self,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """With uncertainty sampling on, /next serves the task with the lowest score."""
+        project_id = make_project(texts(3))
+        first, second, third = ls_client.task_ids(project_id)
+        scores = {first: 0.6, second: 0.1, third: 0.9}
+        predictions = [PredictionRecord(task_id=t, label="pos", score=s) for t, s in scores.items()]
+
+        async with gateway(label_studio, label_studio.pat) as gw:
+            await gw.import_predictions(
+                project_id, model_version="v1", schema=SCHEMA, predictions=predictions
+            )
+            await gw.update_project(project_id, model_version="v1", sampling="Uncertainty sampling")
+            served = await gw.next_task(project_id)
+
+        assert served is not None and second == served["id"]
+
+    async def test_empty_queue_is_none(
+        self, label_studio: LabelStudioServer, make_project: MakeProject
+    ) -> None:
+        """A project with nothing left to label serves None."""
+        project_id = make_project([])
+
+        async with gateway(label_studio, label_studio.pat) as gw:
+            assert await gw.next_task(project_id) is None
+
+
+@labelstudio
+class TestWebhooksAndAnnotations:
+    async def test_webhook_to_localhost_is_created(
+        self, label_studio: LabelStudioServer, make_project: MakeProject
+    ) -> None:
+        """A webhook to 127.0.0.1 is registered (the test server runs without SSRF guard)."""
+        project_id = make_project(texts(1))
+
+        async with gateway(label_studio, label_studio.pat) as gw:
+            webhook_id = await gw.create_webhook(
+                project_id,
+                url="http://127.0.0.1:9/hook",
+                secret=Secret("hook-secret"),
+                actions=["ANNOTATION_CREATED", "ANNOTATIONS_DELETED"],
+            )
+
+        assert webhook_id > 0
+
+    async def test_annotation_helpers_round_trip(
+        self, label_studio: LabelStudioServer, make_project: MakeProject
+    ) -> None:
+        """An annotation created as 'pos' and updated to 'neg' reads back as 'neg'."""
+        project_id = make_project(texts(1))
+
+        async with gateway(label_studio, label_studio.pat) as gw:
+            task_id = (await gw.list_task_ids(project_id))[0]
+            annotation_id = await gw.create_annotation(task_id, schema=SCHEMA, label="pos")
+            await gw.update_annotation(annotation_id, schema=SCHEMA, label="neg")
+            tasks = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+
+        assert ["neg"] == [a.label for a in tasks[0].annotations]
+
+
+# ---- failures Label Studio cannot be made to produce on demand -------------------------
+
+
+@contextlib.asynccontextmanager
+async def answering(statuses: list[int], body: object) -> AsyncIterator[str]:
+    """A stand-in server answering the given statuses in turn, then 200 with `body`."""
+
+    async def handle(request: web.Request) -> web.Response:
+        status = statuses.pop(0) if statuses else 200
+        if status >= 400:
+            return web.json_response({"detail": "busy"}, status=status)
+        return web.json_response(body)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def stand_in_gateway(url: str) -> LabelStudioGateway:
+    return LabelStudioGateway(
+        url=url, token=Secret("legacy-token"), max_attempts=4, max_backoff=0.01
+    )
+
+
+class TestRetries:
+    async def test_read_is_retried_through_503(self) -> None:
+        """A read that meets two 503s succeeds on the third request."""
+        async with answering([503, 503], {"v1": 3}) as url, stand_in_gateway(url) as gw:
+            counts = await gw.model_version_counts(1)
+
+            assert ({"v1": 3}, 3) == (counts, gw.request_count)
+
+    async def test_read_gives_up_after_max_attempts(self) -> None:
+        """A read that only meets 503s raises LabelStudioUnreachable after max_attempts."""
+        async with answering([503] * 10, {}) as url, stand_in_gateway(url) as gw:
+            with pytest.raises(LabelStudioUnreachable):
+                await gw.model_version_counts(1)
+
+            assert 4 == gw.request_count
+
+    async def test_prediction_import_is_not_replayed_after_503(self) -> None:
+        """An import answered 503 is not sent again: the server may have committed it."""
+        async with answering([503], {"created": 1}) as url, stand_in_gateway(url) as gw:
+            with pytest.raises(LabelStudioUnreachable):
+                await gw.import_predictions(
+                    1, model_version="v1", schema=SCHEMA, predictions=predictions_for([1])
+                )
+
+            assert 1 == gw.request_count
+
+    async def test_prediction_import_is_retried_when_never_sent(self) -> None:
+        """An import whose connection was refused is retried up to max_attempts."""
+        async with stand_in_gateway(f"http://127.0.0.1:{free_port()}") as gw:
+            with pytest.raises(LabelStudioUnreachable):
+                await gw.import_predictions(
+                    1, model_version="v1", schema=SCHEMA, predictions=predictions_for([1])
+                )
+
+            assert 4 == gw.request_count
+
+    async def test_client_error_is_not_retried(self) -> None:
+        """A 400 is refused at once, with one request."""
+        async with answering([400], {}) as url, stand_in_gateway(url) as gw:
+            with pytest.raises(LabelStudioRefused):
+                await gw.model_version_counts(1)
+
+            assert 1 == gw.request_count
+
+
+class TestReachabilityLog:
+    async def test_outage_is_logged_on_transitions_only(self) -> None:
+        """Two failed calls log one 'unreachable'; the next success logs one 'recovered'."""
+        async with answering([503] * 8, {"v1": 1}) as url, stand_in_gateway(url) as gw:
+            with capture_logs() as logs:
+                for _ in range(2):
+                    with pytest.raises(LabelStudioUnreachable):
+                        await gw.model_version_counts(1)
+                await gw.model_version_counts(1)
+
+        transitions = [
+            entry["event"]
+            for entry in logs
+            if entry["event"] in ("labelstudio.unreachable", "labelstudio.recovered")
+        ]
+        assert ["labelstudio.unreachable", "labelstudio.recovered"] == transitions
+
+
+def mapped(status: int, body: object, *, project_id: int | None = None) -> Exception:
+    return to_labelstudio_error(
+        HttpStatusError(status, headers={}, body=body),
+        operation="op",
+        url="http://ls",
+        token_kind=TokenKind.LEGACY,
+        project_id=project_id,
+        secrets=["s3cret-token"],
+    )
+
+
+class TestErrorMapping:
+    def test_404_on_a_project_call_is_project_not_found(self) -> None:
+        """A 404 while working on a project means the project is gone."""
+        assert ProjectNotFound is type(mapped(404, {"detail": "Not found."}, project_id=3))
+
+    def test_404_elsewhere_is_refused_with_its_status(self) -> None:
+        """A 404 on a view or annotation is a refusal that keeps status 404."""
+        error = mapped(404, {"detail": "Not found."})
+
+        assert (LabelStudioRefused, 404) == (type(error), getattr(error, "status_code", None))
+
+    def test_ssrf_block_is_not_an_auth_error(self) -> None:
+        """A 403 for a blocked webhook URL is a refusal naming SSRF_PROTECTION_ENABLED."""
+        detail = "The provided URL was not allowed. URLs must use http:// or https://"
+        error = mapped(403, {"detail": detail})
+
+        assert (LabelStudioRefused, True) == (
+            type(error),
+            "SSRF_PROTECTION_ENABLED=false" in str(error),
+        )
+
+    def test_echoed_secret_is_redacted(self) -> None:
+        """A credential echoed back in the server's message is replaced by ***."""
+        error = mapped(400, {"detail": "bad header Token s3cret-token"})
+
+        assert "op: Label Studio refused (HTTP 400: bad header Token ***)" == str(error)
+
+
+class TestRetryDecision:
+    def test_connect_error_is_retried_even_for_posts(self) -> None:
+        """A refused connection never reached the server, so even a POST is retried."""
+        assert is_retryable(httpx.ConnectError("refused"), Replay.IF_NOT_SENT)
+
+    def test_read_timeout_is_not_retried_for_posts(self) -> None:
+        """A read timeout may follow a commit, so a non-idempotent POST is not replayed."""
+        assert not is_retryable(httpx.ReadTimeout("slow"), Replay.IF_NOT_SENT)
+
+    def test_read_timeout_is_retried_for_reads(self) -> None:
+        """A read timeout on an idempotent call is retried."""
+        assert is_retryable(httpx.ReadTimeout("slow"), Replay.IDEMPOTENT)
+
+    @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+    def test_temporary_statuses_are_retried(self, status: int) -> None:
+        """408, 429 and 5xx are retried for idempotent calls."""
+        assert is_retryable(HttpStatusError(status, headers={}, body=None), Replay.IDEMPOTENT)
+
+    @pytest.mark.parametrize("status", [400, 401, 403, 404, 409])
+    def test_client_errors_are_final(self, status: int) -> None:
+        """Other 4xx answers are final."""
+        assert not is_retryable(HttpStatusError(status, headers={}, body=None), Replay.IDEMPOTENT)
+
+
+class TestBackoff:
+    def test_grows_exponentially(self) -> None:
+        """Without jitter the waits double from 0.5 s."""
+        waits = [backoff_seconds(attempt=n, max_backoff=30.0, rng=lambda: 1.0) for n in range(1, 5)]
+
+        assert [0.5, 1.0, 2.0, 4.0] == waits
+
+    def test_is_capped(self) -> None:
+        """No wait exceeds max_backoff."""
+        assert 30.0 == backoff_seconds(attempt=20, max_backoff=30.0, rng=lambda: 1.0)
+
+    def test_retry_after_is_honoured(self) -> None:
+        """A Retry-After in seconds replaces the computed wait."""
+        assert 7.0 == backoff_seconds(attempt=1, max_backoff=30.0, retry_after=7.0)
+
+    def test_retry_after_is_capped(self) -> None:
+        """A Retry-After longer than max_backoff is cut to max_backoff."""
+        assert 30.0 == backoff_seconds(attempt=1, max_backoff=30.0, retry_after=600.0)
+
+
+# ---- pure helpers --------------------------------------------------------------------------
+
+
+class TestFilterDatetime:
+    def test_fraction_is_added_when_missing(self) -> None:
+        """A timestamp without microseconds gets the '.000000Z' Label Studio requires."""
+        assert "2026-01-02T03:04:05.000000Z" == format_filter_datetime("2026-01-02T03:04:05Z")
+
+    def test_offset_is_converted_to_utc(self) -> None:
+        """A +02:00 timestamp is converted to UTC."""
+        expected = "2026-01-02T01:04:05.123456Z"
+        assert expected == format_filter_datetime("2026-01-02T03:04:05.123456+02:00")
+
+    def test_label_studio_spelling_is_kept(self) -> None:
+        """Label Studio's own spelling passes unchanged."""
+        value = "2026-11-27T21:11:36.815556Z"
+        assert value == format_filter_datetime(value)
+
+
+class TestTaskQuery:
+    def test_filters_by_watermark_and_last_id(self) -> None:
+        """The query ANDs updated_at > watermark with id > last id, ordered by id."""
+        query = json.loads(task_query(updated_after="2026-01-02T03:04:05Z", after_id=41))
+
+        expected = {
+            "filters": {
+                "conjunction": "and",
+                "items": [
+                    {
+                        "filter": "filter:tasks:updated_at",
+                        "operator": "greater",
+                        "type": "Datetime",
+                        "value": "2026-01-02T03:04:05.000000Z",
+                    },
+                    {
+                        "filter": "filter:tasks:id",
+                        "operator": "greater",
+                        "type": "Number",
+                        "value": 41,
+                    },
+                ],
+            },
+            "ordering": ["tasks:id"],
+        }
+        assert expected == query
+
+
+class TestPredictionPayloads:
+    def test_shape_for_a_choices_control(self) -> None:
+        """A prediction becomes task, version, score, cluster and a Choices result."""
+        record = PredictionRecord(task_id=5, label="neg", score=0.25, cluster=2)
+
+        expected = [
+            {
+                "task": 5,
+                "model_version": "v1",
+                "score": 0.25,
+                "result": [
+                    {
+                        "from_name": "sentiment",
+                        "to_name": "text",
+                        "type": "choices",
+                        "value": {"choices": ["neg"]},
+                    }
+                ],
+                "cluster": 2,
+            }
+        ]
+        assert expected == prediction_payloads([record], model_version="v1", schema=SCHEMA)
+
+    def test_score_outside_unit_interval_is_refused(self) -> None:
+        """A NaN score is refused, naming the task."""
+        record = PredictionRecord(task_id=8, label="pos", score=float("nan"))
+
+        with pytest.raises(ValueError, match="task 8"):
+            prediction_payloads([record], model_version="v1", schema=SCHEMA)
+
+    def test_two_predictions_for_one_task_are_refused(self) -> None:
+        """Two predictions for the same task in one upload are refused."""
+        records = [PredictionRecord(task_id=3, label="pos", score=0.1)] * 2
+
+        with pytest.raises(ValueError, match="task 3"):
+            prediction_payloads(records, model_version="v1", schema=SCHEMA)
+
+
+class TestServerMessage:
+    def test_validation_errors_are_spelled_out(self) -> None:
+        """A DRF validation body becomes 'detail; field: reasons'."""
+        body = {"detail": "Validation error", "validation_errors": {"model_version": ["nope"]}}
+
+        assert "Validation error; model_version: nope" == server_message(body)
+
+    def test_html_page_is_not_dumped(self) -> None:
+        """An HTML error page is summarised, not copied into the message."""
+        assert "(an HTML page)" == server_message("\n<!doctype html><html>...</html>")
+
+
+class TestTokenKind:
+    def test_refresh_jwt_is_a_personal_access_token(self) -> None:
+        """A JWT with token_type 'refresh' is a PAT."""
+        assert TokenKind.PERSONAL_ACCESS == token_kind(forged_pat())
+
+    def test_plain_key_is_a_legacy_token(self) -> None:
+        """A key that is not a JWT is a legacy token."""
+        assert TokenKind.LEGACY == token_kind("0123456789abcdef0123456789abcdef01234567")
+
+    def test_access_lifetime_comes_from_the_claims(self) -> None:
+        """An access token's lifetime is exp - iat, independent of the local clock."""
+        token = f"x.{_b64({'token_type': 'access', 'iat': 1000, 'exp': 1300})}.sig"
+
+        assert 300.0 == access_lifetime(token)
+
+
+@labelstudio
+@pytest.mark.slow
+class TestOutage:
+    async def test_same_gateway_recovers_after_restart(
+        self, label_studio: LabelStudioServer, make_project: MakeProject
+    ) -> None:
+        """While Label Studio is down a call is Unreachable; after a restart it works again."""
+        if not label_studio.managed:
+            pytest.skip("needs a Label Studio the test session started itself")
+        project_id = make_project(texts(1))
+        async with LabelStudioGateway(
+            url=label_studio.url, token=Secret(label_studio.pat), max_attempts=2, max_backoff=0.01
+        ) as gw:
+            await gw.check_auth()
+            label_studio.stop()
+            try:
+                with pytest.raises(LabelStudioUnreachable):
+                    await gw.check_auth()
+            finally:
+                label_studio.start()
+            counts = await gw.model_version_counts(project_id)
+
+        assert {} == counts
