@@ -265,6 +265,7 @@ class Daemon:
 
         drained = asyncio.create_task(work_done(), name="drain")
         forced = asyncio.create_task(self._forced_stop.wait(), name="forced-stop")
+        await asyncio.sleep(0)  # with nothing to wait for, `drained` is done after one step
         await asyncio.wait({drained, forced}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
         forced.cancel()
         if drained.done():

