@@ -558,7 +558,8 @@ async def activate_version(ctx: CycleContext, name: str) -> None:
     """Make `name` the project's active version, with uncertainty sampling and the view.
 
     Used by the cycle and by `aldaemon pin`. The store is updated after Label Studio
-    agreed, so a crash in between re-activates on the next cycle (idempotent).
+    agreed and the view was rewritten, so a crash in between re-activates on the next
+    cycle (both calls are idempotent).
     """
     options = ctx.project.predictions
     project_id = ctx.project.id
@@ -568,11 +569,13 @@ async def activate_version(ctx: CycleContext, name: str) -> None:
         sampling=UNCERTAINTY_SAMPLING,
         show_collab_predictions=options.show_predictions,
     )
+    await write_queue_view(ctx, name)
+    # Recorded last: a crash before this line leaves the version "uploaded", and the next
+    # cycle repeats the two idempotent calls above.
     for row in ctx.store.list_versions(project_id):
         if row.state == "active" and row.name != name:
             ctx.store.update_version(project_id, row.name, state="superseded")
     ctx.store.update_version(project_id, name, state="active", activated_at=ctx.clock())
-    await write_queue_view(ctx, name)
     log.info("version.activated", project_id=project_id, version=name)
 
 
