@@ -11,7 +11,9 @@ records errors instead of raising; `load_config` raises one ConfigError at the e
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ DEFAULT_CONFIG_PATH = "/etc/aldaemon/config.toml"
 STRATEGIES = ("margin", "least_confidence", "entropy")
 DEFAULT_MODEL = "aldaemon.model.default:make_text_classifier"
 _N = TypeVar("_N", int, float)
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 TOKEN_CREDENTIAL = "labelstudio-token"
 WEBHOOK_SECRET_CREDENTIAL = "webhook-secret"
 
@@ -138,7 +141,8 @@ class _Section:
         self.seen: set[str] = set()
 
     def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
+        shown = name if _BARE_KEY.fullmatch(name) else json.dumps(name)
+        return f"{self.path}.{shown}" if self.path else shown
 
     def error(self, name: str, message: str) -> None:
         self.errors.append(f"{self.key(name)}: {message}")
@@ -225,6 +229,11 @@ def _check_range(section: _Section, name: str, value: _N, *, minimum: _N, maximu
     return value
 
 
+def _printable(text: str) -> str:
+    """User text inside an error line: quoted when it could break or forge a line."""
+    return text if text.isprintable() else json.dumps(text)
+
+
 def _type_name(value: object) -> str:
     return {
         bool: "a boolean",
@@ -304,10 +313,10 @@ def _secret_from_file(section: _Section, key: str, path: Path) -> Secret | None:
     try:
         value = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        section.error(key, f"cannot read {path}: {exc.strerror}")
+        section.error(key, f"cannot read {_printable(str(path))}: {exc.strerror}")
         return None
     if not value:
-        section.error(key, f"{path} is empty")
+        section.error(key, f"{_printable(str(path))} is empty")
         return None
     return Secret(value, source=str(path))
 

@@ -253,7 +253,10 @@ class Runtime:
             log.error("project.failed", error=message, kind=error_kind(exc))
         health.failure = message
         assert self.store is not None
-        self.store.set_meta(project_id, failure=message)
+        try:
+            self.store.set_meta(project_id, failure=message)
+        except StateError as state_error:  # the failure itself may be a broken store
+            log.error("state.write_failed", error=str(state_error))
 
     def _after_cycle(self, project: ProjectConfig, report: CycleReport) -> None:
         health = self.health.setdefault(project.id, ProjectHealth())
@@ -293,6 +296,15 @@ class Runtime:
         pid = str(project.id)
         for label, count in self.store.label_counts(project.id).items():
             self.metrics.labels.labels(pid, label).set(count)
+        # The same arithmetic as `status` and the policy: changes since the last training.
+        trained = [
+            v
+            for v in self.store.list_versions(project.id)
+            if v.trained_at is not None and v.state != "failed"
+        ]
+        at_training = (trained[-1].label_changes_at_training or 0) if trained else 0
+        since = self.store.sync_state(project.id).label_changes - at_training
+        self.metrics.labels_since_training.labels(pid).set(since)
 
     def _start_prune(self, project: ProjectConfig) -> None:
         running = self._prunes.get(project.id)

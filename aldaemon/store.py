@@ -372,6 +372,12 @@ def apply_migrations(
     return applied
 
 
+def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    """SQLITE_CORRUPT or SQLITE_NOTADB (extended codes included): the file is damaged."""
+    primary = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    return primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
 def _corrupt(db_path: Path, detail: str) -> StateError:
     return StateError(
         f"{db_path} is corrupt or not an aldaemon database ({detail}); move it aside and "
@@ -418,6 +424,25 @@ def _placeholders(count: int) -> str:
     return ", ".join("?" * count)
 
 
+def _damage(db_path: Path) -> str | None:
+    """What SQLite finds wrong with the file's bytes, or None when it finds them sound.
+
+    Only SQLITE_CORRUPT/SQLITE_NOTADB or a failed quick_check count as damage; a file that
+    cannot be opened or is locked right now is not evidence of corruption.
+    """
+    try:
+        conn = sqlite3.connect(db_path, isolation_level=None, timeout=10.0)
+    except sqlite3.Error:
+        return None
+    try:
+        problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        return str(exc) if _is_corruption(exc) else None
+    finally:
+        conn.close()
+    return None if problems == ["ok"] else "; ".join(problems[:5])
+
+
 def quarantine_database(state_dir: Path, *, now: float) -> Path | None:
     """Move a corrupt database (and its -wal/-shm files) aside; returns where it went.
 
@@ -425,6 +450,10 @@ def quarantine_database(state_dir: Path, *, now: float) -> Path | None:
     starts from an empty file, which the rebuild fills from Label Studio. The bytes are
     kept, not deleted, for a post-mortem. Takes the directory's lock, so it refuses while
     a daemon runs. None when there was no database file.
+
+    It checks the damage itself and refuses (StateError) a file SQLite finds sound: a
+    database from a newer release, or one that was only busy, also fails `Store.open`, and
+    moving it aside would throw away every project's good state.
     """
     state_dir = Path(state_dir)
     db_path = state_dir / DB_FILENAME
@@ -432,6 +461,11 @@ def quarantine_database(state_dir: Path, *, now: float) -> Path | None:
         return None
     lock_fd = _acquire_lock(state_dir / LOCK_FILENAME)
     try:
+        if _damage(db_path) is None:
+            raise StateError(
+                f"{db_path} is not damaged (SQLite's quick_check passes), so it stays where it "
+                "is; fix what opening it reported instead of rebuilding"
+            )
         suffix = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
         target = db_path.with_name(f"{DB_FILENAME}.corrupt-{suffix}")
         for extra in ("-wal", "-shm"):
@@ -528,6 +562,11 @@ class Store:
                     raise
             except sqlite3.OperationalError as exc:
                 raise StateError(f"cannot write {self.db_path}: {exc}") from exc
+            except sqlite3.DatabaseError as exc:
+                # `quick_check` at open cannot see damage done later (a failing disk).
+                if _is_corruption(exc):
+                    raise _corrupt(self.db_path, str(exc)) from exc
+                raise
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
@@ -543,6 +582,10 @@ class Store:
                         conn.execute("COMMIT")
             except sqlite3.OperationalError as exc:
                 raise StateError(f"cannot read {self.db_path}: {exc}") from exc
+            except sqlite3.DatabaseError as exc:
+                if _is_corruption(exc):
+                    raise _corrupt(self.db_path, str(exc)) from exc
+                raise
 
     def _live_connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -745,6 +788,24 @@ class Store:
     def label_counts(self, project_id: int) -> dict[str, int]:
         """Training examples per label, counted exactly as `labeled_examples` yields them."""
         return dict(Counter(label for _, _, label in self.labeled_examples(project_id)))
+
+    def label_timeline(self, project_id: int) -> list[tuple[str, str]]:
+        """(updated_at, label) of every live, non-skip, labeled annotation on a live task,
+        oldest first: the labels-over-time plot of `aldaemon report`.
+
+        `updated_at` is Label Studio's timestamp of the annotation's last change, so an
+        edited annotation counts from its edit; a deleted one does not count at all.
+        """
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT a.updated_at, a.label FROM annotations a JOIN tasks t "
+                "ON t.project_id = a.project_id AND t.id = a.task_id "
+                "WHERE a.project_id = ? AND a.deleted_at IS NULL AND t.deleted_at IS NULL "
+                "AND a.was_cancelled = 0 AND a.label IS NOT NULL "
+                "ORDER BY a.updated_at, a.id",
+                (project_id,),
+            ).fetchall()
+        return [(str(row[0]), str(row[1])) for row in rows]
 
     def annotation_stats(self, project_id: int) -> dict[str, int]:
         """Counts for `status` and metrics, over live rows only.

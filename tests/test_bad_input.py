@@ -9,6 +9,7 @@ or 78, every problem with its key path) or a value, never a traceback.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import math
@@ -27,12 +28,20 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from aldaemon import cli
-from aldaemon.errors import EX_CONFIG
-from aldaemon.labelstudio import parse_labeling_config
+from aldaemon.errors import EX_CONFIG, LabelStudioUnreachable
+from aldaemon.labelstudio import LabelStudioGateway, parse_labeling_config
 from aldaemon.labelstudio.payloads import parse_task
 from aldaemon.model.training import score_pool, train_and_save
 from aldaemon.scoring import STRATEGIES
-from tests.lsserver import DEFAULT_LABEL_CONFIG, REPO_ROOT
+from aldaemon.secret import Secret
+from tests.conftest import MakeProject
+from tests.lsserver import (
+    DEFAULT_LABEL_CONFIG,
+    REPO_ROOT,
+    LabelStudioClient,
+    LabelStudioServer,
+    LabelStudioServerError,
+)
 
 EXAMPLE_CONFIG = REPO_ROOT / "config.example.toml"
 SCHEMA = parse_labeling_config(DEFAULT_LABEL_CONFIG)
@@ -112,7 +121,8 @@ def document_paths(value: object, prefix: str = "") -> Iterator[str]:
     """Every key path in a parsed document, spelled as the config reader spells them."""
     if isinstance(value, dict):
         for key, child in value.items():
-            path = f"{prefix}.{key}" if prefix else key
+            spelled = key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+            path = f"{prefix}.{spelled}" if prefix else spelled
             yield path
             yield from document_paths(child, path)
     elif isinstance(value, list):
@@ -131,7 +141,7 @@ def known_paths(document: object) -> set[str]:
     schema_paths = set(document_paths(example)) | set(KEYS_NOT_IN_EXAMPLE)
     raw_projects = document.get("projects") if isinstance(document, dict) else None
     count = max(1, len(raw_projects) if isinstance(raw_projects, list) else 1)
-    widened = set()
+    widened: set[str] = set()
     for path in schema_paths:
         generic = path.replace("projects[0]", "projects[i]")
         widened.update(generic.replace("[i]", f"[{n}]") for n in range(count))
@@ -263,7 +273,7 @@ def _containers(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 @st.composite
 def mutated_documents(draw: st.DrawFn, base: dict[str, Any]) -> dict[str, Any]:
     """`base` after 1-4 edits: a value replaced (any type), a key removed, renamed or added."""
-    document = json.loads(json.dumps(base, default=str))  # a deep copy we may edit
+    document: dict[str, Any] = copy.deepcopy(base)
     for _ in range(draw(st.integers(min_value=1, max_value=4))):
         tables = [t for t in _containers(document) if t[1]] or _containers(document)
         _, table = draw(st.sampled_from(tables))
@@ -360,7 +370,7 @@ class TestCheckConfigOnBadFiles:
         )
         lines = check_config(workspace.write(text)).stderr.rstrip("\n").split("\n")
 
-        assert ["  labelstudio.token_file"] == [line.split(":")[0] for line in lines[1:]]
+        assert [] == [line for line in lines[1:] if not line.startswith("  labelstudio.")]
 
     @CONFIG_EXAMPLES
     @given(data=st.data())
@@ -601,7 +611,7 @@ class TestScoringOddTexts:
     def test_every_text_gets_a_label_and_a_score_in_unit_range(
         self, artifact: str, texts: list[str], strategy: str, clusters: int
     ) -> None:
-        """Empty, huge-alphabet, NUL and emoji texts each get a known label and a score in [0, 1]."""
+        """Empty, NUL, emoji and any-script texts each get a known label and a score in [0, 1]."""
         scored = score_pool(
             artifact_path=artifact,
             task_ids=list(range(len(texts))),
@@ -619,8 +629,56 @@ class TestScoringOddTexts:
     def test_megabyte_text_is_scored(self, artifact: str) -> None:
         """A 1 MB text is scored like any other."""
         text = ("great awful " * 90_000)[:1_000_000]
-        scored = score_pool(
-            artifact_path=artifact, task_ids=[1], texts=[text], strategy="margin"
-        )
+        scored = score_pool(artifact_path=artifact, task_ids=[1], texts=[text], strategy="margin")
 
         assert (1,) == scored.task_ids
+
+
+# ---- task data Label Studio stores but cannot serve ------------------------------------------
+
+LONE_SURROGATE_TEXT = "broken \ud800 text"  # valid in JSON ("\ud800"), not encodable as UTF-8
+
+
+@pytest.mark.labelstudio
+class TestLoneSurrogateInTaskData:
+    """Label Studio 1.23.2 imports a task whose text holds a lone UTF-16 surrogate, then
+    fails (HTTP 500, UnicodeEncodeError in its log) on every listing that includes `data`."""
+
+    def test_listing_with_data_fails_in_label_studio(
+        self, ls_client: LabelStudioClient, make_project: MakeProject
+    ) -> None:
+        """A task listing with data answers 500 once such a task exists (a server fact)."""
+        project_id = make_project([{"text": "fine"}, {"text": LONE_SURROGATE_TEXT}])
+
+        with pytest.raises(LabelStudioServerError, match="-> 500"):
+            ls_client.call("GET", f"/api/tasks/?project={project_id}&fields=all&page=1")
+
+    def test_id_listing_still_works_in_label_studio(
+        self, ls_client: LabelStudioClient, make_project: MakeProject
+    ) -> None:
+        """Listing only ids is unaffected by such a task (a server fact)."""
+        project_id = make_project([{"text": "fine"}, {"text": LONE_SURROGATE_TEXT}])
+
+        assert 2 == len(ls_client.task_ids(project_id))
+
+    @pytest.mark.xfail(
+        strict=True,
+        raises=LabelStudioUnreachable,
+        reason="the gateway retries the 500 and gives up; one bad task stalls the project's "
+        "poll forever, reported as 'Label Studio unreachable'",
+    )
+    async def test_poll_reads_the_other_tasks(
+        self, label_studio: LabelStudioServer, make_project: MakeProject
+    ) -> None:
+        """A project holding one unservable task still has its other tasks polled."""
+        project_id = make_project([{"text": "fine"}, {"text": LONE_SURROGATE_TEXT}])
+        gateway = LabelStudioGateway(
+            url=label_studio.url,
+            token=Secret(label_studio.legacy_token),
+            max_attempts=2,
+            max_backoff=0.2,
+        )
+        async with gateway:
+            tasks = await gateway.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+
+        assert ["fine"] == [task.text for task in tasks]

@@ -90,9 +90,7 @@ class TestForwarding:
         """Without faults, a call through the proxy returns what Label Studio holds."""
         project_id = make_project(texts(3))
         async with gateway_via(proxy, label_studio.legacy_token) as gateway:
-            tasks = await gateway.fetch_changed_tasks(
-                project_id, schema=SCHEMA, updated_after=None
-            )
+            tasks = await gateway.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
 
         assert ["text number 0", "text number 1", "text number 2"] == [t.text for t in tasks]
 
@@ -160,7 +158,9 @@ class TestTemporaryFailures:
         async with gateway_via(proxy, label_studio.legacy_token, timeout=1.0) as gateway:
             await gateway.get_project(project_id)
 
-        assert [FaultKind.DELAY, None] == [seen.fault for seen in proxy.requests(path_contains=path)]
+        assert [FaultKind.DELAY, None] == [
+            seen.fault for seen in proxy.requests(path_contains=path)
+        ]
 
     async def test_token_refresh_is_retried_through_server_errors(
         self, label_studio: LabelStudioServer, proxy: FaultProxy, make_project: MakeProject
@@ -247,9 +247,7 @@ class TestGivingUp:
 
 
 class TestPermanentFailures:
-    async def test_401_is_not_retried(
-        self, proxy: FaultProxy, make_project: MakeProject
-    ) -> None:
+    async def test_401_is_not_retried(self, proxy: FaultProxy, make_project: MakeProject) -> None:
         """Label Studio's own 401 for a wrong token reaches it once and is not sent again."""
         project_id = make_project()
         async with gateway_via(proxy, "wrong-legacy-token-0123456789") as gateway:
