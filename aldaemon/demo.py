@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import random
 import secrets
@@ -34,7 +35,7 @@ import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,13 @@ from aldaemon.demo_labelstudio import (
     install_label_studio,
     is_healthy,
 )
-from aldaemon.errors import AldaemonError, ConfigError, LabelStudioError, ProjectNotFound
+from aldaemon.errors import (
+    AldaemonError,
+    ConfigError,
+    LabelStudioAuthError,
+    LabelStudioError,
+    ProjectNotFound,
+)
 from aldaemon.labelstudio import LabelStudioGateway, parse_labeling_config
 from aldaemon.logs import configure_logging, register_secret
 from aldaemon.records import LabelingSchema
@@ -147,7 +154,13 @@ class DemoSummary:
 
 
 def config_text(
-    *, url: str, token_file: Path, state_dir: Path, project_id: int, options: SessionOptions
+    *,
+    url: str,
+    token_file: Path,
+    state_dir: Path,
+    project_id: int,
+    options: SessionOptions,
+    webhook_secret: str,
 ) -> str:
     """The demo's config.toml: short intervals so a few minutes show several versions."""
     return f"""\
@@ -165,6 +178,7 @@ dir = {json.dumps(str(state_dir))}
 poll_interval = {options.poll_interval:g}
 resync_interval = 300
 listen = {json.dumps(options.listen)}
+webhook_secret = {json.dumps(webhook_secret)}  # fine for a demo; use webhook_secret_file in earnest
 
 [[projects]]
 id = {project_id}
@@ -177,6 +191,9 @@ min_per_class = 2
 [projects.predictions]
 strategy = "margin"
 keep_versions = 2
+# No pruning in the demo: deleting one version's 4,000 predictions holds Label Studio's
+# SQLite write lock for half a minute, and the simulated annotators would stall behind it.
+prune_per_cycle = 0
 
 [projects.view]
 title = "Active learning queue"
@@ -219,6 +236,10 @@ def render_summary(summary: DemoSummary) -> str:
             f"{_fraction(version.cv_accuracy):>7} {_fraction(version.test_accuracy):>9} "
             f"{_fraction(version.test_macro_f1):>8}"
         )
+    lines.append(
+        "  (cv acc is measured on the labels active learning chose, the hard cases, so it may"
+        " fall while test acc rises)"
+    )
     return "\n".join(lines)
 
 
@@ -284,9 +305,9 @@ def ensure_config(
         state_dir=paths.state_dir,
         project_id=project_id,
         options=options,
+        webhook_secret=secrets.token_urlsafe(24),
     )
-    paths.config_file.parent.mkdir(parents=True, exist_ok=True)
-    paths.config_file.write_text(text, encoding="utf-8")
+    write_private(paths.config_file, text)
     log.info("demo.config_written", path=str(paths.config_file))
     return load_config(paths.config_file)
 
@@ -363,31 +384,11 @@ async def ensure_annotators(
     """
     stored = read_json(paths.annotators_file).get("annotators")
     accounts: list[dict[str, str]] = list(stored) if isinstance(stored, list) else []
-    tokens: list[Secret] = []
     try:
-        for index in range(count):
-            if index >= len(accounts):
-                accounts.append(
-                    {
-                        "email": f"annotator{index + 1}-{secrets.token_hex(3)}@example.com",
-                        "password": secrets.token_urlsafe(12),
-                    }
-                )
-                write_private(
-                    paths.annotators_file, json.dumps({"annotators": accounts}, indent=2) + "\n"
-                )
-            account = accounts[index]
-            token = account.get("token")
-            if not token:
-                secret = await annotator_token(
-                    url, email=account["email"], password=Secret(account["password"])
-                )
-                account["token"] = secret.reveal()
-                write_private(
-                    paths.annotators_file, json.dumps({"annotators": accounts}, indent=2) + "\n"
-                )
-            register_secret(account["token"])
-            tokens.append(Secret(account["token"], source=f"annotator {account['email']}"))
+        tokens = [
+            await _annotator_secret(url, paths=paths, accounts=accounts, index=index)
+            for index in range(count)
+        ]
     except LabelStudioError as exc:
         log.warning(
             "demo.annotators_shared",
@@ -396,6 +397,47 @@ async def ensure_annotators(
         )
         return AnnotatorPool(tokens=(fallback,) * count, shared=True)
     return AnnotatorPool(tokens=tuple(tokens), shared=False)
+
+
+async def _annotator_secret(
+    url: str, *, paths: DemoPaths, accounts: list[dict[str, str]], index: int
+) -> Secret:
+    """The token of annotator `index`: stored and still valid, or fetched (and stored).
+
+    A stored token stops working when the Label Studio data was deleted; the account is
+    then signed up again with the same email and password.
+    """
+    if index >= len(accounts):
+        accounts.append(
+            {
+                "email": f"annotator{index + 1}-{secrets.token_hex(3)}@example.com",
+                "password": secrets.token_urlsafe(12),
+            }
+        )
+        _save_accounts(paths, accounts)
+    account = accounts[index]
+    stored = account.get("token")
+    if stored:
+        register_secret(stored)
+        secret = Secret(stored, source=f"annotator {account['email']}")
+        try:
+            async with LabelStudioGateway(url=url, token=secret, max_attempts=2) as gateway:
+                await gateway.check_auth()
+        except LabelStudioAuthError:
+            log.info("demo.annotator_token_renewed", email=account["email"])
+        else:
+            return secret
+    secret = await annotator_token(
+        url, email=account["email"], password=Secret(account["password"])
+    )
+    register_secret(secret.reveal())
+    account["token"] = secret.reveal()
+    _save_accounts(paths, accounts)
+    return secret
+
+
+def _save_accounts(paths: DemoPaths, accounts: list[dict[str, str]]) -> None:
+    write_private(paths.annotators_file, json.dumps({"annotators": accounts}, indent=2) + "\n")
 
 
 @dataclass
@@ -418,12 +460,15 @@ async def simulate_annotator(
 ) -> None:
     """Ask Label Studio for the next task, "read" it, answer with the true label; repeat.
 
+    `pause` is the time from one `next` to the next, requests included (jittered), so the
+    rate holds whatever Label Studio's latency is, until Label Studio itself is the limit.
     `turn`, when given, is held from `next` to the annotation: annotators that share one
     user must not ask for a task while another one's is still open.
     """
     rng = random.Random(seed)
     async with LabelStudioGateway(url=url, token=token) as gateway:
         while True:
+            started = time.monotonic()
             try:
                 async with turn if turn is not None else contextlib.nullcontext():
                     task = await gateway.next_task(project_id)
@@ -431,7 +476,8 @@ async def simulate_annotator(
                         log.info("demo.annotators.queue_empty", project_id=project_id)
                         await asyncio.sleep(10.0)
                         continue
-                    await asyncio.sleep(pause * rng.uniform(0.6, 1.4))
+                    reading = pause * rng.uniform(0.6, 1.4) - (time.monotonic() - started)
+                    await asyncio.sleep(max(0.0, reading))
                     label = true_label(task, answers)
                     await gateway.create_annotation(
                         int(task["id"]), schema=schema, label=label, was_cancelled=label is None
@@ -467,9 +513,12 @@ async def run_session(
     reviews: ReviewSets,
     options: SessionOptions,
     on_ready: Callable[[int], None] | None = None,
+    stop_when: Callable[[int], Awaitable[object]] | None = None,
 ) -> DemoSummary:
     """Set up the project and config, run the daemon (and annotators) until stopped.
 
+    It stops on SIGINT/SIGTERM, after `options.seconds`, or when `stop_when(project_id)`
+    returns (a test waits for a version that way instead of for a fixed time).
     `on_ready(project_id)` is called once the project and config exist, before the daemon
     starts: the command prints its banner there.
     """
@@ -488,6 +537,11 @@ async def run_session(
     schema = parse_labeling_config(LABEL_CONFIG)
     if on_ready is not None:
         on_ready(project_id)
+    pool = None
+    if options.annotators > 0:
+        pool = await ensure_annotators(
+            url=url, paths=paths, count=options.annotators, fallback=token
+        )
     counter = AnnotationCounter()
     helpers: list[asyncio.Task[None]] = []
     started = time.monotonic()
@@ -496,11 +550,12 @@ async def run_session(
         serving = asyncio.create_task(daemon.serve(), name="demo-daemon")
         if options.seconds is not None:
             asyncio.get_running_loop().call_later(options.seconds, daemon.stop, "demo time is up")
-        if options.annotators > 0:
-            helpers = await _start_annotators(
+        if stop_when is not None:
+            helpers.append(asyncio.create_task(_stop_when(stop_when(project_id), daemon)))
+        if pool is not None:
+            helpers += start_annotators(
+                pool,
                 url=url,
-                token=token,
-                paths=paths,
                 project_id=project_id,
                 schema=schema,
                 answers=labels_by_review_id(reviews.train),
@@ -524,25 +579,24 @@ async def run_session(
     )
 
 
-async def _start_annotators(
+def start_annotators(
+    pool: AnnotatorPool,
     *,
     url: str,
-    token: Secret,
-    paths: DemoPaths,
     project_id: int,
     schema: LabelingSchema,
     answers: Mapping[int, str],
     options: SessionOptions,
     counter: AnnotationCounter,
 ) -> list[asyncio.Task[None]]:
-    pool = await ensure_annotators(url=url, paths=paths, count=options.annotators, fallback=token)
+    """One task per simulated annotator, plus one that logs their progress."""
     pause = annotator_pause(
-        annotators=options.annotators, labels_per_second=options.labels_per_second
+        annotators=len(pool.tokens), labels_per_second=options.labels_per_second
     )
     turn = asyncio.Lock() if pool.shared else None
     log.info(
         "demo.annotators.started",
-        annotators=options.annotators,
+        annotators=len(pool.tokens),
         own_users=not pool.shared,
         labels_per_second=options.labels_per_second,
     )
@@ -550,7 +604,7 @@ async def _start_annotators(
         asyncio.create_task(
             simulate_annotator(
                 url=url,
-                token=annotator_token_,
+                token=token,
                 project_id=project_id,
                 schema=schema,
                 answers=answers,
@@ -561,10 +615,17 @@ async def _start_annotators(
             ),
             name=f"demo-annotator-{index + 1}",
         )
-        for index, annotator_token_ in enumerate(pool.tokens)
+        for index, token in enumerate(pool.tokens)
     ]
     tasks.append(asyncio.create_task(report_progress(counter, every=PROGRESS_EVERY)))
     return tasks
+
+
+async def _stop_when(condition: Awaitable[object], daemon: Any) -> None:
+    try:
+        await condition
+    finally:  # a condition that fails must not leave the daemon running forever
+        daemon.stop("stop condition met")
 
 
 def _restore_default_signals() -> None:
@@ -711,8 +772,8 @@ def print_banner(
     if options.listen:
         lines.append(f"  daemon health  http://{options.listen}/healthz   metrics: /metrics")
     lines += [
-        f"  status         aldaemon status --config {config}",
-        f"  report         aldaemon report --config {config} --project {project_id} "
+        f"  status         aldaemon --config {config} status",
+        f"  report         aldaemon --config {config} report --project {project_id} "
         f"--out {paths.root / 'report'}",
         "  Ctrl-C stops the daemon"
         + (", the annotators" if options.annotators else "")
@@ -765,6 +826,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("demo: --annotators must be >= 1 and --rate > 0", file=sys.stderr)
         return 2
     configure_logging(log_format="console", level=os.environ.get("ALDAEMON_LOG_LEVEL", "info"))
+    # A cycle that outlasts poll_interval (an upload takes ~10 s here) makes APScheduler warn
+    # on every skipped tick; harmless (max_instances=1 is the point), but it floods a console.
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
     paths = DemoPaths(Path(args.dir).resolve())
     started = _Started()
     try:
