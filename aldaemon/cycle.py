@@ -17,14 +17,28 @@ A version is activated only after its upload is complete (invariant 3).
 
 Pruning is slow on the server (about 10 ms per prediction) and never holds back the
 next publish: `prune_own_versions` is a separate coroutine the daemon runs beside cycles.
+
+The labeling config can change under the daemon. Each change is logged once, with what the
+daemon does about it, and handled without a flag that could be lost in a crash:
+
+- a label added or removed: the last model's labels (its `class_counts`) no longer match
+  the config's, so the next decision retrains as if there were no model; a new label
+  keeps the cold start (and the old model active) until it has `min_per_class` labels.
+  Annotations with a removed label are left out of training, and an unfinished version
+  that predicts a removed label is abandoned, so no prediction ever carries it.
+- the text field renamed (`$text` -> `$review`): the poll only re-reads tasks whose
+  `updated_at` moved, so that cycle re-reads every task's text, then retrains. The new
+  config is stored only once a retraining is under way (or not possible yet): a crash
+  before that repeats the re-read instead of forgetting it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,7 +52,7 @@ from aldaemon.errors import LabelStudioRefused, LabelStudioUnreachable
 from aldaemon.labelstudio.gateway import LabelStudioGateway
 from aldaemon.labelstudio.labeling_config import parse_labeling_config
 from aldaemon.model.worker import ModelWorker
-from aldaemon.policy import decide_training
+from aldaemon.policy import TrainingDecision, decide_training
 from aldaemon.records import LabelingSchema, PredictionRecord
 from aldaemon.scoring import select_queue
 from aldaemon.store import Store, VersionRow
@@ -157,6 +171,98 @@ def resume_position(
     return None
 
 
+@dataclass(frozen=True)
+class SchemaChange:
+    """What changed in the labeling config since the daemon last acted on it."""
+
+    added_labels: tuple[str, ...] = ()
+    removed_labels: tuple[str, ...] = ()
+    text_field_before: str | None = None  # both set only when the text field was renamed
+    text_field_after: str | None = None
+
+    @property
+    def text_field_changed(self) -> bool:
+        return self.text_field_before is not None
+
+
+def schema_change(
+    previous: Mapping[str, Any] | None, schema: LabelingSchema
+) -> SchemaChange | None:
+    """How `schema` differs from the stored one in what the daemon must redo; None: nothing.
+
+    A reordered label list or a renamed control is no change here: predictions are built
+    from the current schema at upload time, and the model does not care.
+    """
+    if previous is None:
+        return None
+    before_labels = [str(label) for label in previous.get("labels", [])]
+    added = tuple(label for label in schema.labels if label not in before_labels)
+    removed = tuple(label for label in before_labels if label not in schema.labels)
+    before_field = previous.get("text_field")
+    field_changed = before_field is not None and before_field != schema.text_field
+    if not (added or removed or field_changed):
+        return None
+    return SchemaChange(
+        added_labels=added,
+        removed_labels=removed,
+        text_field_before=str(before_field) if field_changed else None,
+        text_field_after=schema.text_field if field_changed else None,
+    )
+
+
+def schema_change_notices(
+    change: SchemaChange, *, min_per_class: int, label_counts: Mapping[str, int]
+) -> list[tuple[str, str]]:
+    """(what changed, what happens and what to do) for each part of `change`, for the log."""
+    notices: list[tuple[str, str]] = []
+    for label in change.added_labels:
+        have = label_counts.get(label, 0)
+        notices.append(
+            (
+                f"label {label!r} added",
+                f"retraining with {label!r} once it has {min_per_class} annotations "
+                f"(min_per_class; it has {have}); until then the current model stays active: "
+                f"annotate tasks as {label!r}",
+            )
+        )
+    for label in change.removed_labels:
+        notices.append(
+            (
+                f"label {label!r} removed",
+                f"its {label_counts.get(label, 0)} annotation(s) are left out of training and "
+                f"no new prediction carries {label!r}; retraining without it; relabel those "
+                "annotations in Label Studio if they should count",
+            )
+        )
+    if change.text_field_changed:
+        notices.append(
+            (
+                f"text field renamed from {change.text_field_before!r} to "
+                f"{change.text_field_after!r}",
+                f"re-reading every task's text from data.{change.text_field_after}, then "
+                "retraining; tasks without that field are skipped",
+            )
+        )
+    return notices
+
+
+def model_misfit(
+    *, model_labels: Collection[str] | None, schema_labels: Sequence[str]
+) -> str | None:
+    """Why the last model's labels no longer match the labeling config's; None when they do.
+
+    Read from the versions table (the labels a model was trained on), so a label added
+    while it is short of examples still retrains the moment its cold start ends.
+    """
+    if model_labels is None:
+        return None
+    added = [f"label {label!r} added" for label in schema_labels if label not in model_labels]
+    removed = [
+        f"label {label!r} removed" for label in sorted(model_labels) if label not in schema_labels
+    ]
+    return ", ".join(added + removed) or None
+
+
 class Cycle:
     """One run of one project's loop. Create, `await run()`, read the report."""
 
@@ -173,6 +279,7 @@ class Cycle:
         self.forced_training = forced_training
         self.report = CycleReport(project_id=self.project_id, cycle_id=uuid.uuid4().hex[:12])
         self.log = log.bind(project_id=self.project_id, cycle_id=self.report.cycle_id)
+        self._schema_to_store: dict[str, Any] | None = None  # see _remember_schema
 
     async def _step(self, name: str, work: Awaitable[T]) -> T:
         started = time.perf_counter()
@@ -196,6 +303,9 @@ class Cycle:
         )
         try:
             await self._run_steps()
+        except asyncio.CancelledError:
+            self.report.outcome = "cancelled"
+            raise
         except Exception as exc:
             self.report.outcome = "failed"
             self.report.error = f"{type(exc).__name__}: {exc}"
@@ -212,40 +322,57 @@ class Cycle:
         return self.report
 
     async def _run_steps(self) -> None:
-        schema, labels_changed = await self._step("read_project", self._read_project())
-        await self._step("poll", self._poll(schema))
+        schema, change = await self._step("read_project", self._read_project())
+        text_field_changed = change is not None and change.text_field_changed
+        await self._step("poll", self._poll(schema, read_all=text_field_changed))
         if self._resync_due():
             await self._step("resync", self._resync())
         version = self._unfinished_version()
+        if version is not None:
+            version = self._abandon_if_outdated(version, schema, text_field_changed)
         if version is None:
-            version = await self._decide_and_train(schema, labels_changed=labels_changed)
+            version = await self._decide_and_train(schema, text_field_changed=text_field_changed)
             if version is None:
                 return
         else:
+            self._remember_schema()
             self.log.info("version.resumed", version=version.name, state=version.state)
         await self._publish(version, schema)
 
     # --- read and reconcile -------------------------------------------------------------
 
-    async def _read_project(self) -> tuple[LabelingSchema, bool]:
-        """Read the labeling config; a changed label set forces a retrain on the new one."""
+    async def _read_project(self) -> tuple[LabelingSchema, SchemaChange | None]:
+        """Read the labeling config, and log once what changed in it and what happens now."""
         info = await self.ctx.gateway.get_project(self.project_id)
         schema = parse_labeling_config(info.label_config)
-        meta = self.ctx.store.get_meta(self.project_id)
-        previous = meta.schema
-        changed = previous is not None and previous != _schema_to_json(schema)
-        if changed:
-            self.log.warning(
-                "project.labeling_config_changed",
-                before=previous,
-                after=_schema_to_json(schema),
-                action="retraining with the new label set",
+        previous = self.ctx.store.get_meta(self.project_id).schema
+        change = schema_change(previous, schema)
+        if change is not None:
+            notices = schema_change_notices(
+                change,
+                min_per_class=self.ctx.project.retrain.min_per_class,
+                label_counts=self.ctx.store.label_counts(self.project_id),
             )
-        if previous is None or changed:
-            self.ctx.store.set_meta(self.project_id, schema=_schema_to_json(schema))
-        return schema, changed
+            for what, action in notices:
+                self.log.warning("project.labeling_config_changed", change=what, action=action)
+        stored = _schema_to_json(schema, previous=previous, change=change)
+        if previous is None:
+            self.ctx.store.set_meta(self.project_id, schema=stored)
+        elif stored != previous:
+            self._schema_to_store = stored
+        return schema, change
 
-    async def _poll(self, schema: LabelingSchema) -> None:
+    def _remember_schema(self) -> None:
+        """Store the new labeling config once what it asks for is done or under way.
+
+        Until then the next cycle sees the change again, re-logs it and redoes the full
+        re-read, rather than forgetting that the texts or the model are stale.
+        """
+        if self._schema_to_store is not None:
+            self.ctx.store.set_meta(self.project_id, schema=self._schema_to_store)
+            self._schema_to_store = None
+
+    async def _poll(self, schema: LabelingSchema, *, read_all: bool = False) -> None:
         store = self.ctx.store
         sync = store.sync_state(self.project_id)
         after = reconcile.query_after(
@@ -255,6 +382,9 @@ class Cycle:
             overlap_seconds=WATERMARK_OVERLAP_SECONDS,
             settle_seconds=WATERMARK_SETTLE_SECONDS,
         )
+        if read_all:
+            # A renamed text field changes every task's text without moving its updated_at.
+            after = None
         tasks = await self.ctx.gateway.fetch_changed_tasks(
             self.project_id, schema=schema, updated_after=after
         )
@@ -299,6 +429,27 @@ class Cycle:
     def _unfinished_version(self) -> VersionRow | None:
         return self.ctx.store.unfinished_version(self.project_id)
 
+    def _abandon_if_outdated(
+        self, version: VersionRow, schema: LabelingSchema, text_field_changed: bool
+    ) -> VersionRow | None:
+        """Give up an unfinished version the labeling config change made wrong.
+
+        Its model predicts a removed label (Label Studio would drop those predictions, and
+        annotators must never see them), or it read the old text field. A fresh training
+        follows in the same cycle; prune removes what of it reached Label Studio.
+        """
+        removed = sorted(set(version.class_counts or {}) - set(schema.labels))
+        if not removed and not text_field_changed:
+            return version
+        reason = (
+            f"labeling config changed: it predicts removed label(s) {', '.join(map(repr, removed))}"
+            if removed
+            else "labeling config changed: it was trained on the old text field"
+        )
+        self.ctx.store.update_version(self.project_id, version.name, state="failed", error=reason)
+        self.log.info("version.abandoned", version=version.name, state=version.state, reason=reason)
+        return None
+
     def _last_trained(self) -> VersionRow | None:
         trained = [
             v
@@ -308,7 +459,7 @@ class Cycle:
         return trained[-1] if trained else None
 
     async def _decide_and_train(
-        self, schema: LabelingSchema, *, labels_changed: bool
+        self, schema: LabelingSchema, *, text_field_changed: bool
     ) -> VersionRow | None:
         store = self.ctx.store
         retrain = self.ctx.project.retrain
@@ -316,6 +467,18 @@ class Cycle:
         last = self._last_trained()
         counts = store.label_counts(self.project_id)
         changes = sync.label_changes - ((last.label_changes_at_training or 0) if last else 0)
+        misfit = ", ".join(
+            reason
+            for reason in (
+                model_misfit(
+                    model_labels=last.class_counts if last else None, schema_labels=schema.labels
+                ),
+                "text field renamed" if text_field_changed and last else None,
+            )
+            if reason
+        )
+        # A model that does not fit the labeling config counts as no model: retrain at
+        # once, new labels' cold start permitting, whatever the label-change threshold says.
         decision = decide_training(
             label_changes_since_training=changes,
             seconds_since_training=(self.ctx.clock() - last.trained_at)
@@ -327,12 +490,15 @@ class Cycle:
             min_interval=retrain.min_interval,
             min_per_class=retrain.min_per_class,
             max_interval=retrain.max_interval,
-            forced=self.forced_training or labels_changed,
-            has_model=last is not None,
+            forced=self.forced_training or bool(misfit),
+            has_model=last is not None and not misfit,
         )
+        if misfit and decision.train:
+            decision = TrainingDecision(True, f"labeling config changed ({misfit}): retraining")
         self.report.decision = decision.reason
         store.set_meta(self.project_id, last_decision=decision.reason)
         if not decision.train:
+            self._remember_schema()
             self.report.outcome = "idle"
             return None
         return await self._step("train", self._train(schema, label_changes=sync.label_changes))
@@ -355,9 +521,12 @@ class Cycle:
         name = version_name(self.ctx.project.predictions.version_prefix, number)
         store.create_version(self.project_id, name=name, number=number, now=self.ctx.clock())
         store.update_version(self.project_id, name, label_changes_at_training=label_changes)
+        self._remember_schema()  # from here on, an interrupted training is resumed
         examples = store.labeled_examples(self.project_id)
         allowed = set(schema.labels)
-        foreign = [task_id for task_id, _, label in examples if label not in allowed]
+        removed = set((store.get_meta(self.project_id).schema or {}).get("removed_labels", []))
+        # Labels removed from the config were announced once when the config changed.
+        foreign = [task_id for task_id, _, label in examples if label not in allowed | removed]
         if foreign:
             self.log.warning(
                 "train.labels_not_in_config",
@@ -606,10 +775,12 @@ async def prune_own_versions(ctx: CycleContext) -> list[str]:
     project_id = ctx.project.id
     if options.prune_per_cycle == 0:
         return []
+    # Read before listing the server: a version superseded by then was uploaded by then.
+    ours = {row.name: row for row in ctx.store.list_versions(project_id)}
     on_server = await ctx.gateway.model_version_counts(project_id)
+    _record_deletions_already_done(ctx, ours.values(), on_server)
     info = await ctx.gateway.get_project(project_id)
     meta = ctx.store.get_meta(project_id)
-    ours = {row.name: row for row in ctx.store.list_versions(project_id)}
     candidates = sorted(
         (
             (number, name)
@@ -642,10 +813,45 @@ async def prune_own_versions(ctx: CycleContext) -> list[str]:
     return pruned
 
 
-def _schema_to_json(schema: LabelingSchema) -> dict[str, Any]:
+def _record_deletions_already_done(
+    ctx: CycleContext, versions: Iterable[VersionRow], on_server: Mapping[str, int]
+) -> None:
+    """Mark "pruned" the superseded versions Label Studio no longer holds.
+
+    A process killed while its DELETE was in flight leaves the version "superseded" here,
+    yet Label Studio finishes the deletion anyway (the request runs to its end on the
+    server). Without this the version would stay "superseded" for ever: the server listing
+    no longer offers it for pruning.
+    """
+    for row in versions:
+        if row.state == "superseded" and row.n_predictions and row.name not in on_server:
+            ctx.store.update_version(
+                ctx.project.id, row.name, state="pruned", pruned_at=ctx.clock()
+            )
+            ctx.store.drop_predictions(ctx.project.id, row.name)
+            log.info(
+                "prune.found_deleted",
+                project_id=ctx.project.id,
+                version=row.name,
+                reason="deleted in Label Studio before the last prune was recorded",
+            )
+
+
+def _schema_to_json(
+    schema: LabelingSchema,
+    *,
+    previous: Mapping[str, Any] | None = None,
+    change: SchemaChange | None = None,
+) -> dict[str, Any]:
+    """The stored form, with every label ever removed from the config (announced once)."""
+    removed = [str(label) for label in (previous or {}).get("removed_labels", [])]
+    removed += [
+        label for label in (change.removed_labels if change else ()) if label not in removed
+    ]
     return {
         "text_field": schema.text_field,
         "from_name": schema.from_name,
         "to_name": schema.to_name,
         "labels": list(schema.labels),
+        "removed_labels": [label for label in removed if label not in schema.labels],
     }

@@ -215,6 +215,7 @@ class Daemon:
             await self.stopping.wait()
             systemd.stopping()
             heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
             await self._shutdown()
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -267,12 +268,11 @@ class Daemon:
         forced = asyncio.create_task(self._forced_stop.wait(), name="forced-stop")
         await asyncio.sleep(0)  # with nothing to wait for, `drained` is done after one step
         await asyncio.wait({drained, forced}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
-        forced.cancel()
-        if drained.done():
-            return True
-        drained.cancel()
+        finished = drained.done()
+        for task in (drained, forced):
+            task.cancel()
         await asyncio.gather(drained, forced, return_exceptions=True)
-        return False
+        return finished
 
     async def _cancel_work(self) -> None:
         """Cancel cycles and prunes, and stop a training in its worker process at once."""

@@ -94,8 +94,10 @@ def configure_logging(
     root.setLevel(level.upper())
     # Chatty libraries stay at warning unless we debug.
     quiet = logging.WARNING if level.lower() != "debug" else logging.DEBUG
-    for name in ("httpx", "httpcore", "aiohttp.access", "urllib3"):
+    for name in ("httpx", "aiohttp.access", "urllib3"):
         logging.getLogger(name).setLevel(max(quiet, root.level))
+    # httpcore's debug lines carry raw response headers, Set-Cookie session ids included.
+    logging.getLogger("httpcore").setLevel(logging.INFO)
     # APScheduler warns on every skipped run while a cycle outlasts poll_interval; that is
     # max_instances=1 doing its job. Job errors reach us through the scheduler listener.
     logging.getLogger("apscheduler").setLevel(

@@ -89,7 +89,7 @@ class Metrics:
         registry = self.registry
         self.cycles = Counter(
             "aldaemon_cycles",
-            "Project cycles run, by outcome (success, degraded, failed, ...).",
+            "Project cycles run, by outcome: ok, idle (no training due), failed.",
             ["project", "outcome"],
             registry=registry,
         )

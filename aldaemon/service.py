@@ -6,10 +6,10 @@ daemon's scheduler and from a webhook trigger. It owns what surrounds a cycle:
 - one cycle per project at a time (an asyncio.Lock per project; projects never wait
   for each other, invariant 6);
 - a timeout for the whole cycle;
-- failure bookkeeping that logs on TRANSITIONS only: `labelstudio.unreachable` once when a
-  project's Label Studio calls start failing temporarily, `labelstudio.recovered` once
-  when they work again; `project.failed` once for a permanent error (bad token, project
-  gone, unsupported labeling config), shown in `status` and `/healthz`;
+- failure bookkeeping that logs on TRANSITIONS only: `project.failed` once for a permanent
+  error (bad token, project gone, unsupported labeling config), shown in `status` and
+  `/healthz`, and `project.recovered` once when it works again (the gateway logs
+  `labelstudio.unreachable` / `labelstudio.recovered` once per server outage);
 - the canonical `cycle.finished` line and the metrics;
 - pruning in its own task, so a slow deletion never holds back the next publish.
 """
@@ -118,7 +118,7 @@ class Runtime:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.wait_for_prunes()
+        await self.cancel_prunes()
         if self._retired_gateways:
             await asyncio.gather(*self._retired_gateways, return_exceptions=True)
         if self.worker is not None:
@@ -237,14 +237,10 @@ class Runtime:
 
     def _note_unreachable(self, project_id: int, exc: LabelStudioUnreachable) -> None:
         health = self.health.setdefault(project_id, ProjectHealth())
+        # The gateway logs `labelstudio.unreachable` once per server; here we only track
+        # each project's outage for /healthz and `once`'s exit code.
         if health.unreachable_since is None:
             health.unreachable_since = time.time()
-            log.error(
-                "labelstudio.unreachable",
-                url=self.config.labelstudio.url,
-                error=str(exc),
-                action="retrying on every poll; nothing is lost meanwhile",
-            )
 
     def _note_failure(self, project_id: int, exc: BaseException) -> None:
         health = self.health.setdefault(project_id, ProjectHealth())
@@ -264,12 +260,7 @@ class Runtime:
         health.last_finished_at = now
         failed = report.outcome == "failed"
         if not failed:
-            if health.unreachable_since is not None:
-                log.info(
-                    "labelstudio.recovered",
-                    down_seconds=round(now - health.unreachable_since, 1),
-                )
-                health.unreachable_since = None
+            health.unreachable_since = None
             if health.failure is not None:
                 log.info("project.recovered", previous_failure=health.failure)
                 health.failure = None

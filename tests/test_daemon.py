@@ -395,6 +395,24 @@ class TestBadConfig:
         assert EX_CONFIG == completed.returncode
 
 
+class TestRestartKeepsSigningKey:
+    def test_a_stored_key_starting_with_a_dollar_is_lost(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A .env key that django-environ would read as a reference does not survive."""
+        monkeypatch.delenv("SECRET_KEY", raising=False)
+        (tmp_path / ".env").write_text("\nSECRET_KEY=$x(9abc\n")
+        assert False is restart_keeps_signing_key(LabelStudioServer(data_dir=tmp_path))
+
+    def test_an_ordinary_stored_key_survives(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A .env key of plain characters is read back at the next start."""
+        monkeypatch.delenv("SECRET_KEY", raising=False)
+        (tmp_path / ".env").write_text("\nSECRET_KEY=x$(9abc\n")
+        assert True is restart_keeps_signing_key(LabelStudioServer(data_dir=tmp_path))
+
+
 @labelstudio
 class TestActiveLearningLoop:
     def test_annotations_lead_to_an_active_version_with_uncertainty_sampling(
@@ -457,51 +475,51 @@ class InterruptedTraining:
     active_version: str | None = None
 
 
+@pytest.fixture(scope="class")
+def interrupted(
+    tmp_path_factory: pytest.TempPathFactory,
+    label_studio: LabelStudioServer,
+    ls_client: LabelStudioClient,
+) -> Iterator[InterruptedTraining]:
+    """SIGTERM while the first training sleeps in its fit; then start again and let it work."""
+    directory = tmp_path_factory.mktemp("interrupted")
+    project_id = ls_client.create_project(title="daemon: SIGTERM during training")
+    ls_client.import_tasks(project_id, TASKS)
+    settings = DaemonSettings(
+        url=label_studio.url,
+        token=label_studio.legacy_token,
+        state_dir=directory / "state",
+        projects=[project_id],
+        model=SLOW_MODEL,
+        shutdown_grace=1,
+    )
+    first = _launch(directory / "first", settings, env={FIT_DELAY_ENV: "120"})
+    second: DaemonProcess | None = None
+    try:
+        first.wait_for_event("cycle.finished", project_id=project_id)
+        label_tasks(ls_client, project_id, first=0, count=2)
+        first.wait_for_event("train.started", project_id=project_id, timeout=60)
+        first.send(signal.SIGTERM)
+        first_exit = first.wait_exit(timeout=60)
+
+        second = _launch(directory / "second", settings, env={FIT_DELAY_ENV: "0"})
+        second.wait_for_event("version.activated", project_id=project_id, timeout=90)
+        second.terminate()
+        result = InterruptedTraining(
+            project_id=project_id, first=first, first_exit=first_exit, second=second
+        )
+        result.predictions = _list_predictions(label_studio, project_id)
+        result.active_version = ls_client.get_project(project_id)["model_version"]
+        yield result
+    finally:
+        for daemon in (first, second):
+            if daemon is not None:
+                daemon.kill()
+                print(f"--- {daemon.log_path} ---\n{daemon.tail(60)}")
+
+
 @labelstudio
 class TestSigtermDuringTraining:
-    @pytest.fixture(scope="class")
-    def interrupted(
-        self,
-        tmp_path_factory: pytest.TempPathFactory,
-        label_studio: LabelStudioServer,
-        ls_client: LabelStudioClient,
-    ) -> Iterator[InterruptedTraining]:
-        """SIGTERM while the first training sleeps in its fit; then start again and let it work."""
-        directory = tmp_path_factory.mktemp("interrupted")
-        project_id = ls_client.create_project(title="daemon: SIGTERM during training")
-        ls_client.import_tasks(project_id, TASKS)
-        settings = DaemonSettings(
-            url=label_studio.url,
-            token=label_studio.legacy_token,
-            state_dir=directory / "state",
-            projects=[project_id],
-            model=SLOW_MODEL,
-            shutdown_grace=1,
-        )
-        first = _launch(directory / "first", settings, env={FIT_DELAY_ENV: "120"})
-        second: DaemonProcess | None = None
-        try:
-            first.wait_for_event("cycle.finished", project_id=project_id)
-            label_tasks(ls_client, project_id, first=0, count=2)
-            first.wait_for_event("train.started", project_id=project_id, timeout=60)
-            first.send(signal.SIGTERM)
-            first_exit = first.wait_exit(timeout=60)
-
-            second = _launch(directory / "second", settings, env={FIT_DELAY_ENV: "0"})
-            second.wait_for_event("version.activated", project_id=project_id, timeout=90)
-            second.terminate()
-            result = InterruptedTraining(
-                project_id=project_id, first=first, first_exit=first_exit, second=second
-            )
-            result.predictions = _list_predictions(label_studio, project_id)
-            result.active_version = ls_client.get_project(project_id)["model_version"]
-            yield result
-        finally:
-            for daemon in (first, second):
-                if daemon is not None:
-                    daemon.kill()
-                    print(f"--- {daemon.log_path} ---\n{daemon.tail(60)}")
-
     def test_the_daemon_exits_zero(self, interrupted: InterruptedTraining) -> None:
         """SIGTERM during a training ends the daemon with exit status 0."""
         assert 0 == interrupted.first_exit
@@ -674,77 +692,112 @@ class Outage:
     running_after: bool
 
 
+def restart_keeps_signing_key(server: LabelStudioServer) -> bool:
+    """Whether restarting `server` keeps the key that signs its personal access tokens.
+
+    Label Studio 1.23 stores a random SECRET_KEY in `<data dir>/.env` at first start, but
+    django-environ reads a value that starts with "$" as a reference to another variable.
+    Such a key (about 1 in 50) is replaced at every restart, and every personal access
+    token signed with it stops working.
+    """
+    configured = server.environment().get("SECRET_KEY")
+    if configured:
+        return not configured.startswith("$")
+    try:
+        lines = (server.data_dir / ".env").read_text().splitlines()
+    except OSError:
+        return False
+    stored = [line.partition("=")[2] for line in lines if line.startswith("SECRET_KEY=")]
+    return bool(stored) and bool(stored[0]) and not stored[0].startswith("$")
+
+
+@pytest.fixture(scope="class")
+def restartable_label_studio(
+    tmp_path_factory: pytest.TempPathFactory, label_studio: LabelStudioServer
+) -> Iterator[LabelStudioServer]:
+    """The shared server when a restart leaves later tests unharmed, else a private one."""
+    if not label_studio.managed:
+        pytest.skip("an external Label Studio cannot be stopped by the tests")
+    if restart_keeps_signing_key(label_studio):
+        yield label_studio
+        return
+    private = LabelStudioServer(data_dir=tmp_path_factory.mktemp("outage-label-studio"))
+    private.start()
+    try:
+        yield private
+    finally:
+        private.stop()
+
+
+@pytest.fixture(scope="class")
+def outage(
+    tmp_path_factory: pytest.TempPathFactory, restartable_label_studio: LabelStudioServer
+) -> Iterator[Outage]:
+    """Stop Label Studio for a few polls, start it again, keep annotating."""
+    label_studio = restartable_label_studio
+    ls_client = LabelStudioClient(label_studio)
+    directory = tmp_path_factory.mktemp("outage")
+    project_id = ls_client.create_project(title="daemon: Label Studio outage")
+    ls_client.import_tasks(project_id, TASKS)
+    listen = f"127.0.0.1:{free_port()}"
+    settings = DaemonSettings(
+        url=label_studio.url,
+        token=label_studio.legacy_token,
+        state_dir=directory / "state",
+        projects=[project_id],
+        listen=listen,
+        max_attempts=1,
+    )
+    daemon = _launch(directory / "daemon", settings)
+    health = f"http://{listen}/healthz"
+    try:
+        daemon.wait_for_event("cycle.finished", project_id=project_id, outcome="idle")
+        health_before = http_get(health)[0]
+        label_tasks(ls_client, project_id, first=0, count=1)  # polled before the stop, or not
+        try:
+            label_studio.stop()
+            daemon.wait_for_event("labelstudio.unreachable", timeout=60)
+            failed = len(daemon.events("cycle.finished", outcome="failed"))
+            daemon.wait_for_event("cycle.finished", outcome="failed", count=failed + 2)
+            health_during = http_get(health)[0]
+        finally:
+            label_studio.start()
+        daemon.wait_for_event("labelstudio.recovered", timeout=60)
+        label_tasks(ls_client, project_id, first=1, count=1)
+        total = sum(
+            ls_client.get_task(t)["total_annotations"] for t in ls_client.task_ids(project_id)
+        )
+
+        def labels_counted() -> float | None:
+            _, text = http_get(f"http://{listen}/metrics")
+            counted = sum(
+                value
+                for key, value in metric_samples(text, "aldaemon_labels").items()
+                if dict(key)["project"] == str(project_id)
+            )
+            return counted if counted == total else None
+
+        labels = daemon.wait_for("every label counted", labels_counted, timeout=60)
+        health_after = daemon.wait_for(
+            "healthz 200", lambda: 200 if http_get(health)[0] == 200 else None, timeout=30
+        )
+        yield Outage(
+            daemon=daemon,
+            project_id=project_id,
+            health_before=health_before,
+            health_during=health_during,
+            health_after=health_after,
+            annotations_in_label_studio=total,
+            labels_in_daemon=labels,
+            running_after=daemon.running,
+        )
+    finally:
+        daemon.kill()
+        print(f"--- {daemon.log_path} ---\n{daemon.tail(60)}")
+
+
 @labelstudio
 class TestLabelStudioOutage:
-    @pytest.fixture(scope="class")
-    def outage(
-        self,
-        tmp_path_factory: pytest.TempPathFactory,
-        label_studio: LabelStudioServer,
-        ls_client: LabelStudioClient,
-    ) -> Iterator[Outage]:
-        """Stop the shared Label Studio for a few polls, start it again, keep annotating."""
-        if not label_studio.managed:
-            pytest.skip("an external Label Studio cannot be stopped by the tests")
-        directory = tmp_path_factory.mktemp("outage")
-        project_id = ls_client.create_project(title="daemon: Label Studio outage")
-        ls_client.import_tasks(project_id, TASKS)
-        listen = f"127.0.0.1:{free_port()}"
-        settings = DaemonSettings(
-            url=label_studio.url,
-            token=label_studio.legacy_token,
-            state_dir=directory / "state",
-            projects=[project_id],
-            listen=listen,
-            max_attempts=1,
-        )
-        daemon = _launch(directory / "daemon", settings)
-        health = f"http://{listen}/healthz"
-        try:
-            daemon.wait_for_event("cycle.finished", project_id=project_id, outcome="idle")
-            health_before = http_get(health)[0]
-            label_tasks(ls_client, project_id, first=0, count=1)  # polled before the stop, or not
-            try:
-                label_studio.stop()
-                daemon.wait_for_event("labelstudio.unreachable", timeout=60)
-                failed = len(daemon.events("cycle.finished", outcome="failed"))
-                daemon.wait_for_event("cycle.finished", outcome="failed", count=failed + 2)
-                health_during = http_get(health)[0]
-            finally:
-                label_studio.start()
-            daemon.wait_for_event("labelstudio.recovered", timeout=60)
-            label_tasks(ls_client, project_id, first=1, count=1)
-            total = sum(
-                ls_client.get_task(t)["total_annotations"] for t in ls_client.task_ids(project_id)
-            )
-
-            def labels_counted() -> float | None:
-                _, text = http_get(f"http://{listen}/metrics")
-                counted = sum(
-                    value
-                    for key, value in metric_samples(text, "aldaemon_labels").items()
-                    if dict(key)["project"] == str(project_id)
-                )
-                return counted if counted == total else None
-
-            labels = daemon.wait_for("every label counted", labels_counted, timeout=60)
-            health_after = daemon.wait_for(
-                "healthz 200", lambda: 200 if http_get(health)[0] == 200 else None, timeout=30
-            )
-            yield Outage(
-                daemon=daemon,
-                project_id=project_id,
-                health_before=health_before,
-                health_during=health_during,
-                health_after=health_after,
-                annotations_in_label_studio=total,
-                labels_in_daemon=labels,
-                running_after=daemon.running,
-            )
-        finally:
-            daemon.kill()
-            print(f"--- {daemon.log_path} ---\n{daemon.tail(60)}")
-
     def test_the_daemon_keeps_running(self, outage: Outage) -> None:
         """The daemon process is still alive after Label Studio came back."""
         assert outage.running_after
@@ -778,14 +831,12 @@ class TestSdNotify:
             receiver.bind(str(socket_path))
             receiver.settimeout(30)
             daemon, _ = start_daemon([project_id], env={"NOTIFY_SOCKET": str(socket_path)})
-            received = [_receive(receiver, daemon)]
+            received = [_next_message(receiver, daemon)]
             daemon.wait_for_event("cycle.finished", project_id=project_id)
             daemon.send(signal.SIGHUP)
             daemon.wait_for_event("config.reloaded")
             exit_status = daemon.terminate()
-            receiver.settimeout(1)
-            while (message := _receive(receiver, daemon, required=False)) is not None:
-                received.append(message)
+            received += _remaining_messages(receiver)
 
         life_cycle = [
             key
@@ -796,18 +847,29 @@ class TestSdNotify:
         assert (["READY", "RELOADING", "READY", "STOPPING"], 0) == (life_cycle, exit_status)
 
 
-def _receive(
-    receiver: socket.socket, daemon: DaemonProcess, *, required: bool = True
-) -> dict[str, str] | None:
-    try:
-        datagram = receiver.recv(4096)
-    except TimeoutError:
-        if required:
-            raise AssertionError(
-                f"no sd_notify message\n--- daemon log tail ---\n{daemon.tail()}"
-            ) from None
-        return None
+def _parse_notify(datagram: bytes) -> dict[str, str]:
     return dict(line.split("=", 1) for line in datagram.decode().split("\n"))
+
+
+def _next_message(receiver: socket.socket, daemon: DaemonProcess) -> dict[str, str]:
+    """The next sd_notify datagram; fails with the daemon's log when none comes in time."""
+    try:
+        return _parse_notify(receiver.recv(4096))
+    except TimeoutError:
+        raise AssertionError(
+            f"no sd_notify message\n--- daemon log tail ---\n{daemon.tail()}"
+        ) from None
+
+
+def _remaining_messages(receiver: socket.socket) -> list[dict[str, str]]:
+    """Every datagram still queued, until the socket stays silent for a second."""
+    receiver.settimeout(1)
+    messages: list[dict[str, str]] = []
+    while True:
+        try:
+            messages.append(_parse_notify(receiver.recv(4096)))
+        except TimeoutError:
+            return messages
 
 
 @dataclass
@@ -819,44 +881,44 @@ class DebugRun:
     webhook_secret: str
 
 
+@pytest.fixture(scope="class")
+def debug_run(
+    tmp_path_factory: pytest.TempPathFactory,
+    label_studio: LabelStudioServer,
+    ls_client: LabelStudioClient,
+) -> Iterator[DebugRun]:
+    """A debug-level daemon with a personal access token: train, webhooks, reload, stop."""
+    directory = tmp_path_factory.mktemp("debug-run")
+    project_id = ls_client.create_project(title="daemon: secrets at debug level")
+    ls_client.import_tasks(project_id, TASKS)
+    listen = f"127.0.0.1:{free_port()}"
+    settings = DaemonSettings(
+        url=label_studio.url,
+        token=label_studio.pat,
+        state_dir=directory / "state",
+        projects=[project_id],
+        listen=listen,
+    )
+    daemon = _launch(directory / "daemon", settings, log_level="debug")
+    try:
+        daemon.wait_for_event("cycle.finished", project_id=project_id)
+        label_tasks(ls_client, project_id, first=0, count=2)
+        daemon.wait_for_event("version.activated", project_id=project_id, timeout=60)
+        post_webhook(listen, annotation_created(project_id), secret=WEBHOOK_SECRET)
+        post_webhook(listen, annotation_created(project_id), secret="wrong-secret-0000")
+        daemon.send(signal.SIGHUP)
+        daemon.wait_for_event("config.reloaded")
+        assert 0 == daemon.terminate()
+        text = daemon.log_path.read_text()
+        assert any(r.get("level") == "debug" for r in daemon.lines()), "no debug lines"
+        yield DebugRun(text=text, token=label_studio.pat, webhook_secret=WEBHOOK_SECRET)
+    finally:
+        daemon.kill()
+        print(f"--- {daemon.log_path} ---\n{daemon.tail(60)}")
+
+
 @labelstudio
 class TestSecretsStayOutOfLogs:
-    @pytest.fixture(scope="class")
-    def debug_run(
-        self,
-        tmp_path_factory: pytest.TempPathFactory,
-        label_studio: LabelStudioServer,
-        ls_client: LabelStudioClient,
-    ) -> Iterator[DebugRun]:
-        """A debug-level daemon with a personal access token: train, webhooks, reload, stop."""
-        directory = tmp_path_factory.mktemp("debug-run")
-        project_id = ls_client.create_project(title="daemon: secrets at debug level")
-        ls_client.import_tasks(project_id, TASKS)
-        listen = f"127.0.0.1:{free_port()}"
-        settings = DaemonSettings(
-            url=label_studio.url,
-            token=label_studio.pat,
-            state_dir=directory / "state",
-            projects=[project_id],
-            listen=listen,
-        )
-        daemon = _launch(directory / "daemon", settings, log_level="debug")
-        try:
-            daemon.wait_for_event("cycle.finished", project_id=project_id)
-            label_tasks(ls_client, project_id, first=0, count=2)
-            daemon.wait_for_event("version.activated", project_id=project_id, timeout=60)
-            post_webhook(listen, annotation_created(project_id), secret=WEBHOOK_SECRET)
-            post_webhook(listen, annotation_created(project_id), secret="wrong-secret-0000")
-            daemon.send(signal.SIGHUP)
-            daemon.wait_for_event("config.reloaded")
-            assert 0 == daemon.terminate()
-            text = daemon.log_path.read_text()
-            assert any(r.get("level") == "debug" for r in daemon.lines()), "no debug lines"
-            yield DebugRun(text=text, token=label_studio.pat, webhook_secret=WEBHOOK_SECRET)
-        finally:
-            daemon.kill()
-            print(f"--- {daemon.log_path} ---\n{daemon.tail(60)}")
-
     def test_the_token_is_in_no_log_line(self, debug_run: DebugRun) -> None:
         """The Label Studio token appears nowhere in a debug-level log."""
         assert debug_run.token not in debug_run.text

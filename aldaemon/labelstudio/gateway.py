@@ -590,7 +590,12 @@ class LabelStudioGateway:
 
     def _note_unreachable(self, error: LabelStudioUnreachable) -> None:
         if self._reachable:
-            log.warning("labelstudio.unreachable", url=self.url, error=str(error))
+            log.error(
+                "labelstudio.unreachable",
+                url=self.url,
+                error=str(error),
+                action="retrying at every poll; nothing is lost meanwhile",
+            )
         self._reachable = False
 
     def _note_reachable(self) -> None:
