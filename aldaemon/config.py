@@ -357,6 +357,19 @@ def _read_daemon(section: _Section, *, env: Mapping[str, str]) -> DaemonConfig:
     )
 
 
+def _valid_cron(expression: str) -> bool:
+    """Exactly what the scheduler will accept, so `check-config` and `run` never disagree."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    if len(expression.split()) != 5:
+        return False
+    try:
+        CronTrigger.from_crontab(expression, timezone="UTC")
+    except ValueError:
+        return False
+    return True
+
+
 def _valid_listen(listen: str) -> bool:
     host, _, port = listen.rpartition(":")
     return bool(host) and port.isdigit() and 0 <= int(port) <= 65535
@@ -408,7 +421,7 @@ def _read_project(section: _Section) -> ProjectConfig | None:
 
 def _read_retrain(section: _Section) -> RetrainConfig:
     cron = section.optional_string("cron")
-    if cron is not None and len(cron.split()) != 5:
+    if cron is not None and not _valid_cron(cron):
         section.error("cron", f'must be a 5-field cron expression like "0 3 * * *", got {cron!r}')
     config = RetrainConfig(
         min_new_annotations=section.integer("min_new_annotations", 10, minimum=1),

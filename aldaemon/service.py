@@ -287,14 +287,7 @@ class Runtime:
         pid = str(project.id)
         for label, count in self.store.label_counts(project.id).items():
             self.metrics.labels.labels(pid, label).set(count)
-        # The same arithmetic as `status` and the policy: changes since the last training.
-        trained = [
-            v
-            for v in self.store.list_versions(project.id)
-            if v.trained_at is not None and v.state != "failed"
-        ]
-        at_training = (trained[-1].label_changes_at_training or 0) if trained else 0
-        since = self.store.sync_state(project.id).label_changes - at_training
+        since = self.store.label_changes_since_training(project.id)
         self.metrics.labels_since_training.labels(pid).set(since)
 
     def _start_prune(self, project: ProjectConfig) -> None:
@@ -414,8 +407,15 @@ async def pin_version(config: Config, *, project_id: int, version: str) -> str:
                 worker=None,  # type: ignore[arg-type]  # activation needs no model
                 artifacts_dir=config.state.dir,
             )
-            await activate_version(ctx, version)
-        store.set_meta(project_id, pinned_version=version)
+            # The pin is recorded first: a running daemon that finishes a version meanwhile
+            # sees it and does not activate over it; prune never deletes it.
+            previous_pin = store.get_meta(project_id).pinned_version
+            store.set_meta(project_id, pinned_version=version)
+            try:
+                await activate_version(ctx, version)
+            except BaseException:
+                store.set_meta(project_id, pinned_version=previous_pin)
+                raise
     finally:
         store.close()
     log.info("version.pinned", project_id=project_id, version=version)

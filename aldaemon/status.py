@@ -35,9 +35,7 @@ def project_status(store: Store, project: ProjectConfig) -> dict[str, Any]:
     sync = store.sync_state(pid)
     versions = store.list_versions(pid)
     trained = [v for v in versions if v.trained_at is not None and v.state != "failed"]
-    last_trained = trained[-1] if trained else None
-    trained_at_changes = (last_trained.label_changes_at_training or 0) if last_trained else 0
-    since = sync.label_changes - trained_at_changes
+    since = store.label_changes_since_training(pid)
     active = next((v for v in versions if v.state == "active"), None)
     cycle = store.last_cycle(pid)
     counts = store.label_counts(pid)

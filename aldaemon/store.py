@@ -908,6 +908,21 @@ class Store:
             ).fetchall()
         return [_version_row(row) for row in rows]
 
+    def last_trained_version(self, project_id: int) -> VersionRow | None:
+        """The newest version whose training finished (whatever happened to it since)."""
+        trained = [
+            v
+            for v in self.list_versions(project_id)
+            if v.trained_at is not None and v.state != "failed"
+        ]
+        return trained[-1] if trained else None
+
+    def label_changes_since_training(self, project_id: int) -> int:
+        """Label changes recorded since the last finished training: what the policy counts."""
+        last = self.last_trained_version(project_id)
+        at_training = (last.label_changes_at_training or 0) if last else 0
+        return self.sync_state(project_id).label_changes - at_training
+
     def unfinished_version(self, project_id: int) -> VersionRow | None:
         """The newest version a crash left between 'training' and 'uploaded', to resume."""
         marks = _placeholders(len(UNFINISHED_STATES))
@@ -1074,18 +1089,17 @@ class Store:
         return [int(row[0]) for row in rows]
 
     def wipe_project(self, project_id: int) -> None:
-        """Forget everything about one project, in one transaction (`state rebuild`)."""
+        """Forget a project's tasks and labels, in one transaction (`state rebuild`).
+
+        What the daemon CREATED stays: its versions (so they are still pruned and never
+        reused), the queue view id and a pin. Only a failure mark is cleared.
+        """
         with self._transaction(durable=True) as conn:
-            for table in (
-                "predictions",
-                "versions",
-                "annotations",
-                "tasks",
-                "sync",
-                "project_meta",
-                "cycles",
-            ):
+            for table in ("annotations", "tasks", "sync", "cycles"):
                 conn.execute(f"DELETE FROM {table} WHERE project_id = ?", (project_id,))
+            conn.execute(
+                "UPDATE project_meta SET failure = NULL WHERE project_id = ?", (project_id,)
+            )
 
 
 def _annotation_row(

@@ -147,6 +147,16 @@ class TestInvalidConfig:
             "entropy, got 'best'"
         ] == problems_of(write(tmp_path, text))
 
+    def test_cron_the_scheduler_would_refuse_is_an_error(self, tmp_path: Path) -> None:
+        """A cron expression with an out-of-range field is caught by check-config, not by run."""
+        text = GOOD.replace(
+            "min_new_annotations = 3", 'min_new_annotations = 3\ncron = "99 * * * *"'
+        )
+        assert [
+            'projects[0].retrain.cron: must be a 5-field cron expression like "0 3 * * *", '
+            "got '99 * * * *'"
+        ] == problems_of(write(tmp_path, text))
+
     def test_duplicate_project_is_an_error(self, tmp_path: Path) -> None:
         """The same project id twice is refused."""
         text = GOOD + "\n[[projects]]\nid = 1\n"

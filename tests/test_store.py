@@ -820,7 +820,7 @@ class TestProjects:
         assert [3, P, 9] == store.project_ids()
 
     def test_wipe_forgets_one_project(self, store: Store) -> None:
-        """Wiping a project removes all its rows and nothing of another project."""
+        """Wiping forgets a project's tasks and labels, keeps what the daemon created."""
         for project_id in (P, P + 1):
             poll_project = diff([task(1, annotation(10))], {})
             store.apply_reconcile(project_id, poll_project, now=1.0)
@@ -829,9 +829,12 @@ class TestProjects:
                 project_id, "aldaemon-v1", [PredictionRecord(task_id=1, label="pos", score=0.2)]
             )
             store.set_meta(project_id, view_id=4)
+        store.set_meta(P, failure="LabelStudioAuthError: 401")
         store.wipe_project(P)
-        assert ([P + 1], [], 1) == (
-            store.project_ids(),
-            store.list_versions(P),
-            len(store.list_versions(P + 1)),
+        assert ({}, 1, 4, None) == (
+            store.label_counts(P),
+            len(store.list_versions(P)),
+            store.get_meta(P).view_id,
+            store.get_meta(P).failure,
         )
+        assert 1 == len(store.known_task_ids(P + 1))
