@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import math
 import time
 from collections.abc import AsyncIterator
 
@@ -36,6 +37,7 @@ from aldaemon.labelstudio.retry import HttpStatusError, Replay, backoff_seconds,
 from aldaemon.records import PredictionRecord
 from aldaemon.secret import Secret
 from tests.conftest import MakeProject
+from tests.faultproxy import FaultProxy
 from tests.lsserver import DEFAULT_LABEL_CONFIG, LabelStudioClient, LabelStudioServer, free_port
 
 SCHEMA = parse_labeling_config(DEFAULT_LABEL_CONFIG)
@@ -326,6 +328,155 @@ class TestListTaskIds:
             ids = await gw.list_task_ids(project_id)
 
         assert [first, third] == ids
+
+
+# ---- tasks Label Studio cannot serve ------------------------------------------------------
+
+UNSERVABLE_TEXT = "broken \ud800 text"  # valid JSON ("\ud800"), not encodable as UTF-8
+POISONED = (3, 15)  # positions of the unservable tasks among TWENTY
+TWENTY = 20
+
+
+def poisoned_texts() -> list[dict[str, object]]:
+    return [
+        {"text": UNSERVABLE_TEXT if number in POISONED else f"text number {number}"}
+        for number in range(TWENTY)
+    ]
+
+
+def searching_gateway(server: LabelStudioServer) -> LabelStudioGateway:
+    """Legacy token (no refresh in the request counts), two attempts, short waits."""
+    return LabelStudioGateway(
+        url=server.url, token=Secret(server.legacy_token), max_attempts=2, max_backoff=0.05
+    )
+
+
+@labelstudio
+class TestUnreadableTasks:
+    """One task whose text holds a lone surrogate makes Label Studio 1.23.2 answer 500 to
+    every listing with data that includes it; the poll reads around it."""
+
+    async def test_other_tasks_come_back_with_their_annotations(
+        self,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """Of twenty tasks with two unservable, the eighteen others are read, annotated."""
+        project_id = make_project(poisoned_texts())
+        ids = ls_client.task_ids(project_id)
+        ls_client.annotate(ids[2], "neg")
+        ls_client.annotate(ids[16], "pos")
+        ls_client.annotate(ids[POISONED[0]], "pos")
+
+        async with searching_gateway(label_studio) as gw:
+            tasks = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+
+        labels = {ids[2]: ["neg"], ids[16]: ["pos"]}
+        expected = {
+            task_id: labels.get(task_id, [])
+            for number, task_id in enumerate(ids)
+            if number not in POISONED
+        }
+        assert expected == {task.id: [a.label for a in task.annotations] for task in tasks}
+
+    async def test_each_unreadable_task_is_logged_once_with_what_to_do(
+        self,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """Each skipped task is one error line naming it and the fix; nothing else errs."""
+        project_id = make_project(poisoned_texts())
+        ids = ls_client.task_ids(project_id)
+
+        async with searching_gateway(label_studio) as gw:
+            with capture_logs() as logs:
+                await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+
+        expected = [
+            (
+                "labelstudio.task_unreadable",
+                project_id,
+                ids[number],
+                f"fix or delete task {ids[number]} in Label Studio; aldaemon skips it until then",
+            )
+            for number in POISONED
+        ]
+        errors = [
+            (entry["event"], entry.get("project_id"), entry.get("task_id"), entry.get("action"))
+            for entry in logs
+            if entry["log_level"] == "error"
+        ]
+        assert expected == errors
+
+    async def test_search_costs_a_bounded_number_of_requests(
+        self, label_studio: LabelStudioServer, make_project: MakeProject
+    ) -> None:
+        """Finding k unservable tasks among n costs at most 2k(log2 n + 1) extra requests."""
+        project_id = make_project(poisoned_texts())
+
+        async with searching_gateway(label_studio) as gw:
+            await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+
+        # Measured 18: the page twice (retried), the ids listing, 15 to search.
+        failed_page_and_id_listing = gw.max_attempts + 1
+        bound = failed_page_and_id_listing + 2 * len(POISONED) * (math.ceil(math.log2(TWENTY)) + 1)
+        assert gw.request_count <= bound
+
+    async def test_search_gives_up_past_its_budget(
+        self, label_studio: LabelStudioServer, make_project: MakeProject
+    ) -> None:
+        """With its extra requests spent, the poll fails as Label Studio failing (HTTP 500)."""
+        project_id = make_project(poisoned_texts())
+
+        async with searching_gateway(label_studio) as gw:
+            gw.MAX_ISOLATION_REQUESTS = 4
+            with pytest.raises(LabelStudioUnreachable) as caught:
+                await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+
+            expected = (500, gw.max_attempts + 1 + 4)
+            assert expected == (caught.value.status_code, gw.request_count)
+
+    async def test_passing_500s_skip_no_task(
+        self, label_studio: LabelStudioServer, make_project: MakeProject
+    ) -> None:
+        """A page failing with 500 that the server then serves loses no task to the search."""
+        project_id = make_project(texts(TWENTY))
+
+        with FaultProxy(label_studio.url) as proxy, capture_logs() as logs:
+            proxy.fail_next(n=2, status=500, method="GET", path_contains="/api/tasks/")
+            async with LabelStudioGateway(
+                url=proxy.url,
+                token=Secret(label_studio.legacy_token),
+                max_attempts=2,
+                max_backoff=0.05,
+            ) as gw:
+                tasks = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+
+        skipped = [entry for entry in logs if entry["event"] == "labelstudio.task_unreadable"]
+        assert (TWENTY, []) == (len(tasks), skipped)
+
+    async def test_fixed_task_is_read_by_a_later_poll(
+        self,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """A task fixed after being skipped comes back, with what was annotated meanwhile."""
+        project_id = make_project([{"text": "fine"}, {"text": UNSERVABLE_TEXT}])
+        _, broken = ls_client.task_ids(project_id)
+
+        async with searching_gateway(label_studio) as gw:
+            first = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+            watermark = max(task.updated_at for task in first)
+            ls_client.annotate(broken, "neg")
+            ls_client.call("PATCH", f"/api/tasks/{broken}/", {"data": {"text": "fixed"}})
+            later = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=watermark)
+
+        assert [(broken, "fixed", ["neg"])] == [
+            (task.id, task.text, [a.label for a in task.annotations]) for task in later
+        ]
 
 
 # ---- predictions and model versions -----------------------------------------------------
@@ -731,6 +882,26 @@ class TestReachabilityLog:
         assert ["labelstudio.unreachable", "labelstudio.recovered"] == transitions
 
 
+class TestNoSearchWhileLabelStudioFails:
+    """Reading around unservable tasks needs a server that answers; an outage is not one."""
+
+    async def test_503_is_not_searched(self) -> None:
+        """Task listings answered 503 fail after max_attempts, with no ids listing."""
+        async with answering([503] * 10, {}) as url, stand_in_gateway(url) as gw:
+            with pytest.raises(LabelStudioUnreachable):
+                await gw.fetch_changed_tasks(1, schema=SCHEMA, updated_after=None)
+
+            assert 4 == gw.request_count
+
+    async def test_500_on_the_ids_listing_too_is_not_searched(self) -> None:
+        """When the ids listing also answers 500, the poll fails without bisecting."""
+        async with answering([500] * 10, {}) as url, stand_in_gateway(url) as gw:
+            with pytest.raises(LabelStudioUnreachable):
+                await gw.fetch_changed_tasks(1, schema=SCHEMA, updated_after=None)
+
+            assert 4 + 4 == gw.request_count
+
+
 def mapped(status: int, body: object, *, project_id: int | None = None) -> Exception:
     return to_labelstudio_error(
         HttpStatusError(status, headers={}, body=body),
@@ -859,6 +1030,21 @@ class TestTaskQuery:
             "ordering": ["tasks:id"],
         }
         assert expected == query
+
+    def test_upper_id_bound_closes_the_range(self) -> None:
+        """An upper bound adds id <= up_to_id, so a page can be read in id ranges."""
+        query = json.loads(task_query(updated_after=None, after_id=10, up_to_id=20))
+
+        expected = [
+            {"filter": "filter:tasks:id", "operator": "greater", "type": "Number", "value": 10},
+            {
+                "filter": "filter:tasks:id",
+                "operator": "less_or_equal",
+                "type": "Number",
+                "value": 20,
+            },
+        ]
+        assert expected == query["filters"]["items"]
 
 
 class TestPredictionPayloads:

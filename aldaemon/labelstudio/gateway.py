@@ -18,8 +18,9 @@ views (it remaps their keys), webhooks, and `next`. Nothing here returns an SDK 
 
 from __future__ import annotations
 
+import dataclasses
 import enum
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
@@ -72,6 +73,9 @@ class LabelStudioGateway:
     # import recounts the whole project; a timeout there is ambiguous, so wait long.
     DELETE_VERSION_TIMEOUT = 900.0
     IMPORT_TIMEOUT = 300.0
+    # Reading around tasks Label Studio cannot serve costs ~log2(page) requests each;
+    # past this many per scan, the poll fails as it would have without the search.
+    MAX_ISOLATION_REQUESTS = 64
 
     def __init__(
         self,
@@ -151,6 +155,15 @@ class LabelStudioGateway:
         Pages by id on page 1 (`id > last id seen`), so an annotator's work between two
         pages can neither shift a task out of the scan nor show it twice, and an idle poll
         costs exactly one request.
+
+        A task Label Studio cannot serve is skipped, not allowed to stall the poll: one
+        such task (a lone surrogate in its text, say) makes every listing that includes it
+        answer HTTP 500. It is logged once per poll as `labelstudio.task_unreadable` and
+        the other tasks are returned (see `_read_around_unreadable`). The caller's
+        watermark may then pass the skipped task, and that loses nothing: fixing the task
+        in Label Studio gives it a new `updated_at`, so a later poll reads it with every
+        annotation it has, those made while it was unreadable included; deleting it is
+        found by `list_task_ids` like any deletion.
         """
         raw_tasks = await self._scan_tasks(
             project_id,
@@ -158,6 +171,7 @@ class LabelStudioGateway:
             updated_after=updated_after,
             page_size=page_size,
             operation="fetch_changed_tasks",
+            skip_unreadable=True,
         )
         return [payloads.parse_task(task, schema) for task in raw_tasks]
 
@@ -437,38 +451,138 @@ class LabelStudioGateway:
         updated_after: str | None,
         page_size: int,
         operation: str,
+        skip_unreadable: bool = False,
     ) -> list[dict[str, Any]]:
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
+        scan = _TaskScan(
+            project_id=project_id,
+            include=include,
+            updated_after=updated_after,
+            page_size=page_size,
+            operation=operation,
+        )
+        budget = _Budget(self.MAX_ISOLATION_REQUESTS)
         tasks: list[dict[str, Any]] = []
         after_id: int | None = None
         while True:
-            answer = await self._request(
-                "GET",
-                "/api/tasks/",
-                params={
-                    "project": project_id,
-                    "page": 1,
-                    "page_size": page_size,
-                    "fields": "all",
-                    "include": include,
-                    "query": payloads.task_query(updated_after=updated_after, after_id=after_id),
-                },
-                operation=operation,
-                project_id=project_id,
-            )
-            page: list[dict[str, Any]] = list(answer.get("tasks") or [])
+            try:
+                answer = await self._request(
+                    "GET",
+                    "/api/tasks/",
+                    params=scan.params(after_id=after_id),
+                    operation=operation,
+                    project_id=project_id,
+                    report_500=skip_unreadable,
+                )
+                page: list[dict[str, Any]] = list(answer.get("tasks") or [])
+                listed = [int(task["id"]) for task in page]
+            except _Http500 as failure:
+                # Only a server that still lists the page's ids gets its tasks isolated.
+                answer = await self._request(
+                    "GET",
+                    "/api/tasks/",
+                    params=scan.params(after_id=after_id, include=payloads.TASK_ID_INCLUDE),
+                    operation=operation,
+                    project_id=project_id,
+                )
+                listed = [int(task["id"]) for task in answer.get("tasks") or []]
+                page = await self._read_around_unreadable(
+                    scan, listed, after_id=after_id, budget=budget, failure=failure.error
+                )
             tasks.extend(page)
             # `total` counts what matches this request's filters: all of it came back.
-            if not page or len(page) >= int(answer.get("total", 0)):
+            if not listed or len(listed) >= int(answer.get("total", 0)):
                 return tasks
-            last_id = int(page[-1]["id"])
+            last_id = listed[-1]
             if after_id is not None and last_id <= after_id:
                 raise LabelStudioRefused(
                     f"{operation}: Label Studio ignored the id filter (page ended at "
                     f"{last_id} after {after_id}); refusing to loop"
                 )
             after_id = last_id
+
+    async def _read_around_unreadable(
+        self,
+        scan: _TaskScan,
+        listed: list[int],
+        *,
+        after_id: int | None,
+        budget: _Budget,
+        failure: LabelStudioUnreachable,
+    ) -> list[dict[str, Any]]:
+        """The tasks of one page that Label Studio can serve, found by bisection.
+
+        The page, the id range (after_id, listed[-1]], answered 500 after all retries while
+        its ids-only listing answered: some task in it cannot be serialized. The range is
+        cut in two at its middle listed id and the left half is read on its own. If it
+        answers, the right half must hold the culprit and is cut again without being asked;
+        if not, both halves are searched. A range holding one task is then read by itself
+        and the task skipped if that fails: every skip rests on two failed listings, the
+        last of the task alone, so one passing 500 never skips a good task. Ranges rather
+        than id lists keep the halves tiling the page, gaps included.
+
+        Cost: log2(n) to 2*log2(n) requests per unreadable task in a page of n (measured:
+        15 for 2 among 20, 41 for 3 among 500), on top of the failed page and the ids
+        listing. A 500 is not retried inside the search; anything else (connection lost,
+        502, 503) is, and if it persists the poll fails as usual. When the scan's budget is
+        spent, the poll fails with the page's own error.
+        """
+
+        async def read(low: int | None, high: int) -> list[dict[str, Any]] | None:
+            """Tasks in (low, high], or None when Label Studio answered 500."""
+            if not budget.spend():
+                gave_up = LabelStudioUnreachable(
+                    f"{failure}; gave up isolating the tasks Label Studio cannot serve after "
+                    f"{budget.limit} extra requests",
+                    status_code=failure.status_code,
+                )
+                self._note_unreachable(gave_up)
+                raise gave_up
+            try:
+                answer = await self._request(
+                    "GET",
+                    "/api/tasks/",
+                    params=scan.params(after_id=low, up_to_id=high),
+                    operation=scan.operation,
+                    project_id=scan.project_id,
+                    report_500=True,
+                    retry_500=False,
+                )
+            except _Http500:
+                return None
+            return list(answer.get("tasks") or [])
+
+        async def isolate(low: int | None, ids: list[int]) -> list[dict[str, Any]]:
+            """The readable tasks of (low, ids[-1]], a range known to answer 500."""
+            if len(ids) == 1:
+                alone = await read(low, ids[0])
+                if alone is not None:
+                    return alone
+                log.error(
+                    "labelstudio.task_unreadable",
+                    project_id=scan.project_id,
+                    task_id=ids[0],
+                    status=failure.status_code,
+                    action=f"fix or delete task {ids[0]} in Label Studio; "
+                    "aldaemon skips it until then",
+                )
+                return []
+            middle = len(ids) // 2
+            left, right = ids[:middle], ids[middle:]
+            left_tasks = await read(low, left[-1])
+            if left_tasks is None:
+                return await isolate(low, left) + await read_or_isolate(left[-1], right)
+            # The whole range failed and its left half did not: the right half holds it.
+            return left_tasks + await isolate(left[-1], right)
+
+        async def read_or_isolate(low: int | None, ids: list[int]) -> list[dict[str, Any]]:
+            tasks = await read(low, ids[-1])
+            return tasks if tasks is not None else await isolate(low, ids)
+
+        if not listed:
+            return []
+        return await isolate(after_id, listed)
 
     async def _request(
         self,
@@ -483,8 +597,14 @@ class LabelStudioGateway:
         timeout: float | None = None,
         missing_ok: str | None = None,
         extra_secrets: Sequence[str] = (),
+        report_500: bool = False,
+        retry_500: bool = True,
     ) -> Any:
-        """One raw JSON call with retries; returns the decoded answer (None when empty)."""
+        """One raw JSON call with retries; returns the decoded answer (None when empty).
+
+        `report_500`: a final HTTP 500 raises `_Http500` for the caller to handle, without
+        logging Label Studio unreachable. `retry_500=False` gives up on the first 500.
+        """
 
         async def attempt() -> Any:
             response = await self._http.request(
@@ -521,6 +641,8 @@ class LabelStudioGateway:
             project_id=project_id,
             replay=replay,
             extra_secrets=extra_secrets,
+            report_500=report_500,
+            final_statuses=() if retry_500 else (500,),
         )
 
     async def _sdk_call(
@@ -554,6 +676,8 @@ class LabelStudioGateway:
         project_id: int | None,
         replay: Replay,
         extra_secrets: Sequence[str] = (),
+        report_500: bool = False,
+        final_statuses: Collection[int] = (),
     ) -> T:
         """Retry `attempt`, map its failure to an aldaemon error, log reachability changes."""
         try:
@@ -563,6 +687,7 @@ class LabelStudioGateway:
                 max_attempts=self.max_attempts,
                 max_backoff=self.max_backoff,
                 operation=operation,
+                final_statuses=final_statuses,
             )
         except _NothingLeft:
             self._note_reachable()
@@ -578,6 +703,13 @@ class LabelStudioGateway:
                 project_id=project_id,
                 secrets=(*self._auth.secrets(), *extra_secrets),
             )
+            if (
+                report_500
+                and isinstance(failure, HttpStatusError)
+                and failure.status_code == 500
+                and isinstance(error, LabelStudioUnreachable)
+            ):
+                raise _Http500(error) from None
             if isinstance(error, LabelStudioUnreachable):
                 self._note_unreachable(error)
             else:
@@ -613,6 +745,56 @@ class LabelStudioGateway:
 
 class _NothingLeft(Exception):
     """Internal: an expected 404 meaning "empty", e.g. no next task."""
+
+
+class _Http500(Exception):
+    """Internal: HTTP 500 where the caller asked to see it (a listing that may hold a task
+    Label Studio cannot serialize); `error` is what to raise if the caller gives up."""
+
+    def __init__(self, error: LabelStudioUnreachable) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _TaskScan:
+    """What every request of one task scan shares; its pages differ by id range only."""
+
+    project_id: int
+    include: str
+    updated_after: str | None
+    page_size: int
+    operation: str
+
+    def params(
+        self, *, after_id: int | None, up_to_id: int | None = None, include: str | None = None
+    ) -> dict[str, str | int]:
+        query = payloads.task_query(
+            updated_after=self.updated_after, after_id=after_id, up_to_id=up_to_id
+        )
+        return {
+            "project": self.project_id,
+            "page": 1,
+            "page_size": self.page_size,
+            "fields": "all",
+            "include": include or self.include,
+            "query": query,
+        }
+
+
+@dataclasses.dataclass
+class _Budget:
+    """Extra requests one scan may spend reading around unreadable tasks."""
+
+    limit: int
+    spent: int = 0
+
+    def spend(self) -> bool:
+        """Take one request from the budget; False when none is left."""
+        if self.spent >= self.limit:
+            return False
+        self.spent += 1
+        return True
 
 
 def _decode(response: httpx.Response) -> Any:

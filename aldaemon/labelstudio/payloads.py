@@ -44,11 +44,14 @@ def format_filter_datetime(value: str) -> str:
     return parsed.astimezone(UTC).strftime(FILTER_DATETIME_FORMAT)
 
 
-def task_query(*, updated_after: str | None, after_id: int | None) -> str:
+def task_query(
+    *, updated_after: str | None, after_id: int | None, up_to_id: int | None = None
+) -> str:
     """The Data Manager `query` parameter (a JSON string) for one page of the task scan.
 
     Ordered by id and narrowed by `id > after_id`, so paging never depends on offsets that
-    shift while annotators work.
+    shift while annotators work. `id <= up_to_id` cuts a page into id ranges, which is how
+    the gateway reads around a task Label Studio cannot serve.
     """
     items: list[dict[str, object]] = []
     if updated_after is not None:
@@ -67,6 +70,15 @@ def task_query(*, updated_after: str | None, after_id: int | None) -> str:
                 "operator": "greater",
                 "type": "Number",
                 "value": after_id,
+            }
+        )
+    if up_to_id is not None:
+        items.append(
+            {
+                "filter": "filter:tasks:id",
+                "operator": "less_or_equal",
+                "type": "Number",
+                "value": up_to_id,
             }
         )
     query = {"filters": {"conjunction": "and", "items": items}, "ordering": ["tasks:id"]}

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, TypeVar
 
 import httpx
@@ -116,11 +116,19 @@ async def call_with_retries(
     max_attempts: int,
     max_backoff: float,
     operation: str,
+    final_statuses: Collection[int] = (),
 ) -> T:
     """Await `send()` until it succeeds, fails for good, or `max_attempts` are spent.
 
+    `final_statuses` are not retried for this call although they are temporary in general:
+    while the gateway searches a page for an unreadable task, a 500 is the answer it wants.
     The last error is re-raised unchanged; mapping it to an aldaemon error is the caller's.
     """
+
+    def should_retry(error: BaseException) -> bool:
+        if isinstance(error, HttpStatusError) and error.status_code in final_statuses:
+            return False
+        return is_retryable(error, replay)
 
     def wait(state: tenacity.RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
@@ -143,7 +151,7 @@ async def call_with_retries(
     retrying: tenacity.AsyncRetrying = tenacity.AsyncRetrying(
         stop=tenacity.stop_after_attempt(max(1, max_attempts)),
         wait=wait,
-        retry=tenacity.retry_if_exception(lambda error: is_retryable(error, replay)),
+        retry=tenacity.retry_if_exception(should_retry),
         before_sleep=before_sleep,
         reraise=True,
     )
