@@ -3,12 +3,20 @@
 Set ALDAEMON_TEST_LS_URL, ALDAEMON_TEST_LS_TOKEN (legacy token) and ALDAEMON_TEST_LS_PAT to
 reuse a server that is already running; otherwise the session starts its own (about 40 s
 of migrations on first start) and stops it at the end.
+
+`label_studio_pg` is a second server on PostgreSQL (a fresh database, dropped at the end),
+for the behaviours that differ by database (commit order, NULL ordering). Without a usable
+PostgreSQL its tests skip, except in CI (`CI=true`), where they fail: CI must run them.
+ALDAEMON_TEST_PG_HOST/_PORT/_USER/_PASSWORD say where PostgreSQL is (127.0.0.1:5432, user
+postgres or root, trust auth by default); ALDAEMON_TEST_LS_PG_URL with
+ALDAEMON_TEST_LS_PG_TOKEN and ALDAEMON_TEST_LS_PG_PAT reuse a running one.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -19,6 +27,10 @@ from tests.lsserver import (
     ExternalLabelStudioServer,
     LabelStudioClient,
     LabelStudioServer,
+    PostgresDatabase,
+    PostgresSettings,
+    PostgresUnavailable,
+    missing_postgres_outcome,
 )
 
 MakeProject = Callable[..., int]
@@ -46,6 +58,40 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStud
 
 
 @pytest.fixture(scope="session")
+def label_studio_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
+    """A second Label Studio, on PostgreSQL; first start migrates a fresh database."""
+    external_url = os.environ.get("ALDAEMON_TEST_LS_PG_URL")
+    if external_url:
+        yield ExternalLabelStudioServer(
+            url=external_url,
+            legacy_token=os.environ["ALDAEMON_TEST_LS_PG_TOKEN"],
+            pat=os.environ["ALDAEMON_TEST_LS_PG_PAT"],
+        )
+        return
+    settings = PostgresSettings.from_env(os.environ)
+    name = f"aldaemon_test_ls_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        database = PostgresDatabase.connect(settings, name=name)
+        database.create()
+    except PostgresUnavailable as error:
+        reason = f"Label Studio on PostgreSQL needs a usable PostgreSQL: {error}"
+        if missing_postgres_outcome(os.environ) == "fail":
+            pytest.fail(f"{reason} (CI=true: PostgreSQL tests must not be skipped)")
+        pytest.skip(reason)
+    server = LabelStudioServer(
+        data_dir=tmp_path_factory.mktemp("label-studio-pg-data"),
+        extra_env=database.label_studio_env(),
+    )
+    try:
+        server.start()
+        _ = server.pat
+        yield server
+    finally:
+        server.stop()
+        database.drop()
+
+
+@pytest.fixture(scope="session")
 def ls_client(label_studio: LabelStudioServer) -> LabelStudioClient:
     """A plain synchronous client for setting up data, independent of the gateway."""
     return LabelStudioClient(label_studio)
@@ -57,6 +103,11 @@ _project_numbers = itertools.count(1)
 @pytest.fixture
 def make_project(ls_client: LabelStudioClient, request: pytest.FixtureRequest) -> MakeProject:
     """Factory: `make_project(tasks=[{"text": ...}], label_config=...) -> project id`."""
+    return project_factory(ls_client, request)
+
+
+def project_factory(ls_client: LabelStudioClient, request: pytest.FixtureRequest) -> MakeProject:
+    """`make_project` for any server: a module that swaps the server reuses it."""
 
     def make(
         tasks: Sequence[Mapping[str, object]] = (),

@@ -26,6 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -282,6 +283,111 @@ class ExternalLabelStudioServer(LabelStudioServer):
 
     def stop(self, *, grace: float = 15.0) -> None:
         raise LabelStudioServerError("an external Label Studio cannot be stopped by the tests")
+
+
+# ---- PostgreSQL for a second Label Studio ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    """Where the test PostgreSQL is; trust auth is the usual local setup (no password)."""
+
+    host: str = "127.0.0.1"
+    port: int = 5432
+    users: tuple[str, ...] = ("postgres", "root")  # tried in order until one connects
+    password: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> PostgresSettings:
+        """`ALDAEMON_TEST_PG_HOST`, `_PORT`, `_USER`, `_PASSWORD` override the defaults."""
+        user = env.get("ALDAEMON_TEST_PG_USER")
+        return cls(
+            host=env.get("ALDAEMON_TEST_PG_HOST", cls.host),
+            port=int(env.get("ALDAEMON_TEST_PG_PORT", str(cls.port))),
+            users=(user,) if user else cls.users,
+            password=env.get("ALDAEMON_TEST_PG_PASSWORD", cls.password),
+        )
+
+
+class PostgresUnavailable(RuntimeError):
+    """PostgreSQL cannot be reached or used; the message says what was tried."""
+
+
+def missing_postgres_outcome(env: Mapping[str, str]) -> str:
+    """What a missing PostgreSQL means: "fail" in CI (`CI=true`, tests must never skip
+    there), "skip" on a developer's machine."""
+    return "fail" if env.get("CI", "").strip().lower() in ("true", "1", "yes") else "skip"
+
+
+class PostgresDatabase:
+    """A fresh, uniquely named database that Label Studio migrates into, dropped at the end."""
+
+    def __init__(self, settings: PostgresSettings, *, name: str, user: str) -> None:
+        self.settings = settings
+        self.name = name
+        self.user = user
+
+    @classmethod
+    def connect(cls, settings: PostgresSettings, *, name: str) -> PostgresDatabase:
+        """Find a user that can log in; raises PostgresUnavailable saying what failed."""
+        problems = []
+        for user in settings.users:
+            try:
+                _connect(settings, user).close()
+            except PostgresUnavailable as error:
+                problems.append(f"as {user!r}: {error}")
+                continue
+            return cls(settings, name=name, user=user)
+        raise PostgresUnavailable(
+            f"cannot connect to PostgreSQL at {settings.host}:{settings.port} "
+            + "; ".join(problems)
+        )
+
+    def __repr__(self) -> str:
+        return f"PostgresDatabase({self.name!r} on {self.settings.host}:{self.settings.port})"
+
+    def label_studio_env(self) -> dict[str, str]:
+        """The variables Label Studio 1.23 reads (core/settings/base.py, via get_env)."""
+        return {
+            "DJANGO_DB": "default",
+            "POSTGRE_NAME": self.name,
+            "POSTGRE_USER": self.user,
+            "POSTGRE_PASSWORD": self.settings.password,
+            "POSTGRE_HOST": self.settings.host,
+            "POSTGRE_PORT": str(self.settings.port),
+        }
+
+    def create(self) -> None:
+        self._admin(f'CREATE DATABASE "{self.name}"')
+
+    def drop(self) -> None:
+        """Drop it even if a connection lingers (PostgreSQL 13+: WITH (FORCE))."""
+        self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+    def _admin(self, statement: str) -> None:
+        with _connect(self.settings, self.user) as conn:
+            conn.execute(statement)
+
+
+def _connect(settings: PostgresSettings, user: str) -> Any:
+    """An autocommit connection to the `postgres` maintenance database."""
+    try:
+        import psycopg  # a dev dependency; imported here so its absence is a clear reason
+    except ImportError as error:
+        raise PostgresUnavailable(f"psycopg is not installed ({error})") from None
+    try:
+        return psycopg.connect(
+            host=settings.host,
+            port=settings.port,
+            user=user,
+            password=settings.password,
+            dbname="postgres",
+            autocommit=True,
+            connect_timeout=5,
+        )
+    except psycopg.Error as error:
+        lines = str(error).strip().splitlines()
+        raise PostgresUnavailable(f"{type(error).__name__}: {lines[0] if lines else ''}") from None
 
 
 def _die_with_parent() -> None:

@@ -74,7 +74,9 @@ id = {project_id}
 
 async def one_cycle(config: Config, **kwargs: Any) -> CycleReport:
     async with Runtime(config) as runtime:
-        return await runtime.run_cycle(config.projects[0], **kwargs)
+        report = await runtime.run_cycle(config.projects[0], **kwargs)
+        await runtime.wait_for_prunes()  # leaving the Runtime cancels a prune still running
+        return report
 
 
 def annotate_some(
