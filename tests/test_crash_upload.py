@@ -43,7 +43,7 @@ class TestKilledDuringUpload:
         ls_client: LabelStudioClient,
         make_project: MakeProject,
     ) -> None:
-        """Killed between upload batches, the next run completes the version once and activates it."""
+        """Killed between batches, the next run completes the version once, then activates it."""
         tasks, labels = make_tasks(1000, seed=21)
         project_id = make_project(tasks)
         annotate_some(ls_client, ls_client.task_ids(project_id), labels, 20)
@@ -68,7 +68,7 @@ class TestKilledDuringUpload:
         assert state_after_kill is not None and "uploading" == state_after_kill.state
 
         rerun = start_once(config.path)
-        out, err = rerun.communicate(timeout=600)
+        _, err = rerun.communicate(timeout=600)
         assert 0 == rerun.returncode, err.decode()[-3000:]
 
         per_task = Counter(

@@ -103,7 +103,7 @@ class TestReading:
         ls_client: LabelStudioClient,
         make_project: MakeProject,
     ) -> None:
-        """1,000 tasks with 200 annotations are all recorded; a second idle run sends <= 2 requests."""
+        """1,000 tasks with 200 annotations are all recorded; an idle rerun sends <= 2 requests."""
         tasks, labels = make_tasks(1000)
         project_id = make_project(tasks)
         task_ids = ls_client.task_ids(project_id)
