@@ -48,7 +48,7 @@ import structlog
 
 from aldaemon import reconcile
 from aldaemon.config import DaemonConfig, ProjectConfig
-from aldaemon.errors import LabelStudioRefused, LabelStudioUnreachable
+from aldaemon.errors import LabelStudioRefused, LabelStudioUnreachable, ModelError
 from aldaemon.labelstudio.gateway import LabelStudioGateway
 from aldaemon.labelstudio.labeling_config import parse_labeling_config
 from aldaemon.model.worker import ModelWorker
@@ -60,9 +60,10 @@ from aldaemon.store import Store, VersionRow
 log = structlog.get_logger(__name__)
 
 UNCERTAINTY_SAMPLING = "Uncertainty sampling"
-UNFINISHED_STATES = ("training", "trained", "scored", "uploading", "uploaded")
-WATERMARK_OVERLAP_SECONDS = 5.0
-WATERMARK_SETTLE_SECONDS = 10.0
+# Label Studio on SQLite waits up to 5 s for its write lock, so a row can commit that long
+# after its timestamp; PostgreSQL commit order can differ from timestamp order too.
+WATERMARK_OVERLAP_SECONDS = 10.0
+WATERMARK_SETTLE_SECONDS = 15.0
 T = TypeVar("T")
 
 
@@ -85,7 +86,7 @@ class CycleReport:
 
     project_id: int
     cycle_id: str
-    outcome: str = "ok"  # ok | idle | waiting | failed
+    outcome: str = "ok"  # ok | idle | failed | cancelled
     decision: str = ""
     version: str | None = None
     error: str | None = None
@@ -278,6 +279,7 @@ class Cycle:
         self.force_resync = force_resync
         self.forced_training = forced_training
         self.report = CycleReport(project_id=self.project_id, cycle_id=uuid.uuid4().hex[:12])
+        self._resynced = False
         self.log = log.bind(project_id=self.project_id, cycle_id=self.report.cycle_id)
         self._schema_to_store: dict[str, Any] | None = None  # see _remember_schema
 
@@ -375,10 +377,12 @@ class Cycle:
     async def _poll(self, schema: LabelingSchema, *, read_all: bool = False) -> None:
         store = self.ctx.store
         sync = store.sync_state(self.project_id)
+        # Settled only once a poll ran `settle` seconds after the move: every move of the
+        # watermark is followed by at least one re-read of the overlap window.
         after = reconcile.query_after(
             watermark=sync.watermark,
             moved_at=sync.watermark_moved_at,
-            now=self.ctx.clock(),
+            now=sync.last_poll_at if sync.last_poll_at is not None else self.ctx.clock(),
             overlap_seconds=WATERMARK_OVERLAP_SECONDS,
             settle_seconds=WATERMARK_SETTLE_SECONDS,
         )
@@ -423,6 +427,7 @@ class Cycle:
             self.log.info("resync.tasks_deleted", count=len(decision.deleted_task_ids))
         self.ctx.store.apply_resync(self.project_id, decision, now=self.ctx.clock())
         self.report.count("tasks_deleted", len(decision.deleted_task_ids))
+        self._resynced = True
 
     # --- decide and train -----------------------------------------------------------------
 
@@ -450,23 +455,41 @@ class Cycle:
         self.log.info("version.abandoned", version=version.name, state=version.state, reason=reason)
         return None
 
-    def _last_trained(self) -> VersionRow | None:
-        trained = [
-            v
-            for v in self.ctx.store.list_versions(self.project_id)
-            if v.trained_at is not None and v.state != "failed"
-        ]
-        return trained[-1] if trained else None
-
     async def _decide_and_train(
         self, schema: LabelingSchema, *, text_field_changed: bool
     ) -> VersionRow | None:
+        decision = self._decide(schema, text_field_changed=text_field_changed)
+        if decision.train and not self._resynced:
+            # Labels of tasks deleted in Label Studio must not train the model, and a
+            # deleted task would make Label Studio refuse the whole upload: list ids first.
+            await self._step("resync", self._resync())
+            decision = self._decide(schema, text_field_changed=text_field_changed)
+        self.report.decision = decision.reason
+        self.ctx.store.set_meta(self.project_id, last_decision=decision.reason)
+        if not decision.train:
+            self._remember_schema()
+            self.report.outcome = "idle"
+            return None
+        label_changes = self.ctx.store.sync_state(self.project_id).label_changes
+        return await self._step("train", self._train(schema, label_changes=label_changes))
+
+    def _seconds_since_last_attempt(self) -> float | None:
+        """Since the last training that finished or failed: min_interval throttles both,
+        so a model that cannot be trained is not retried on every poll."""
+        attempts = [
+            v.trained_at if v.trained_at is not None else v.created_at
+            for v in self.ctx.store.list_versions(self.project_id)
+            if v.trained_at is not None or v.state == "failed"
+        ]
+        times = [t for t in attempts if t is not None]
+        return self.ctx.clock() - max(times) if times else None
+
+    def _decide(self, schema: LabelingSchema, *, text_field_changed: bool) -> TrainingDecision:
         store = self.ctx.store
         retrain = self.ctx.project.retrain
-        sync = store.sync_state(self.project_id)
-        last = self._last_trained()
+        last = store.last_trained_version(self.project_id)
         counts = store.label_counts(self.project_id)
-        changes = sync.label_changes - ((last.label_changes_at_training or 0) if last else 0)
+        changes = store.label_changes_since_training(self.project_id)
         misfit = ", ".join(
             reason
             for reason in (
@@ -481,9 +504,7 @@ class Cycle:
         # once, new labels' cold start permitting, whatever the label-change threshold says.
         decision = decide_training(
             label_changes_since_training=changes,
-            seconds_since_training=(self.ctx.clock() - last.trained_at)
-            if last and last.trained_at
-            else None,
+            seconds_since_training=self._seconds_since_last_attempt(),
             class_counts={label: counts.get(label, 0) for label in schema.labels},
             labels=schema.labels,
             min_new_annotations=retrain.min_new_annotations,
@@ -495,13 +516,7 @@ class Cycle:
         )
         if misfit and decision.train:
             decision = TrainingDecision(True, f"labeling config changed ({misfit}): retraining")
-        self.report.decision = decision.reason
-        store.set_meta(self.project_id, last_decision=decision.reason)
-        if not decision.train:
-            self._remember_schema()
-            self.report.outcome = "idle"
-            return None
-        return await self._step("train", self._train(schema, label_changes=sync.label_changes))
+        return decision
 
     async def _next_version_number(self) -> int:
         """Above every number we used and every "<prefix>-v<n>" Label Studio already holds.
@@ -538,12 +553,16 @@ class Cycle:
         artifact = self.ctx.artifacts_dir / f"{name}.joblib"
         artifact.parent.mkdir(parents=True, exist_ok=True)
         self.log.info("train.started", version=name, n_labels=len(examples))
-        result = await self.ctx.worker.train(
-            factory_ref=self.ctx.project.model,
-            texts=[text for _, text, _ in examples],
-            labels=[label for _, _, label in examples],
-            artifact_path=str(artifact),
-        )
+        try:
+            result = await self.ctx.worker.train(
+                factory_ref=self.ctx.project.model,
+                texts=[text for _, text, _ in examples],
+                labels=[label for _, _, label in examples],
+                artifact_path=str(artifact),
+            )
+        except ModelError as exc:
+            self._fail_version(name, f"training failed: {exc}")
+            raise
         store.update_version(
             self.project_id,
             name,
@@ -584,7 +603,7 @@ class Cycle:
         """A training killed mid-way left nothing in Label Studio: train that version again."""
         store = self.ctx.store
         sync = store.sync_state(self.project_id)
-        store.update_version(self.project_id, version.name, state="failed", error="interrupted")
+        self._fail_version(version.name, "training interrupted")
         self.log.info("train.restarting", interrupted=version.name)
         return await self._train(schema, label_changes=sync.label_changes)
 
@@ -637,8 +656,9 @@ class Cycle:
 
     async def _upload(self, version: VersionRow, schema: LabelingSchema) -> VersionRow:
         store = self.ctx.store
-        gateway = self.ctx.gateway
         predictions = store.load_predictions(self.project_id, version.name)
+        if version.state == "scored":
+            predictions = self._only_live_tasks(version.name, predictions)
         if not predictions:
             store.update_version(self.project_id, version.name, state="superseded")
             self.log.info("publish.skipped", version=version.name, reason="no unlabeled task")
@@ -646,34 +666,120 @@ class Cycle:
             refreshed = store.get_version(self.project_id, version.name)
             assert refreshed is not None
             return refreshed
-        cuts = batches(len(predictions), self.ctx.project.predictions.batch_size)
-        position = version.uploaded_count or 0
-        if version.state == "uploading":
-            position = await self._resume_upload(version, predictions, cuts)
-        else:
+        batch_size = self.ctx.project.predictions.batch_size
+        if version.state == "scored":
             store.update_version(self.project_id, version.name, state="uploading")
-        uploaded = 0
-        for start, end in cuts:
-            if end <= position:
-                continue
-            batch = predictions[max(start, position) : end]
-            created = await gateway.import_predictions(
-                self.project_id, model_version=version.name, schema=schema, predictions=batch
+            position = 0
+        else:
+            position = await self._resume_upload(
+                version, predictions, batches(len(predictions), batch_size)
             )
-            if created != len(batch):
-                raise LabelStudioRefused(
-                    f"Label Studio stored {created} of {len(batch)} predictions of "
-                    f"{version.name} (it drops labels it does not know); the version stays "
-                    "inactive"
-                )
-            position = end
-            uploaded += created
-            store.update_version(self.project_id, version.name, uploaded_count=position)
-        store.update_version(self.project_id, version.name, state="uploaded")
+            predictions = store.load_predictions(self.project_id, version.name)
+        try:
+            uploaded = await self._send_from(version.name, predictions, position, schema)
+            uploaded += await self._verify_upload(version.name, predictions, schema)
+        except LabelStudioRefused as exc:
+            if exc.status_code != 400:
+                raise
+            # An unknown task rejects the whole request: a task was deleted meanwhile.
+            if not self._resynced:
+                await self._step("resync", self._resync())
+            self._fail_version(version.name, f"Label Studio refused an upload batch: {exc}")
+            self.report.outcome = "failed"
+            self.report.error = f"upload of {version.name} refused; a new version follows"
+            uploaded = 0
         self.report.count("predictions_uploaded", uploaded)
         refreshed = store.get_version(self.project_id, version.name)
         assert refreshed is not None
         return refreshed
+
+    def _only_live_tasks(
+        self, name: str, predictions: list[PredictionRecord]
+    ) -> list[PredictionRecord]:
+        """Drop predictions whose task was deleted since scoring (before anything is sent)."""
+        live = self.ctx.store.known_task_ids(self.project_id)
+        kept = [p for p in predictions if p.task_id in live]
+        if len(kept) != len(predictions):
+            self.ctx.store.save_predictions(self.project_id, name, kept)
+            self.ctx.store.update_version(self.project_id, name, n_predictions=len(kept))
+        return kept
+
+    async def _send_from(
+        self,
+        name: str,
+        predictions: Sequence[PredictionRecord],
+        position: int,
+        schema: LabelingSchema,
+    ) -> int:
+        """Send the stored predictions from `position` on, one fixed batch at a time."""
+        uploaded = 0
+        for start, end in batches(len(predictions), self.ctx.project.predictions.batch_size):
+            if end <= position:
+                continue
+            batch = predictions[max(start, position) : end]
+            created = await self.ctx.gateway.import_predictions(
+                self.project_id, model_version=name, schema=schema, predictions=batch
+            )
+            if created != len(batch):
+                raise LabelStudioRefused(
+                    f"Label Studio stored {created} of {len(batch)} predictions of "
+                    f"{name} (it drops labels it does not know); the version stays inactive"
+                )
+            position = end
+            uploaded += created
+            self.ctx.store.update_version(self.project_id, name, uploaded_count=position)
+        return uploaded
+
+    async def _verify_upload(
+        self, name: str, predictions: Sequence[PredictionRecord], schema: LabelingSchema
+    ) -> int:
+        """Before a version may become active, Label Studio must hold exactly its predictions.
+
+        Fewer: send what is missing (found by listing). More: an import that was still in
+        flight when an earlier process died landed after its batch was re-sent; such a
+        version is never activated, it is marked failed and pruned like any other.
+        """
+        counts = await self.ctx.gateway.model_version_counts(self.project_id)
+        on_server = counts.get(name, 0)
+        sent = 0
+        if on_server < len(predictions):
+            present = await self._tasks_holding(name)
+            missing = [p for p in predictions if p.task_id not in present]
+            self.log.warning("upload.incomplete", version=name, missing=len(missing))
+            sent = await self._send_from(name, missing, 0, schema)
+            on_server = (await self.ctx.gateway.model_version_counts(self.project_id)).get(name, 0)
+        if on_server != len(predictions):
+            self.log.error(
+                "upload.count_mismatch",
+                version=name,
+                on_server=on_server,
+                expected=len(predictions),
+                action="the version is not activated; a new one follows",
+            )
+            self._fail_version(
+                name, f"{on_server} predictions in Label Studio, {len(predictions)} expected"
+            )
+            return sent
+        self.ctx.store.update_version(
+            self.project_id, name, state="uploaded", uploaded_count=len(predictions)
+        )
+        return sent
+
+    async def _tasks_holding(self, name: str) -> set[int]:
+        return {
+            task_id
+            for task_id, version, _ in await self.ctx.gateway.list_predictions(self.project_id)
+            if version == name
+        }
+
+    def _fail_version(self, name: str, reason: str) -> None:
+        """Give a version up for good: never activated; prune deletes what reached Label
+        Studio; its model file goes now."""
+        row = self.ctx.store.get_version(self.project_id, name)
+        self.ctx.store.update_version(self.project_id, name, state="failed", error=reason)
+        if row is not None and row.artifact_path:
+            Path(row.artifact_path).unlink(missing_ok=True)
+        self.log.warning("version.failed", version=name, reason=reason)
 
     async def _resume_upload(
         self,
@@ -693,11 +799,7 @@ class Cycle:
             self.ctx.store.update_version(self.project_id, version.name, uploaded_count=position)
             return position
         # Unexpected count: send only what the server lacks, task by task.
-        present = {
-            task_id
-            for task_id, name, _ in await self.ctx.gateway.list_predictions(self.project_id)
-            if name == version.name
-        }
+        present = await self._tasks_holding(version.name)
         missing = [p for p in predictions if p.task_id not in present]
         self.log.warning(
             "upload.resumed_by_listing",
@@ -749,10 +851,20 @@ async def activate_version(ctx: CycleContext, name: str) -> None:
 
 
 async def write_queue_view(ctx: CycleContext, version: str) -> None:
-    """Create the queue view once, then replace its whole data on every activation."""
+    """Create the queue view once, then replace its whole data on every activation.
+
+    The view is found by its stored id, else by its title (a crash between creating it and
+    storing its id must not leave a second one behind).
+    """
     project_id = ctx.project.id
-    data = queue_view_data(title=ctx.project.view.title, version=version)
+    title = ctx.project.view.title
+    data = queue_view_data(title=title, version=version)
     meta = ctx.store.get_meta(project_id)
+    if meta.view_id is None:
+        existing = [v for v in await ctx.gateway.list_views(project_id) if v.title == title]
+        if existing:
+            ctx.store.set_meta(project_id, view_id=existing[0].id)
+            meta = ctx.store.get_meta(project_id)
     if meta.view_id is not None:
         try:
             await ctx.gateway.replace_view(meta.view_id, project_id=project_id, data=data)
@@ -779,8 +891,6 @@ async def prune_own_versions(ctx: CycleContext) -> list[str]:
     ours = {row.name: row for row in ctx.store.list_versions(project_id)}
     on_server = await ctx.gateway.model_version_counts(project_id)
     _record_deletions_already_done(ctx, ours.values(), on_server)
-    info = await ctx.gateway.get_project(project_id)
-    meta = ctx.store.get_meta(project_id)
     candidates = sorted(
         (
             (number, name)
@@ -789,11 +899,18 @@ async def prune_own_versions(ctx: CycleContext) -> list[str]:
             and name in ours
         ),
     )
-    protected = {info.model_version, meta.pinned_version}
-    keep = {name for _, name in candidates[-options.keep_versions :]} | protected
-    doomed = [name for _, name in candidates if name not in keep][: options.prune_per_cycle]
+    # Failed versions never count toward keep_versions and go first.
+    failed = [name for _, name in candidates if ours[name].state == "failed"]
+    complete = [name for _, name in candidates if ours[name].state != "failed"]
+    keep = set(complete[-options.keep_versions :])
+    doomed = [name for name in failed + complete if name not in keep][: options.prune_per_cycle]
     pruned: list[str] = []
     for name in doomed:
+        # Re-read right before deleting: a pin or an activation may have happened meanwhile
+        # (deleting the active version would leave the project with none).
+        info = await ctx.gateway.get_project(project_id)
+        if name in (info.model_version, ctx.store.get_meta(project_id).pinned_version):
+            continue
         started = time.perf_counter()
         try:
             deleted = await ctx.gateway.delete_model_version(project_id, name)
@@ -802,6 +919,8 @@ async def prune_own_versions(ctx: CycleContext) -> list[str]:
             break
         ctx.store.update_version(project_id, name, state="pruned", pruned_at=ctx.clock())
         ctx.store.drop_predictions(project_id, name)
+        if ours[name].artifact_path:
+            Path(str(ours[name].artifact_path)).unlink(missing_ok=True)
         pruned.append(name)
         log.info(
             "prune.deleted",

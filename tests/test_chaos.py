@@ -1,0 +1,1098 @@
+"""Chaos: SIGKILL the daemon at random moments while annotators work, then check every
+invariant of DESIGN.md against the real Label Studio.
+
+One seeded run (module fixture `chaos`) drives everything:
+
+    setup: 250 tasks, 8 labels, a foreign version "foreign-v1" that must survive
+    annotator thread .... create / second opinion / relabel / skip / delete, ~2 per second
+    daemon  `aldaemon run` (poll 1 s, retrain after 3 changes, batches of 25)
+      x N:  wait for a trigger (time, an upload in progress, a log event) -> SIGKILL
+            -> restart at once
+    stop the annotator -> wait until quiescent -> SIGTERM (exit 0) -> snapshot LS + store
+
+The tests below each check one invariant on that snapshot.
+
+ALDAEMON_CHAOS_KILLS (default 30, the issue's minimum) sets the number of kills, and
+ALDAEMON_CHAOS_SEED (default: random) the seed; the seed is printed and named in every
+assertion message. The same seed replays the same kill plan and the same annotator
+actions; how they interleave with the daemon still depends on timing, so a replay makes
+a failure likely again rather than certain.
+
+Most kills take the daemon's whole process group, as systemd does when it kills a unit;
+some take only the main process, like `kill -9 PID`, and orphan its model worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aldaemon.config import Config
+from aldaemon.cycle import prune_own_versions
+from aldaemon.service import Runtime
+from aldaemon.store import UNFINISHED_STATES, Store, VersionRow
+from tests.conftest import MakeProject, project_factory
+from tests.lsserver import LabelStudioClient, LabelStudioServer, LabelStudioServerError
+from tests.test_cycle import make_tasks, write_config
+from tests.test_versions import train_rounds
+
+PROJECT_TASKS = 250
+FIRST_LABELS = 8
+FOREIGN_VERSION = "foreign-v1"
+FOREIGN_PREDICTIONS = 40
+OWN_PREFIX = "aldaemon"
+KEEP_VERSIONS = 2
+QUEUE_VIEW_TITLE = "Active learning queue"  # the default [projects.view] title
+QUIESCENCE_SECONDS = 180.0
+POLL_SECONDS = 0.05
+
+
+# --- settings and the kill plan (pure) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChaosSettings:
+    kills: int
+    seed: int
+
+
+def chaos_settings(env: Mapping[str, str], *, random_seed: int) -> ChaosSettings:
+    """Kills and seed from the environment; `random_seed` when no seed is given."""
+    kills_text = env.get("ALDAEMON_CHAOS_KILLS", "").strip() or "30"
+    seed_text = env.get("ALDAEMON_CHAOS_SEED", "").strip()
+    try:
+        kills = int(kills_text)
+        seed = int(seed_text) if seed_text else random_seed
+    except ValueError:
+        raise ValueError(
+            "ALDAEMON_CHAOS_KILLS and ALDAEMON_CHAOS_SEED must be integers, got "
+            f"{kills_text!r} and {seed_text!r}"
+        ) from None
+    if kills < 1:
+        raise ValueError(f"ALDAEMON_CHAOS_KILLS must be at least 1, got {kills}")
+    return ChaosSettings(kills=kills, seed=seed)
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A moment a kill waits for: `name` is "spawn" (the process was started: start-up and
+    the first poll), "uploading" (the store shows a version being uploaded), or a log event
+    ("daemon.started" means anywhere in the loop). The kill follows after a uniform delay of
+    at most `longest_delay`, or after `longest_wait` if the moment never comes."""
+
+    name: str
+    weight: float
+    longest_delay: float
+    longest_wait: float
+
+
+# A third of the kills go for uploads, the most delicate step. "version.activated" is
+# followed by pruning, "train.started" by the worker's fit, "reconcile.finished" by the
+# decision. The waits cover a whole cycle (start-up, training and upload take ~12 s).
+TRIGGERS = (
+    Trigger("spawn", weight=0.06, longest_delay=2.5, longest_wait=0.0),
+    Trigger("daemon.started", weight=0.30, longest_delay=6.0, longest_wait=10.0),
+    Trigger("uploading", weight=0.32, longest_delay=1.0, longest_wait=16.0),
+    Trigger("train.started", weight=0.10, longest_delay=1.5, longest_wait=10.0),
+    Trigger("version.activated", weight=0.14, longest_delay=1.5, longest_wait=20.0),
+    Trigger("reconcile.finished", weight=0.08, longest_delay=0.3, longest_wait=10.0),
+)
+
+
+@dataclass(frozen=True)
+class Kill:
+    """One SIGKILL: `delay` seconds after `trigger`; `whole_group` or the main process only."""
+
+    trigger: Trigger
+    delay: float
+    whole_group: bool
+
+    def describe(self) -> str:
+        target = "group" if self.whole_group else "main pid"
+        return f"{self.trigger.name}+{self.delay:.2f}s ({target})"
+
+
+def plan_kills(rng: random.Random, count: int) -> list[Kill]:
+    """`count` kills drawn from `rng`: the same seed gives the same plan."""
+    plan = []
+    for _ in range(count):
+        trigger = rng.choices(TRIGGERS, [t.weight for t in TRIGGERS])[0]
+        plan.append(
+            Kill(
+                trigger=trigger,
+                delay=rng.uniform(0.0, trigger.longest_delay),
+                whole_group=rng.random() < 0.8,
+            )
+        )
+    return plan
+
+
+# --- what Label Studio says the labels are (pure) ----------------------------------------
+
+
+def _instant(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def annotation_label(annotation: Mapping[str, Any]) -> str | None:
+    """The chosen label of a non-skipped annotation; None for a skip or an empty result."""
+    if annotation.get("was_cancelled"):
+        return None
+    for region in annotation.get("result") or []:
+        choices = (region.get("value") or {}).get("choices") or []
+        if choices:
+            return str(choices[0])
+    return None
+
+
+def labels_in_label_studio(tasks: Sequence[Mapping[str, Any]]) -> dict[int, str]:
+    """task id -> the label of its newest (updated_at, then id) labelled annotation."""
+    labels: dict[int, str] = {}
+    for task in tasks:
+        labelled = [a for a in task.get("annotations") or [] if annotation_label(a) is not None]
+        if labelled:
+            newest = max(labelled, key=lambda a: (_instant(a["updated_at"]), a["id"]))
+            label = annotation_label(newest)
+            assert label is not None
+            labels[int(task["id"])] = label
+    return labels
+
+
+def duplicated_predictions(predictions: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """How many predictions each (task, model_version) holds, keyed "task/version", when
+    that is more than one."""
+    counts = Counter((p["task"], p["model_version"]) for p in predictions)
+    return {f"{task}/{version}": n for (task, version), n in counts.items() if n > 1}
+
+
+def own_version(name: str) -> bool:
+    return name.startswith(f"{OWN_PREFIX}-v")
+
+
+# --- the annotator -----------------------------------------------------------------------
+
+
+class Annotator(threading.Thread):
+    """A busy annotator: labels, second opinions, relabels, skips and deletions.
+
+    Its choices come from its own seeded RNG. A refused request is retried a few times,
+    as a person would click again; one that keeps failing stops the thread and is
+    reported by a test.
+    """
+
+    ACTIONS = (
+        ("label", 0.52),
+        ("second", 0.05),
+        ("relabel", 0.13),
+        ("skip", 0.08),
+        ("delete", 0.22),
+    )
+
+    def __init__(
+        self,
+        client: LabelStudioClient,
+        *,
+        task_ids: Sequence[int],
+        truth: Mapping[int, str],
+        rng: random.Random,
+        labelled: Mapping[int, tuple[int, str]],
+    ) -> None:
+        super().__init__(name="chaos-annotator", daemon=True)
+        self.client = client
+        self.task_ids = list(task_ids)
+        self.truth = dict(truth)
+        self.rng = rng
+        self.stop_requested = threading.Event()
+        # annotation id -> (task id, label or None for a skip)
+        self.live: dict[int, tuple[int, str | None]] = {a: tl for a, tl in labelled.items()}
+        self.done: Counter[str] = Counter()
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        names = [name for name, _ in self.ACTIONS]
+        weights = [weight for _, weight in self.ACTIONS]
+        while not self.stop_requested.wait(self.rng.uniform(0.3, 0.9)):
+            action = self.rng.choices(names, weights)[0]
+            try:
+                if self._act(action):
+                    self.done[action] += 1
+            except LabelStudioServerError as exc:
+                self.errors.append(f"{action}: {exc}")
+                return
+
+    def _retrying(self, method: str, path: str, body: object = None) -> Any:
+        for attempt in range(4):
+            try:
+                return self.client.call(method, path, body)
+            except LabelStudioServerError:
+                if attempt == 3:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+        return None
+
+    def _result(self, label: str) -> list[dict[str, object]]:
+        return [
+            {
+                "from_name": "sentiment",
+                "to_name": "text",
+                "type": "choices",
+                "value": {"choices": [label]},
+            }
+        ]
+
+    def _act(self, action: str) -> bool:
+        busy = {task for task, _ in self.live.values()}
+        free = [task for task in self.task_ids if task not in busy]
+        labelled = [(ann, task, label) for ann, (task, label) in self.live.items() if label]
+        if action in ("label", "skip") and free:
+            task = self.rng.choice(free)
+            cancelled = action == "skip"
+            label = None if cancelled else self._noisy(task)
+            answer = self._retrying(
+                "POST",
+                f"/api/tasks/{task}/annotations/",
+                {
+                    "result": [] if label is None else self._result(label),
+                    "was_cancelled": cancelled,
+                },
+            )
+            self.live[int(answer["id"])] = (task, label)
+            return True
+        if action == "second" and labelled:
+            _, task, _ = self.rng.choice(labelled)
+            label = self._noisy(task)
+            answer = self._retrying(
+                "POST",
+                f"/api/tasks/{task}/annotations/",
+                {"result": self._result(label), "was_cancelled": False},
+            )
+            self.live[int(answer["id"])] = (task, label)
+            return True
+        if action == "relabel" and labelled:
+            annotation, task, label = self.rng.choice(labelled)
+            other = "neg" if label == "pos" else "pos"
+            self._retrying(
+                "PATCH", f"/api/annotations/{annotation}/", {"result": self._result(other)}
+            )
+            self.live[annotation] = (task, other)
+            return True
+        if action == "delete" and self.live:
+            annotation = self.rng.choice(sorted(self.live))
+            self._retrying("DELETE", f"/api/annotations/{annotation}/")
+            del self.live[annotation]
+            return True
+        return False
+
+    def _noisy(self, task: int) -> str:
+        """Mostly the true label, sometimes the other: real annotators disagree."""
+        label = self.truth[task]
+        if self.rng.random() < 0.1:
+            return "neg" if label == "pos" else "pos"
+        return label
+
+
+# --- the daemon's incarnations ------------------------------------------------------------
+
+
+class LogTail:
+    """Reads a growing log file; yields the JSON events of complete new lines."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self._partial = b""
+
+    def new_events(self) -> list[dict[str, Any]]:
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(self.offset)
+                chunk = handle.read()
+        except FileNotFoundError:
+            return []
+        self.offset += len(chunk)
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        events = []
+        for line in lines:
+            if line.startswith(b"{"):
+                with contextlib.suppress(ValueError):
+                    events.append(json.loads(line))
+        return events
+
+
+@dataclass
+class Incarnation:
+    """One `aldaemon run` process and its own output file."""
+
+    number: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    tail: LogTail
+    killed_at_offset: int | None = None  # output written before the kill ends here
+    kill_landed: str = ""
+    exited_by_itself: int | None = None  # an exit status when it died before the kill
+    orphans: list[tuple[int, str]] = field(default_factory=list)  # (pid, start time)
+    seen: set[str] = field(default_factory=set)
+
+    def poll_events(self) -> list[dict[str, Any]]:
+        """New events since the last call; their names are remembered in `seen`."""
+        events = self.tail.new_events()
+        self.seen.update(str(event.get("event")) for event in events)
+        return events
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def output_before_kill(self) -> str:
+        text = self.log_path.read_bytes()
+        end = len(text) if self.killed_at_offset is None else self.killed_at_offset
+        return text[:end].decode(errors="replace")
+
+
+class DaemonRunner:
+    """Starts, kills and stops the daemon; every incarnation keeps its own output file."""
+
+    def __init__(self, *, config_path: Path, log_dir: Path) -> None:
+        self.config_path = config_path
+        self.log_dir = log_dir
+        self.incarnations: list[Incarnation] = []
+
+    @property
+    def current(self) -> Incarnation:
+        return self.incarnations[-1]
+
+    @property
+    def ever_started(self) -> bool:
+        """Some incarnation logged daemon.started: the store exists and is migrated."""
+        return any("daemon.started" in i.seen for i in self.incarnations)
+
+    def start(self) -> Incarnation:
+        number = len(self.incarnations) + 1
+        log_path = self.log_dir / f"run-{number:03d}.log"
+        with log_path.open("wb") as output:
+            # Its own session: a SIGKILL to the group takes the model worker along, and
+            # never reaches pytest.
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "aldaemon",
+                    "--config",
+                    str(self.config_path),
+                    "--log-format",
+                    "json",
+                    "run",
+                ],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,
+            )
+        incarnation = Incarnation(
+            number=number, process=process, log_path=log_path, tail=LogTail(log_path)
+        )
+        self.incarnations.append(incarnation)
+        return incarnation
+
+    def kill(self, *, whole_group: bool) -> None:
+        """SIGKILL the current incarnation (its group, or its main process only).
+
+        The process is not reaped before the signal, so its pid and group id cannot have
+        been reused by anyone else: only our own processes are ever signalled.
+        """
+        incarnation = self.current
+        incarnation.poll_events()
+        incarnation.exited_by_itself = incarnation.process.poll()
+        if incarnation.exited_by_itself is None:
+            pid = incarnation.process.pid
+            if whole_group:
+                os.killpg(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+                # The unreaped main process still holds the group: its members are ours.
+                incarnation.orphans = [m for m in process_group_members(pid) if m[0] != pid]
+            incarnation.process.wait(timeout=30)
+        incarnation.killed_at_offset = incarnation.log_path.stat().st_size
+
+    def terminate(self, *, timeout: float) -> int | None:
+        """SIGTERM the main process, as systemd does first; None if it did not exit."""
+        process = self.current.process
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def cleanup(self) -> list[int]:
+        """SIGKILL what is left of ours; returns the orphans of main-only kills still alive.
+
+        A running incarnation is killed with its group (it is not reaped, so the group is
+        ours). An orphan is killed only if its pid still has the start time it had.
+        """
+        current = self.incarnations[-1] if self.incarnations else None
+        if current is not None and current.process.poll() is None:
+            os.killpg(current.process.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                current.process.wait(timeout=10)
+        lingering = []
+        for incarnation in self.incarnations:
+            for pid, started in incarnation.orphans:
+                if process_start_time(pid) == started:
+                    lingering.append(pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+        return lingering
+
+
+def _proc_stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (Linux), or None if gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()
+
+
+def process_start_time(pid: int) -> str | None:
+    fields = _proc_stat_fields(pid)
+    return fields[19] if fields else None  # field 22: starttime
+
+
+def process_group_members(pgid: int) -> list[tuple[int, str]]:
+    """(pid, start time) of every process in group `pgid`, read from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _proc_stat_fields(int(entry.name))
+        if fields and int(fields[2]) == pgid:  # field 5: pgrp
+            members.append((int(entry.name), fields[19]))
+    return members
+
+
+class StorePeek:
+    """A read-only look at the daemon's store while it runs (WAL lets it), opened lazily."""
+
+    def __init__(self, state_dir: Path, project_id: int) -> None:
+        self.state_dir = state_dir
+        self.project_id = project_id
+        self._store: Store | None = None
+
+    def unfinished(self) -> VersionRow | None:
+        if self._store is None:
+            self._store = Store.open(self.state_dir, lock=False)
+        return self._store.unfinished_version(self.project_id)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ChaosOutcome:
+    """Everything the invariant tests look at, gathered once after the run."""
+
+    seed: int
+    project_id: int
+    token: str
+    log_dir: Path
+    kills: list[Kill]
+    incarnations: list[Incarnation]
+    kill_landings: Counter[str]
+    annotator_actions: Counter[str]
+    annotator_errors: list[str]
+    quiescent: bool
+    exit_code: int | None
+    ls_labels: dict[int, str]
+    ls_unlabelled: set[int]
+    ls_version_counts: dict[str, int]
+    ls_predictions: list[dict[str, Any]]
+    ls_active_version: str | None
+    ls_sampling: str | None
+    ls_views: list[dict[str, Any]]
+    local_view_id: int | None
+    local_labels: dict[int, str]
+    local_label_counts: dict[str, int]
+    local_unlabelled: set[int]
+    local_versions: list[VersionRow]
+    timings: dict[str, float] = field(default_factory=dict)
+    lingering_orphans: list[int] = field(default_factory=list)
+
+    def tag(self) -> str:
+        """Names the seed in every assertion message, so a failure can be replayed."""
+        return (
+            f"[chaos seed {self.seed}: ALDAEMON_CHAOS_SEED={self.seed} to replay; "
+            f"daemon output and kills.txt in {self.log_dir}]"
+        )
+
+
+SETTINGS = chaos_settings(os.environ, random_seed=secrets.randbelow(2**31))
+
+
+def _write_chaos_config(tmp_path: Path, server: LabelStudioServer, project_id: int) -> Path:
+    config = write_config(
+        tmp_path,
+        server,
+        project_id,
+        extra="poll_interval = 1\nresync_interval = 10\nshutdown_grace = 120",
+        retrain="min_new_annotations = 3\nmin_interval = 0\nmin_per_class = 2",
+        predictions=(
+            f"batch_size = 25\nkeep_versions = {KEEP_VERSIONS}\nprune_per_cycle = 2\n"
+            f'version_prefix = "{OWN_PREFIX}"'
+        ),
+    )
+    assert 25 == config.projects[0].predictions.batch_size
+    return tmp_path / "config.toml"
+
+
+def _import_foreign_version(
+    client: LabelStudioClient, project_id: int, task_ids: Sequence[int]
+) -> None:
+    body = [
+        {
+            "task": task_id,
+            "model_version": FOREIGN_VERSION,
+            "score": 0.5,
+            "result": [
+                {
+                    "from_name": "sentiment",
+                    "to_name": "text",
+                    "type": "choices",
+                    "value": {"choices": ["pos"]},
+                }
+            ],
+        }
+        for task_id in task_ids[:FOREIGN_PREDICTIONS]
+    ]
+    client.call("POST", f"/api/projects/{project_id}/import/predictions", body)
+
+
+def _wait_for_trigger(kill: Kill, *, runner: DaemonRunner, peek: StorePeek) -> bool:
+    """Wait until the kill's trigger is seen (True) or its longest wait passes (False)."""
+    incarnation = runner.current
+    trigger = kill.trigger
+    deadline = time.monotonic() + trigger.longest_wait
+    while time.monotonic() < deadline:
+        if incarnation.process.poll() is not None:
+            return False  # it died by itself; the kill records that
+        names = {str(event.get("event")) for event in incarnation.poll_events()}
+        if trigger.name in names:
+            return True
+        if trigger.name == "uploading" and _uploading_now(incarnation, peek):
+            return True
+        time.sleep(POLL_SECONDS)
+    return trigger.name == "spawn"
+
+
+# Events after which an "uploading" version in the store is this incarnation's work, not
+# one the last incarnation left behind and this one has not touched yet.
+UPLOAD_UNDER_WAY = frozenset(
+    {"version.resumed", "upload.resumed", "upload.resumed_by_listing", "train.finished"}
+)
+
+
+def _uploading_now(incarnation: Incarnation, peek: StorePeek) -> bool:
+    if not incarnation.seen & UPLOAD_UNDER_WAY:
+        return False
+    version = peek.unfinished()
+    return version is not None and version.state == "uploading"
+
+
+def _landing(incarnation: Incarnation, peek: StorePeek) -> str:
+    """Where a kill landed, as the store tells it: the unfinished step, or between steps."""
+    version = peek.unfinished()
+    if version is None:
+        return "between versions"
+    if version.state != "uploading":
+        return version.state
+    if not incarnation.seen & UPLOAD_UNDER_WAY:
+        return "uploading, not yet resumed"
+    total = version.n_predictions or 0
+    done = version.uploaded_count or 0
+    return "mid-upload" if 0 < done < total else "uploading, at a batch edge"
+
+
+def _wait_until_quiescent(
+    *, runner: DaemonRunner, peek: StorePeek, client: LabelStudioClient, project_id: int
+) -> bool:
+    """Two idle cycles in a row that read nothing, nothing unfinished, pruning caught up."""
+    deadline = time.monotonic() + QUIESCENCE_SECONDS
+    idle_in_a_row = 0
+    incarnation = runner.current
+    while time.monotonic() < deadline:
+        if incarnation.process.poll() is not None:
+            return False
+        for event in incarnation.poll_events():
+            if event.get("event") != "cycle.finished":
+                continue
+            changed = any(
+                event.get(key)
+                for key in ("annotations_created", "annotations_updated", "annotations_deleted")
+            )
+            idle = event.get("outcome") == "idle" and not changed
+            idle_in_a_row = idle_in_a_row + 1 if idle else 0
+        if idle_in_a_row >= 2 and peek.unfinished() is None:
+            counts = client.call("GET", f"/api/projects/{project_id}/model-versions/")
+            if sum(1 for name in counts if own_version(name)) <= KEEP_VERSIONS:
+                return True
+        time.sleep(0.2)
+    return False
+
+
+def _snapshot_label_studio(client: LabelStudioClient, project_id: int) -> dict[str, Any]:
+    answer = client.call(
+        "GET", f"/api/tasks/?project={project_id}&fields=all&page_size=100000&page=1"
+    )
+    tasks = answer["tasks"]
+    labels = labels_in_label_studio(tasks)
+    return {
+        "labels": labels,
+        "unlabelled": {int(t["id"]) for t in tasks} - set(labels),
+        "counts": client.call("GET", f"/api/projects/{project_id}/model-versions/"),
+        "predictions": client.predictions(project_id),
+        "project": client.get_project(project_id),
+        "views": client.call("GET", f"/api/dm/views/?project={project_id}"),
+    }
+
+
+def _run_chaos(
+    *,
+    settings: ChaosSettings,
+    tmp_path: Path,
+    server: LabelStudioServer,
+    client: LabelStudioClient,
+    project_id: int,
+) -> ChaosOutcome:
+    rng = random.Random(settings.seed)
+    plan = plan_kills(rng, settings.kills)
+    task_ids = client.task_ids(project_id)
+    _, truth_list = make_tasks(PROJECT_TASKS, seed=settings.seed)
+    truth = dict(zip(task_ids, truth_list, strict=True))
+    _import_foreign_version(client, project_id, task_ids)
+    first = {
+        client.annotate(task_id, truth[task_id]): (task_id, truth[task_id])
+        for task_id in task_ids[:FIRST_LABELS]
+    }
+    config_path = _write_chaos_config(tmp_path, server, project_id)
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    runner = DaemonRunner(config_path=config_path, log_dir=log_dir)
+    peek = StorePeek(tmp_path / "state", project_id)
+    annotator = Annotator(
+        client,
+        task_ids=task_ids,
+        truth=truth,
+        rng=random.Random(settings.seed + 1),
+        labelled=first,
+    )
+    landings: Counter[str] = Counter()
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    try:
+        runner.start()
+        annotator.start()
+        for kill in plan:
+            seen = _wait_for_trigger(kill, runner=runner, peek=peek)
+            time.sleep(kill.delay)
+            runner.kill(whole_group=kill.whole_group)
+            landing = _landing(runner.current, peek) if runner.ever_started else "first start-up"
+            missed = "" if seen else f" (not seen in {kill.trigger.longest_wait:g} s)"
+            runner.current.kill_landed = f"{kill.describe()}{missed} -> {landing}"
+            with (log_dir / "kills.txt").open("a") as kills_file:
+                kills_file.write(f"run {runner.current.number}: {runner.current.kill_landed}\n")
+            landings[landing] += 1
+            runner.start()
+        timings["kills_s"] = time.monotonic() - started
+        annotator.stop_requested.set()
+        annotator.join(timeout=30)
+        runner.current.poll_events()  # cycles that ended before the annotator stopped
+        quiet_from = time.monotonic()
+        quiescent = _wait_until_quiescent(
+            runner=runner, peek=peek, client=client, project_id=project_id
+        )
+        timings["quiescence_s"] = time.monotonic() - quiet_from
+        exit_code = runner.terminate(timeout=150)
+        peek.close()
+        remote = _snapshot_label_studio(client, project_id)
+        with Store.open(tmp_path / "state", lock=False) as store:
+            local_examples = store.labeled_examples(project_id)
+            local_counts = store.label_counts(project_id)
+            local_unlabelled = {task_id for task_id, _ in store.unlabeled_tasks(project_id)}
+            local_versions = store.list_versions(project_id)
+            local_view_id = store.get_meta(project_id).view_id
+    finally:
+        annotator.stop_requested.set()
+        peek.close()
+        lingering_orphans = runner.cleanup()
+    return ChaosOutcome(
+        seed=settings.seed,
+        project_id=project_id,
+        token=server.legacy_token,
+        log_dir=log_dir,
+        kills=plan,
+        incarnations=runner.incarnations,
+        kill_landings=landings,
+        annotator_actions=annotator.done,
+        annotator_errors=annotator.errors,
+        quiescent=quiescent,
+        exit_code=exit_code,
+        ls_labels=remote["labels"],
+        ls_unlabelled=remote["unlabelled"],
+        ls_version_counts={str(k): int(v) for k, v in remote["counts"].items()},
+        ls_predictions=remote["predictions"],
+        ls_active_version=remote["project"].get("model_version") or None,
+        ls_sampling=remote["project"].get("sampling"),
+        ls_views=remote["views"],
+        local_view_id=local_view_id,
+        local_labels={task_id: label for task_id, _, label in local_examples},
+        local_label_counts=local_counts,
+        local_unlabelled=local_unlabelled,
+        local_versions=local_versions,
+        timings=timings,
+        lingering_orphans=lingering_orphans,
+    )
+
+
+@pytest.fixture(scope="module")
+def chaos(
+    tmp_path_factory: pytest.TempPathFactory,
+    label_studio: LabelStudioServer,
+    ls_client: LabelStudioClient,
+    request: pytest.FixtureRequest,
+) -> ChaosOutcome:
+    """The whole seeded chaos run, once for every invariant test below."""
+    print(
+        f"\nchaos seed {SETTINGS.seed}, {SETTINGS.kills} kills "
+        f"(replay: ALDAEMON_CHAOS_SEED={SETTINGS.seed} ALDAEMON_CHAOS_KILLS={SETTINGS.kills})",
+        flush=True,
+    )
+    tasks, _ = make_tasks(PROJECT_TASKS, seed=SETTINGS.seed)
+    project_id = project_factory(ls_client, request)(tasks, title=f"chaos seed {SETTINGS.seed}")
+    try:
+        outcome = _run_chaos(
+            settings=SETTINGS,
+            tmp_path=tmp_path_factory.mktemp("chaos"),
+            server=label_studio,
+            client=ls_client,
+            project_id=project_id,
+        )
+    except Exception as exc:
+        exc.add_note(f"chaos seed {SETTINGS.seed}: ALDAEMON_CHAOS_SEED={SETTINGS.seed} to replay")
+        raise
+    print(
+        f"chaos seed {outcome.seed}: {len(outcome.kills)} kills in "
+        f"{outcome.timings.get('kills_s', 0):.0f} s, quiescent after "
+        f"{outcome.timings.get('quiescence_s', 0):.0f} s; landed: {dict(outcome.kill_landings)}; "
+        f"annotator: {dict(outcome.annotator_actions)}; "
+        f"orphans of main-only kills still alive at the end: {len(outcome.lingering_orphans)}; "
+        "versions: "
+        f"{[(v.name, v.state) for v in outcome.local_versions]}",
+        flush=True,
+    )
+    return outcome
+
+
+# One kill cycle takes a few seconds; the rest is setup, quiescence and shutdown.
+CHAOS_TIMEOUT = 240 + SETTINGS.kills * 30 + int(QUIESCENCE_SECONDS)
+
+
+# --- the invariants ------------------------------------------------------------------------
+
+
+@pytest.mark.labelstudio
+@pytest.mark.slow
+@pytest.mark.timeout(CHAOS_TIMEOUT)
+class TestAfterChaos:
+    def test_the_run_killed_mid_upload_and_the_annotator_kept_working(
+        self, chaos: ChaosOutcome
+    ) -> None:
+        """The chaos did what it claims: kills landed mid-upload and the annotator never failed."""
+        landed_mid_upload = chaos.kill_landings["mid-upload"] > 0
+        assert (True, []) == (landed_mid_upload, chaos.annotator_errors), (
+            f"{chaos.tag()} landings {dict(chaos.kill_landings)}"
+        )
+
+    def test_no_incarnation_exits_on_its_own(self, chaos: ChaosOutcome) -> None:
+        """Every incarnation ran until it was killed: none crashed on what the last one left."""
+        died = [
+            f"run {i.number} exited with {i.exited_by_itself}"
+            for i in chaos.incarnations
+            if i.exited_by_itself is not None
+        ]
+        samples = "\n".join(
+            i.output()[-2000:] for i in chaos.incarnations if i.exited_by_itself is not None
+        )[:6000]
+        assert [] == died, f"{chaos.tag()}\n{samples}"
+
+    def test_the_daemon_reaches_quiescence_and_exits_0_on_sigterm(
+        self, chaos: ChaosOutcome
+    ) -> None:
+        """Once annotators stop, the daemon settles (nothing left to do) and stops cleanly."""
+        assert (True, 0) == (chaos.quiescent, chaos.exit_code), (
+            f"{chaos.tag()} output tail:\n{chaos.incarnations[-1].output()[-3000:]}"
+        )
+
+    def test_local_labels_equal_label_studio(self, chaos: ChaosOutcome) -> None:
+        """Every task's training label in local state is its newest labelled annotation in LS."""
+        wrong = {
+            task: (chaos.local_labels.get(task), chaos.ls_labels.get(task))
+            for task in set(chaos.ls_labels) | set(chaos.local_labels)
+            if chaos.local_labels.get(task) != chaos.ls_labels.get(task)
+        }
+        assert {} == wrong, f"{chaos.tag()} task: (local, Label Studio)"
+
+    def test_local_label_counts_and_pool_equal_label_studio(self, chaos: ChaosOutcome) -> None:
+        """Label counts and the unlabelled pool agree with Label Studio (skips stay unlabelled)."""
+        expected = (dict(Counter(chaos.ls_labels.values())), chaos.ls_unlabelled)
+        assert expected == (chaos.local_label_counts, chaos.local_unlabelled), chaos.tag()
+
+    def test_at_most_one_prediction_per_task_and_version(self, chaos: ChaosOutcome) -> None:
+        """No (task, model_version) holds two predictions, after every crash and resume."""
+        assert {} == duplicated_predictions(chaos.ls_predictions), chaos.tag()
+
+    def test_the_active_version_is_ours_complete_and_active_locally(
+        self, chaos: ChaosOutcome
+    ) -> None:
+        """LS's model_version is ours, holds all its predictions, and the store says active."""
+        active = chaos.ls_active_version or ""
+        row = next((v for v in chaos.local_versions if v.name == active), None)
+        expected = (True, "active", row.n_predictions if row else None)
+        actual = (
+            own_version(active),
+            row.state if row else None,
+            chaos.ls_version_counts.get(active),
+        )
+        assert expected == actual, f"{chaos.tag()} active {active!r}"
+
+    def test_exactly_one_version_is_active_locally(self, chaos: ChaosOutcome) -> None:
+        """The store never leaves two versions marked active."""
+        active = [v.name for v in chaos.local_versions if v.state == "active"]
+        assert [chaos.ls_active_version] == active, chaos.tag()
+
+    def test_uncertainty_sampling_is_on(self, chaos: ChaosOutcome) -> None:
+        """Activation's project update was completed: LS serves by uncertainty."""
+        assert "Uncertainty sampling" == chaos.ls_sampling, chaos.tag()
+
+    def test_the_one_queue_view_filters_on_the_active_version(self, chaos: ChaosOutcome) -> None:
+        """The view the store knows is the project's only queue view, showing the active version."""
+        queues = [v for v in chaos.ls_views if v["data"].get("title") == QUEUE_VIEW_TITLE]
+        shown = [
+            item["value"]
+            for view in queues
+            for item in view["data"]["filters"]["items"]
+            if item["filter"] == "filter:tasks:predictions_model_versions"
+        ]
+        expected = ([chaos.local_view_id], [[chaos.ls_active_version]])
+        assert expected == ([v["id"] for v in queues], shown), chaos.tag()
+
+    def test_the_foreign_version_survives_untouched(self, chaos: ChaosOutcome) -> None:
+        """A version another tool created keeps every prediction (invariant 4)."""
+        assert FOREIGN_PREDICTIONS == chaos.ls_version_counts.get(FOREIGN_VERSION), chaos.tag()
+
+    def test_every_own_version_missing_from_label_studio_is_marked_pruned(
+        self, chaos: ChaosOutcome
+    ) -> None:
+        """A published version gone from LS is "pruned" locally, and a "pruned" one is gone."""
+        on_server = chaos.ls_version_counts
+        missing = [
+            f"{v.name} is {v.state} locally but not in Label Studio"
+            for v in chaos.local_versions
+            if v.state in ("active", "superseded") and v.n_predictions and v.name not in on_server
+        ]
+        lingering = [
+            f"{v.name} is pruned locally but has {on_server[v.name]} predictions in Label Studio"
+            for v in chaos.local_versions
+            if v.state == "pruned" and v.name in on_server
+        ]
+        assert [] == missing + lingering, chaos.tag()
+
+    def test_every_own_version_in_label_studio_is_known_locally(self, chaos: ChaosOutcome) -> None:
+        """No own version in LS is unknown to local state (it could never be pruned)."""
+        known = {v.name for v in chaos.local_versions}
+        unknown = [
+            name for name in chaos.ls_version_counts if own_version(name) and name not in known
+        ]
+        assert [] == unknown, chaos.tag()
+
+    def test_pruning_keeps_only_the_newest_own_versions(self, chaos: ChaosOutcome) -> None:
+        """After quiescence at most keep_versions own versions remain, the active one among them."""
+        remaining = sorted(name for name in chaos.ls_version_counts if own_version(name))
+        assert (True, True) == (
+            len(remaining) <= KEEP_VERSIONS,
+            chaos.ls_active_version in remaining,
+        ), f"{chaos.tag()} remaining {remaining}"
+
+    def test_no_version_is_left_half_done(self, chaos: ChaosOutcome) -> None:
+        """After quiescence no version is training, trained, scored, uploading or uploaded."""
+        unfinished = [
+            (v.name, v.state) for v in chaos.local_versions if v.state in UNFINISHED_STATES
+        ]
+        assert [] == unfinished, chaos.tag()
+
+    def test_no_traceback_except_after_a_kill(self, chaos: ChaosOutcome) -> None:
+        """No incarnation printed a traceback before its kill (orphans dying after it may)."""
+        noisy = [
+            f"run {i.number} ({i.kill_landed or 'final'})"
+            for i in chaos.incarnations
+            if "Traceback" in i.output_before_kill()
+        ]
+        samples = "\n".join(
+            i.output_before_kill()[-2500:]
+            for i in chaos.incarnations
+            if "Traceback" in i.output_before_kill()
+        )[:6000]
+        assert [] == noisy, f"{chaos.tag()}\n{samples}"
+
+    def test_the_token_never_appears_in_the_output(self, chaos: ChaosOutcome) -> None:
+        """Hundreds of requests, resumes and kills later, no output holds the API token."""
+        leaking = [i.number for i in chaos.incarnations if chaos.token in i.output()]
+        assert [] == leaking, chaos.tag()
+
+
+# --- what chaos found, replayed deterministically ------------------------------------------
+
+
+async def prune_once(config: Config) -> list[str]:
+    async with Runtime(config) as runtime:
+        return await prune_own_versions(runtime.context(config.projects[0]))
+
+
+@pytest.mark.labelstudio
+class TestFoundByChaos:
+    def test_a_version_deleted_by_a_killed_prune_is_recorded_as_pruned(
+        self,
+        tmp_path: Path,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """Deleted in LS while its pruner died (seed 2), a version is marked pruned next time."""
+        tasks, labels = make_tasks(40, seed=3)
+        project_id = make_project(tasks)
+        config = write_config(tmp_path, label_studio, project_id, predictions="keep_versions = 5")
+        train_rounds(ls_client, config, project_id=project_id, labels=labels, rounds=2)
+        ls_client.call(
+            "DELETE",
+            f"/api/projects/{project_id}/model-versions/",
+            {"model_version": "aldaemon-v1"},
+        )
+
+        asyncio.run(prune_once(config))
+
+        with Store.open(config.state.dir, lock=False) as store:
+            version = store.get_version(project_id, "aldaemon-v1")
+        assert "pruned" == (version.state if version else None)
+
+
+# --- the helpers the run relies on ---------------------------------------------------------
+
+
+class TestChaosSettings:
+    def test_defaults_are_thirty_kills_and_the_given_random_seed(self) -> None:
+        """Without variables, the issue's minimum of 30 kills and the random seed are used."""
+        assert ChaosSettings(kills=30, seed=77) == chaos_settings({}, random_seed=77)
+
+    def test_variables_set_kills_and_seed(self) -> None:
+        """ALDAEMON_CHAOS_KILLS and ALDAEMON_CHAOS_SEED override both."""
+        env = {"ALDAEMON_CHAOS_KILLS": "200", "ALDAEMON_CHAOS_SEED": "12345"}
+        assert ChaosSettings(kills=200, seed=12345) == chaos_settings(env, random_seed=77)
+
+    def test_a_non_integer_is_refused_with_the_variable_names(self) -> None:
+        """A typo in a variable fails loudly instead of silently running the default."""
+        with pytest.raises(ValueError, match="ALDAEMON_CHAOS_KILLS"):
+            chaos_settings({"ALDAEMON_CHAOS_KILLS": "lots"}, random_seed=1)
+
+
+class TestKillPlan:
+    def test_the_same_seed_gives_the_same_plan(self) -> None:
+        """A printed seed replays the same kills."""
+        assert plan_kills(random.Random(5), 40) == plan_kills(random.Random(5), 40)
+
+    def test_a_long_plan_uses_every_trigger(self) -> None:
+        """Kills are spread over start-up, any moment, uploads, training, pruning and polls."""
+        triggers = {kill.trigger for kill in plan_kills(random.Random(1), 300)}
+        assert set(TRIGGERS) == triggers
+
+    def test_delays_stay_within_each_triggers_bound(self) -> None:
+        """No kill waits longer after its trigger than that trigger allows."""
+        plan = plan_kills(random.Random(2), 300)
+        late = [k for k in plan if not 0 <= k.delay <= k.trigger.longest_delay]
+        assert [] == late
+
+
+def _annotation(
+    annotation_id: int, updated_at: str, label: str | None, *, cancelled: bool = False
+) -> dict[str, Any]:
+    result = [] if label is None else [{"value": {"choices": [label]}}]
+    return {
+        "id": annotation_id,
+        "updated_at": updated_at,
+        "result": result,
+        "was_cancelled": cancelled,
+    }
+
+
+class TestLabelsInLabelStudio:
+    def test_the_newest_labelled_annotation_decides(self) -> None:
+        """An older annotation edited last wins over a newer one edited earlier."""
+        task = {
+            "id": 1,
+            "annotations": [
+                _annotation(10, "2026-01-01T00:00:05.000000Z", "neg"),
+                _annotation(11, "2026-01-01T00:00:03.000000Z", "pos"),
+            ],
+        }
+        assert {1: "neg"} == labels_in_label_studio([task])
+
+    def test_skips_and_empty_results_never_label_a_task(self) -> None:
+        """A task with only a skip and an empty annotation has no label."""
+        task = {
+            "id": 2,
+            "annotations": [
+                _annotation(12, "2026-01-01T00:00:09.000000Z", "pos", cancelled=True),
+                _annotation(13, "2026-01-01T00:00:08.000000Z", None),
+            ],
+        }
+        assert {} == labels_in_label_studio([task])
+
+    def test_equal_timestamps_fall_back_to_the_higher_id(self) -> None:
+        """Two annotations saved in the same microsecond: the later id wins."""
+        stamp = "2026-01-01T00:00:01.000000Z"
+        task = {
+            "id": 3,
+            "annotations": [_annotation(21, stamp, "pos"), _annotation(20, stamp, "neg")],
+        }
+        assert {3: "pos"} == labels_in_label_studio([task])
+
+
+class TestDuplicatedPredictions:
+    def test_a_second_prediction_of_one_version_on_one_task_is_reported(self) -> None:
+        """Two predictions of aldaemon-v3 on task 7 show up; other versions do not."""
+        predictions = [
+            {"task": 7, "model_version": "aldaemon-v3"},
+            {"task": 7, "model_version": "aldaemon-v3"},
+            {"task": 7, "model_version": "aldaemon-v4"},
+        ]
+        assert {"7/aldaemon-v3": 2} == duplicated_predictions(predictions)
