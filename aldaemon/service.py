@@ -43,7 +43,7 @@ from aldaemon.errors import (
     StateError,
     StateLockedError,
 )
-from aldaemon.labelstudio.gateway import LabelStudioGateway
+from aldaemon.labelstudio.gateway import LabelStudioGateway, count_requests
 from aldaemon.metrics import Metrics
 from aldaemon.model.worker import ModelWorker
 from aldaemon.store import Store, quarantine_database
@@ -204,36 +204,37 @@ class Runtime:
                 return cycle.report
 
     async def _run_guarded(self, cycle: Cycle, project: ProjectConfig) -> None:
-        gateway = self.gateway
-        assert gateway is not None
-        requests_before = gateway.request_count
         started = time.perf_counter()
-        try:
-            async with asyncio.timeout(self.config.daemon.cycle_timeout):
-                await cycle.run()
-        except TimeoutError:
-            cycle.report.outcome = "failed"
-            cycle.report.error = f"cycle took longer than {self.config.daemon.cycle_timeout:g} s"
-        except LabelStudioUnreachable as exc:
-            self._note_unreachable(project.id, exc)
-            self.metrics.labelstudio_errors.labels(str(project.id), "unreachable").inc()
-        except (AldaemonError, LabelStudioError) as exc:
-            self._note_failure(project.id, exc)
-            self.metrics.labelstudio_errors.labels(str(project.id), error_kind(exc)).inc()
-        except Exception as exc:  # a bug: keep the daemon alive, keep the traceback
-            log.exception("cycle.crashed", error=f"{type(exc).__name__}: {exc}")
-            cycle.report.outcome = "failed"
-            cycle.report.error = f"{type(exc).__name__}: {exc}"
-        finally:
-            report = cycle.report
-            requests = gateway.request_count - requests_before
-            report.counts["http_requests"] = requests
-            self.metrics.labelstudio_requests.labels(str(project.id)).inc(requests)
-            self.metrics.cycle_duration.labels(str(project.id)).observe(
-                time.perf_counter() - started
-            )
-            for step, seconds in report.seconds.items():
-                self.metrics.step_duration.labels(str(project.id), step).observe(seconds)
+        # Counted per cycle, not as a difference of the shared gateway's total: other
+        # projects' cycles and prunes send requests at the same time.
+        with count_requests() as tally:
+            try:
+                async with asyncio.timeout(self.config.daemon.cycle_timeout):
+                    await cycle.run()
+            except TimeoutError:
+                cycle.report.outcome = "failed"
+                cycle.report.error = (
+                    f"cycle took longer than {self.config.daemon.cycle_timeout:g} s"
+                )
+            except LabelStudioUnreachable as exc:
+                self._note_unreachable(project.id, exc)
+                self.metrics.labelstudio_errors.labels(str(project.id), "unreachable").inc()
+            except (AldaemonError, LabelStudioError) as exc:
+                self._note_failure(project.id, exc)
+                self.metrics.labelstudio_errors.labels(str(project.id), error_kind(exc)).inc()
+            except Exception as exc:  # a bug: keep the daemon alive, keep the traceback
+                log.exception("cycle.crashed", error=f"{type(exc).__name__}: {exc}")
+                cycle.report.outcome = "failed"
+                cycle.report.error = f"{type(exc).__name__}: {exc}"
+            finally:  # also when cancelled (shutdown), as before
+                report = cycle.report
+                report.counts["http_requests"] = tally.requests
+                self.metrics.labelstudio_requests.labels(str(project.id)).inc(tally.requests)
+                self.metrics.cycle_duration.labels(str(project.id)).observe(
+                    time.perf_counter() - started
+                )
+                for step, seconds in report.seconds.items():
+                    self.metrics.step_duration.labels(str(project.id), step).observe(seconds)
 
     def _note_unreachable(self, project_id: int, exc: LabelStudioUnreachable) -> None:
         health = self.health.setdefault(project_id, ProjectHealth())
@@ -300,7 +301,10 @@ class Runtime:
 
     async def _prune(self, project: ProjectConfig) -> None:
         health = self.health.setdefault(project.id, ProjectHealth())
-        with structlog.contextvars.bound_contextvars(project_id=project.id):
+        with (
+            structlog.contextvars.bound_contextvars(project_id=project.id),
+            count_requests() as tally,
+        ):
             try:
                 pruned = await prune_own_versions(self.context(project))
             except (AldaemonError, LabelStudioError) as exc:
@@ -309,6 +313,8 @@ class Runtime:
             except Exception:
                 log.exception("prune.crashed")
                 return
+            finally:  # a prune's requests are its project's too, though in no cycle's report
+                self.metrics.labelstudio_requests.labels(str(project.id)).inc(tally.requests)
         health.prune_pending = len(pruned) >= project.predictions.prune_per_cycle > 0
         self.metrics.versions_pruned.labels(str(project.id)).inc(len(pruned))
 

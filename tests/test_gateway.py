@@ -6,6 +6,7 @@ A tiny aiohttp server stands in only for what the real one cannot do on demand: 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -27,6 +28,7 @@ from aldaemon.errors import (
 from aldaemon.labelstudio import LabelStudioGateway, parse_labeling_config
 from aldaemon.labelstudio.auth import TokenKind, access_lifetime, token_kind
 from aldaemon.labelstudio.failures import to_labelstudio_error
+from aldaemon.labelstudio.gateway import RequestTally, count_requests
 from aldaemon.labelstudio.payloads import (
     format_filter_datetime,
     prediction_payloads,
@@ -151,6 +153,56 @@ class TestAuthentication:
         async with gateway(label_studio, label_studio.pat) as gw:
             with pytest.raises(ProjectNotFound):
                 await gw.get_project(987654)
+
+
+# ---- counting requests per block of work ---------------------------------------------------
+
+
+async def checks_counted(gw: LabelStudioGateway, times: int) -> RequestTally:
+    """`times` single-request calls inside their own counting block."""
+    with count_requests() as tally:
+        for _ in range(times):
+            await gw.check_auth()
+    return tally
+
+
+@labelstudio
+class TestCountRequests:
+    async def test_concurrent_blocks_count_only_their_own_requests(
+        self, label_studio: LabelStudioServer
+    ) -> None:
+        """Two blocks running at once on one gateway each count their own requests."""
+        async with gateway(label_studio, label_studio.legacy_token) as gw:
+            two, three = await asyncio.gather(checks_counted(gw, 2), checks_counted(gw, 3))
+
+            assert (2, 3, 5) == (two.requests, three.requests, gw.request_count)
+
+    async def test_nested_blocks_both_count(self, label_studio: LabelStudioServer) -> None:
+        """A request inside a nested block counts in the inner and the outer block."""
+        async with gateway(label_studio, label_studio.legacy_token) as gw:
+            with count_requests() as outer:
+                await gw.check_auth()
+                inner = await checks_counted(gw, 2)
+
+            assert (3, 2) == (outer.requests, inner.requests)
+
+    async def test_task_outliving_its_block_stops_counting(
+        self, label_studio: LabelStudioServer
+    ) -> None:
+        """A task started inside a block that sends after the block ended is not counted."""
+        async with gateway(label_studio, label_studio.legacy_token) as gw:
+            block_ended = asyncio.Event()
+
+            async def check_later() -> None:
+                await block_ended.wait()
+                await gw.check_auth()
+
+            with count_requests() as tally:
+                late = asyncio.create_task(check_later())
+            block_ended.set()
+            await late
+
+            assert (0, 1) == (tally.requests, gw.request_count)
 
 
 # ---- reading tasks and annotations ------------------------------------------------------

@@ -6,7 +6,8 @@ ONE `httpx.AsyncClient` owned here, so that
 - authentication (legacy token or PAT with async refresh) is an `httpx.Auth` on that
   client (see `auth.py` for why the SDK's own refresh is bypassed);
 - `request_count` / `bytes_received` come from its event hooks and include retries and
-  token refreshes: what actually went over the wire;
+  token refreshes: what actually went over the wire; `count_requests()` counts the same
+  requests for one block of work only (a cycle, a prune), however many run concurrently;
 - retries are decided in one place (`retry.py`); the SDK's retries are switched off
   (`max_retries=0`) because they would replay non-idempotent POSTs.
 
@@ -18,9 +19,11 @@ views (it remaps their keys), webhooks, and `next`. Nothing here returns an SDK 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
@@ -55,6 +58,42 @@ _SDK_PLACEHOLDER_KEY = "set-by-aldaemon-auth"
 WEBHOOK_SECRET_HEADER = "X-Aldaemon-Secret"
 SAMPLING_MODES = frozenset({"Sequential sampling", "Uniform sampling", "Uncertainty sampling"})
 _NO_TASKS_LEFT = "There are no tasks"  # the detail of /next's 404 when the queue is empty
+
+
+@dataclasses.dataclass
+class RequestTally:
+    """Requests sent from inside one `count_requests()` block, retries and refreshes included."""
+
+    requests: int = 0
+    open: bool = True
+
+
+# The tallies of the blocks the current task is in (and the tasks it started inherit).
+# A ContextVar of our own, not structlog's bound `project_id`: the numbers must not depend
+# on what is bound for logging, and a project's prune runs beside its next cycle, so a
+# count per project would still mix the two.
+_OPEN_TALLIES: ContextVar[tuple[RequestTally, ...]] = ContextVar(
+    "aldaemon_request_tallies", default=()
+)
+
+
+@contextlib.contextmanager
+def count_requests() -> Iterator[RequestTally]:
+    """Count the requests sent to Label Studio from inside this block, by any gateway.
+
+    Projects run concurrently, one task each, on one shared gateway, so the difference of
+    its global `request_count` would charge each project with the others' requests. httpx
+    runs event hooks in the calling task, and a ContextVar is per task, so each block sees
+    only its own requests. Blocks nest (both count). A task started inside the block that
+    outlives it stops counting when the block ends, so the number read afterwards is final.
+    """
+    tally = RequestTally()
+    reset = _OPEN_TALLIES.set((*_OPEN_TALLIES.get(), tally))
+    try:
+        yield tally
+    finally:
+        tally.open = False
+        _OPEN_TALLIES.reset(reset)
 
 
 class NotGiven(enum.Enum):
@@ -737,6 +776,9 @@ class LabelStudioGateway:
 
     async def _count_request(self, request: httpx.Request) -> None:
         self.request_count += 1
+        for tally in _OPEN_TALLIES.get():
+            if tally.open:
+                tally.requests += 1
 
     async def _count_response(self, response: httpx.Response) -> None:
         await response.aread()
