@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import os
 import re
+import secrets
 import signal
 import subprocess
 import time
@@ -115,9 +116,20 @@ class LocalLabelStudio:
                 "LABEL_STUDIO_USER_TOKEN": user.legacy_token.reveal(),
                 "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
                 "PYTHONUNBUFFERED": "1",
+                # Label Studio 1.23 regenerates a SECRET_KEY starting with "$" at every
+                # start (and with it every personal access token): pin one per data dir.
+                "SECRET_KEY": self._secret_key(),
             }
         )
         return env
+
+    def _secret_key(self) -> str:
+        path = self.data_dir / "aldaemon-secret-key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))  # never starts with "$"
+            path.chmod(0o600)
+        return path.read_text().strip()
 
     async def start(self, user: DemoUser) -> None:
         """Start the server and wait until `/health` answers; raise with the log's tail."""

@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -90,6 +91,15 @@ def http_json(
     return json.loads(raw) if raw else None
 
 
+def _secret_key_for(data_dir: Path) -> str:
+    """A Django SECRET_KEY kept beside the data dir, the same across restarts."""
+    path = data_dir / "aldaemon-test-secret-key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))  # never starts with "$"
+    return path.read_text().strip()
+
+
 class LabelStudioServer:
     """One Label Studio process bound to 127.0.0.1, with its data dir and credentials.
 
@@ -160,6 +170,9 @@ class LabelStudioServer:
                 "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
                 "COLLECT_ANALYTICS": "false",
                 "PYTHONUNBUFFERED": "1",
+                # Fixed per data dir: Label Studio 1.23 regenerates a key that starts with
+                # "$" at every start, which invalidates every personal access token.
+                "SECRET_KEY": _secret_key_for(self.data_dir),
             }
         )
         env.update(self.extra_env)
