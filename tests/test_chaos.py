@@ -19,7 +19,8 @@ actions; how they interleave with the daemon still depends on timing, so a repla
 a failure likely again rather than certain.
 
 Most kills take the daemon's whole process group, as systemd does when it kills a unit;
-some take only the main process, like `kill -9 PID`, and orphan its model worker.
+some take only the main process, like `kill -9 PID`: its model worker and resource
+tracker must then end by themselves, and one still running at the end fails the run.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ KEEP_VERSIONS = 2
 QUEUE_VIEW_TITLE = "Active learning queue"  # the default [projects.view] title
 QUIESCENCE_SECONDS = 180.0
 POLL_SECONDS = 0.05
+ORPHAN_GRACE_SECONDS = 20.0  # for the last orphans to end; they normally end at once
 
 
 # --- settings and the kill plan (pure) -------------------------------------------------
@@ -445,20 +447,23 @@ class DaemonRunner:
         """SIGKILL what is left of ours; returns the orphans of main-only kills still alive.
 
         A running incarnation is killed with its group (it is not reaped, so the group is
-        ours). An orphan is killed only if its pid still has the start time it had.
+        ours). Orphans should have ended with the daemon; one still alive after
+        ORPHAN_GRACE_SECONDS is returned (a failure) and killed, so that a failed run
+        leaves nothing behind, but only if its pid still has the start time it had.
         """
         current = self.incarnations[-1] if self.incarnations else None
         if current is not None and current.process.poll() is None:
             os.killpg(current.process.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 current.process.wait(timeout=10)
-        lingering = []
-        for incarnation in self.incarnations:
-            for pid, started in incarnation.orphans:
-                if process_start_time(pid) == started:
-                    lingering.append(pid)
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
+        orphans = [orphan for incarnation in self.incarnations for orphan in incarnation.orphans]
+        deadline = time.monotonic() + ORPHAN_GRACE_SECONDS
+        while any(process_alive(*orphan) for orphan in orphans) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        lingering = [pid for pid, started in orphans if process_alive(pid, started)]
+        for pid in lingering:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         return lingering
 
 
@@ -471,9 +476,10 @@ def _proc_stat_fields(pid: int) -> list[str] | None:
     return text.rsplit(")", 1)[1].split()
 
 
-def process_start_time(pid: int) -> str | None:
+def process_alive(pid: int, started: str) -> bool:
+    """Still running with that start time; a zombie waiting for its reaper has ended."""
     fields = _proc_stat_fields(pid)
-    return fields[19] if fields else None  # field 22: starttime
+    return fields is not None and fields[19] == started and fields[0] != "Z"  # starttime, state
 
 
 def process_group_members(pgid: int) -> list[tuple[int, str]]:
@@ -964,6 +970,11 @@ class TestAfterChaos:
             if "Traceback" in i.output_before_kill()
         )[:6000]
         assert [] == noisy, f"{chaos.tag()}\n{samples}"
+
+    def test_no_process_outlives_a_kill_of_the_daemon(self, chaos: ChaosOutcome) -> None:
+        """A kill of the main pid alone leaves no model worker or resource tracker running."""
+        orphans = sum(len(i.orphans) for i in chaos.incarnations)
+        assert [] == chaos.lingering_orphans, f"{chaos.tag()} ({orphans} orphans in all)"
 
     def test_the_token_never_appears_in_the_output(self, chaos: ChaosOutcome) -> None:
         """Hundreds of requests, resumes and kills later, no output holds the API token."""

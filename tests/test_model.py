@@ -7,9 +7,12 @@ import asyncio
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ from aldaemon.model.artifacts import load_artifact
 from aldaemon.model.default import make_text_classifier
 from aldaemon.model.protocol import DEFAULT_FACTORY, build_model, load_factory
 from aldaemon.model.training import evaluate, score_pool, train_and_save
-from aldaemon.model.worker import ModelWorker
+from aldaemon.model.worker import ModelWorker, exit_when_orphaned, exit_with_parent
 from aldaemon.scoring import informativeness
 
 POSITIVE_WORDS = ("great", "lovely", "excellent", "superb", "delightful", "wonderful")
@@ -587,3 +590,194 @@ class TestModelWorker:
         worker.shutdown(kill_running=True)
         with pytest.raises(ModelError, match="shut down"):
             await job
+
+
+# --- worker processes outliving their parent -----------------------------------------------
+
+ORPHAN_WAIT_SECONDS = 20.0
+
+# Run with `python -c`, so the spawned worker does not re-import a main module.
+PARENT_OF_A_MODEL_WORKER = """
+import asyncio, multiprocessing, sys
+from aldaemon.model.worker import ModelWorker
+
+async def main():
+    worker = ModelWorker()
+    await worker.train(
+        factory_ref="aldaemon.model.default:make_text_classifier",
+        texts=["good great", "great fine", "bad awful", "awful poor"],
+        labels=["pos", "pos", "neg", "neg"],
+        artifact_path=sys.argv[1],
+    )
+    print(*[child.pid for child in multiprocessing.active_children()], flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+CHILD_WATCHING_ITS_PARENT = f"""
+import os, threading, time
+from aldaemon.model.worker import {exit_when_orphaned.__name__}
+threading.Thread(target={exit_when_orphaned.__name__}, args=(os.getppid(),), daemon=True).start()
+print(os.getpid(), flush=True)
+time.sleep(600)
+"""
+
+PARENT_OF_A_WATCHING_CHILD = f"""
+import subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", {CHILD_WATCHING_ITS_PARENT!r}])
+time.sleep(600)
+"""
+
+
+@dataclass(frozen=True)
+class Proc:
+    """A process identified by pid AND start time, so a reused pid is never mistaken for it."""
+
+    pid: int
+    started: str
+
+    @classmethod
+    def of(cls, pid: int) -> Proc:
+        fields = _proc_stat_fields(pid)
+        assert fields is not None, f"process {pid} is not running"
+        return cls(pid, fields[19])  # field 22: starttime
+
+    def alive(self) -> bool:
+        """Running, and not a zombie waiting for its new parent to reap it."""
+        fields = _proc_stat_fields(self.pid)
+        return fields is not None and fields[19] == self.started and fields[0] != "Z"
+
+    def kill(self) -> None:
+        if self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def _proc_stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name, or None if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _children(pid: int) -> list[Proc]:
+    """The processes whose parent is `pid`, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        fields = _proc_stat_fields(int(entry.name)) if entry.name.isdigit() else None
+        if fields and int(fields[1]) == pid:  # field 4: ppid
+            found.append(Proc(int(entry.name), fields[19]))
+    return found
+
+
+def _command_line(process: Proc) -> str:
+    try:
+        return Path(f"/proc/{process.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _first_line(output: Path, process: subprocess.Popen[bytes]) -> str:
+    """The first line `process` (or a child of it) writes, waiting up to two minutes."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        text = output.read_text()
+        if "\n" in text:
+            return text.split("\n", 1)[0]
+        assert process.poll() is None, f"the parent exited early:\n{text}"
+        time.sleep(0.1)
+    raise AssertionError(f"no line written by the parent in 2 minutes:\n{output.read_text()}")
+
+
+def _survivors(processes: Sequence[Proc]) -> list[Proc]:
+    """The processes still alive after waiting up to ORPHAN_WAIT_SECONDS for them to end."""
+    deadline = time.monotonic() + ORPHAN_WAIT_SECONDS
+    while any(p.alive() for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [p for p in processes if p.alive()]
+
+
+@dataclass(frozen=True)
+class OrphanedPool:
+    """What a SIGKILL of a process owning a ModelWorker left behind."""
+
+    workers: list[Proc]
+    trackers: list[Proc]
+    survivors: list[Proc]
+
+
+@pytest.fixture(scope="class")
+def orphaned_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrphanedPool]:
+    """A parent runs one job in a ModelWorker and is SIGKILLed alone, not with its group."""
+    tmp_path = tmp_path_factory.mktemp("orphaned-pool")
+    output = tmp_path / "output.txt"
+    with output.open("wb") as sink:
+        parent = subprocess.Popen(
+            [sys.executable, "-c", PARENT_OF_A_MODEL_WORKER, str(tmp_path / "model.joblib")],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    left_behind: list[Proc] = []
+    try:
+        workers = [Proc.of(int(pid)) for pid in _first_line(output, parent).split()]
+        trackers = [
+            child for child in _children(parent.pid) if "resource_tracker" in _command_line(child)
+        ]
+        assert (1, 1) == (len(workers), len(trackers)), _children(parent.pid)
+        left_behind = workers + trackers
+        parent.kill()
+        parent.wait()
+        yield OrphanedPool(workers, trackers, _survivors(left_behind))
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        for process in left_behind:
+            process.kill()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+class TestWorkerOutlivingItsParent:
+    def test_the_worker_exits_when_its_parent_is_killed(self, orphaned_pool: OrphanedPool) -> None:
+        """A `kill -9` of the daemon's main pid alone leaves no model worker running."""
+        assert [] == [p for p in orphaned_pool.workers if p in orphaned_pool.survivors]
+
+    def test_the_resource_tracker_exits_with_the_worker(self, orphaned_pool: OrphanedPool) -> None:
+        """The resource tracker ends once the worker, last holder of its pipe, is gone."""
+        assert [] == [p for p in orphaned_pool.trackers if p in orphaned_pool.survivors]
+
+    def test_a_worker_whose_parent_died_before_the_initializer_exits(self) -> None:
+        """A worker whose parent is already gone when the initializer runs exits at once."""
+        # No process is its own parent: it looks like a worker whose parent has died.
+        script = (
+            f"import os, time; from aldaemon.model.worker import {exit_with_parent.__name__}; "
+            f"{exit_with_parent.__name__}(os.getpid()); time.sleep(600)"
+        )
+        process = subprocess.Popen([sys.executable, "-c", script])
+        try:
+            exit_code = process.wait(timeout=ORPHAN_WAIT_SECONDS)
+        finally:
+            process.kill()
+            process.wait()
+        assert 1 == exit_code
+
+    def test_the_polling_fallback_ends_an_orphan(self, tmp_path: Path) -> None:
+        """Where prctl is missing, the thread watching getppid() ends a process orphaned."""
+        output = tmp_path / "output.txt"
+        with output.open("wb") as sink:
+            parent = subprocess.Popen(
+                [sys.executable, "-c", PARENT_OF_A_WATCHING_CHILD], stdout=sink
+            )
+        child: list[Proc] = []
+        try:
+            child.append(Proc.of(int(_first_line(output, parent))))
+            parent.kill()
+            parent.wait()
+            survivors = _survivors(child)
+        finally:
+            parent.kill()
+            parent.wait()
+            for process in child:
+                process.kill()
+        assert [] == survivors

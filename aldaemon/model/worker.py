@@ -18,13 +18,22 @@ Start method "spawn", not fork or forkserver:
 A worker that dies (OOM killer, segfault in native code) breaks a ProcessPoolExecutor
 for good; the ModelWorker reports that job as a ModelError and starts a fresh pool for
 the next one.
+
+A worker also ends soon after the daemon dies (see exit_with_parent): a `kill -9` of
+the main pid alone would otherwise leave it, and the resource tracker, running forever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import importlib
 import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -39,6 +48,8 @@ log = structlog.get_logger(__name__)
 
 START_METHOD = "spawn"
 _JOBS_MODULE = "aldaemon.model.training"
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+PARENT_POLL_SECONDS = 1.0
 
 
 def run_job(function_name: str, kwargs: dict[str, Any]) -> Any:
@@ -49,6 +60,52 @@ def run_job(function_name: str, kwargs: dict[str, Any]) -> Any:
     """
     function = getattr(importlib.import_module(_JOBS_MODULE), function_name)
     return function(**kwargs)
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """Pool initializer: end this worker process soon after `parent_pid` (the daemon) dies.
+
+    An orphaned worker never ends by itself: it waits on its call queue, whose pipe it
+    holds both ends of, so it never sees EOF. The resource tracker, in turn, lives until
+    the last holder of its pipe is gone, and that is the worker; it ends on its own then.
+
+    On Linux the kernel sends SIGKILL when the parent dies (PR_SET_PDEATHSIG). SIGKILL,
+    because a model's code can catch or ignore SIGTERM, and a killed job loses nothing:
+    artifacts are only replaced whole. The "parent" there is the spawning *thread*: the
+    pool spawns from the event loop's thread (submit) and from its manager thread
+    (max_tasks_per_child), both alive as long as the pool. Without prctl a daemon
+    thread polls getppid() instead; it needs the GIL, so a job in native code that holds
+    the GIL delays it until the job lets go.
+    """
+    if not _set_parent_death_signal(signal.SIGKILL):
+        threading.Thread(
+            target=exit_when_orphaned, args=(parent_pid,), name="parent-watch", daemon=True
+        ).start()
+    # The parent may have died before prctl: then no signal will ever come.
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _set_parent_death_signal(signum: int) -> bool:
+    """True if the kernel will send `signum` to this process when its parent dies."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return False
+    status: int = prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(signum), 0, 0, 0)
+    return status == 0
+
+
+def exit_when_orphaned(parent_pid: int) -> None:
+    """Exit once this process's parent is no longer `parent_pid` (the fallback to prctl).
+
+    It compares with the pid, not with 1, since an orphan may be adopted by a subreaper.
+    """
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)
 
 
 class ModelWorker:
@@ -168,6 +225,8 @@ class ModelWorker:
                 max_workers=self._max_workers,
                 mp_context=multiprocessing.get_context(START_METHOD),
                 max_tasks_per_child=self._max_tasks_per_child,
+                initializer=exit_with_parent,
+                initargs=(os.getpid(),),
             )
         return self._executor
 
