@@ -35,11 +35,13 @@ daemon does about it, and handled without a flag that could be lost in a crash:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -389,11 +391,14 @@ class Cycle:
         if read_all:
             # A renamed text field changes every task's text without moving its updated_at.
             after = None
-        tasks = await self.ctx.gateway.fetch_changed_tasks(
+        changes = await self.ctx.gateway.fetch_changes(
             self.project_id, schema=schema, updated_after=after
         )
+        tasks = changes.tasks
         known = store.known_annotations(self.project_id, [task.id for task in tasks])
         outcome = reconcile.diff(tasks, known)
+        if changes.pages > 1:
+            outcome = _cap_watermark(outcome, changes.started_at)
         store.apply_reconcile(self.project_id, outcome, now=self.ctx.clock())
         self.report.count("tasks_read", len(tasks))
         self.report.count("annotations_created", len(outcome.created))
@@ -954,6 +959,26 @@ def _record_deletions_already_done(
                 version=row.name,
                 reason="deleted in Label Studio before the last prune was recorded",
             )
+
+
+def _cap_watermark(
+    outcome: reconcile.ReconcileOutcome, started_at: datetime | None
+) -> reconcile.ReconcileOutcome:
+    """A scan of several pages may claim no watermark past the moment it started.
+
+    A task on an early page annotated while later pages were read would otherwise fall
+    below the watermark unseen. Without the server's clock the watermark stays put and
+    the next poll reads the same window again (dedup makes that harmless).
+    """
+    newest = outcome.newest_updated_at
+    if newest is None:
+        return outcome
+    if started_at is None:
+        return dataclasses.replace(outcome, newest_updated_at=None)
+    cap = reconcile.format_ls_datetime(started_at)
+    if reconcile.parse_ls_datetime(newest) <= started_at:
+        return outcome
+    return dataclasses.replace(outcome, newest_updated_at=cap)
 
 
 def _schema_to_json(

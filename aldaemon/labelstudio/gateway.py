@@ -24,6 +24,9 @@ import dataclasses
 import enum
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
@@ -189,7 +192,27 @@ class LabelStudioGateway:
         updated_after: str | None,
         page_size: int = 500,
     ) -> list[TaskRecord]:
+        """The tasks of `fetch_changes`, for callers that need no scan details."""
+        changes = await self.fetch_changes(
+            project_id, schema=schema, updated_after=updated_after, page_size=page_size
+        )
+        return changes.tasks
+
+    async def fetch_changes(
+        self,
+        project_id: int,
+        *,
+        schema: LabelingSchema,
+        updated_after: str | None,
+        page_size: int = 500,
+    ) -> ChangedTasks:
         """Every task updated after `updated_after` (None: all), with all its annotations.
+
+        A scan of several pages is not one snapshot: a task on an early page annotated
+        while later pages are read carries a new `updated_at` the scan never saw, yet later
+        pages may hold newer timestamps. `ChangedTasks.started_at` (the server's clock when
+        the first page was served, less a second) is the highest watermark such a scan
+        can safely claim.
 
         Pages by id on page 1 (`id > last id seen`), so an annotator's work between two
         pages can neither shift a task out of the scan nor show it twice, and an idle poll
@@ -204,6 +227,7 @@ class LabelStudioGateway:
         annotation it has, those made while it was unreadable included; deleting it is
         found by `list_task_ids` like any deletion.
         """
+        stats = _ScanStats()
         raw_tasks = await self._scan_tasks(
             project_id,
             include=payloads.TASK_INCLUDE,
@@ -211,8 +235,13 @@ class LabelStudioGateway:
             page_size=page_size,
             operation="fetch_changed_tasks",
             skip_unreadable=True,
+            stats=stats,
         )
-        return [payloads.parse_task(task, schema) for task in raw_tasks]
+        return ChangedTasks(
+            tasks=[payloads.parse_task(task, schema) for task in raw_tasks],
+            pages=stats.pages,
+            started_at=stats.started_at,
+        )
 
     async def list_task_ids(self, project_id: int, *, page_size: int = 1000) -> list[int]:
         """Ids of every task in the project, ascending: how deleted tasks are found."""
@@ -491,7 +520,9 @@ class LabelStudioGateway:
         page_size: int,
         operation: str,
         skip_unreadable: bool = False,
+        stats: _ScanStats | None = None,
     ) -> list[dict[str, Any]]:
+        stats = stats or _ScanStats()
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
         scan = _TaskScan(
@@ -513,6 +544,7 @@ class LabelStudioGateway:
                     operation=operation,
                     project_id=project_id,
                     report_500=skip_unreadable,
+                    on_response=stats.note_response,
                 )
                 page: list[dict[str, Any]] = list(answer.get("tasks") or [])
                 listed = [int(task["id"]) for task in page]
@@ -530,6 +562,7 @@ class LabelStudioGateway:
                     scan, listed, after_id=after_id, budget=budget, failure=failure.error
                 )
             tasks.extend(page)
+            stats.pages += 1
             # `total` counts what matches this request's filters: all of it came back.
             if not listed or len(listed) >= int(answer.get("total", 0)):
                 return tasks
@@ -638,6 +671,7 @@ class LabelStudioGateway:
         extra_secrets: Sequence[str] = (),
         report_500: bool = False,
         retry_500: bool = True,
+        on_response: Callable[[httpx.Response], None] | None = None,
     ) -> Any:
         """One raw JSON call with retries; returns the decoded answer (None when empty).
 
@@ -664,6 +698,8 @@ class LabelStudioGateway:
                 raise HttpStatusError(
                     response.status_code, headers=dict(response.headers), body=body
                 )
+            if on_response is not None:
+                on_response(response)
             if not response.content:
                 return None
             answer = _decode(response)
@@ -837,6 +873,33 @@ class _Budget:
             return False
         self.spent += 1
         return True
+
+
+@dataclass(frozen=True)
+class ChangedTasks:
+    """What one scan for changed tasks read."""
+
+    tasks: list[TaskRecord]
+    pages: int
+    started_at: datetime | None  # server clock at the first page, less 1 s; None if unknown
+
+
+@dataclass
+class _ScanStats:
+    pages: int = 0
+    started_at: datetime | None = None
+
+    def note_response(self, response: httpx.Response) -> None:
+        if self.started_at is not None:
+            return
+        date = response.headers.get("date")
+        try:
+            served = parsedate_to_datetime(date) if date else None
+        except (TypeError, ValueError):
+            served = None
+        if served is not None and served.tzinfo is not None:
+            # `Date` has whole seconds and is written after the query ran: step back one.
+            self.started_at = served.astimezone(UTC) - timedelta(seconds=1)
 
 
 def _decode(response: httpx.Response) -> Any:
