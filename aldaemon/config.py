@@ -74,7 +74,7 @@ class PredictionsConfig:
     clusters: int = 0
     queue_depth: int | None = None
     show_predictions: bool = True
-    batch_size: int = 2000
+    batch_size: int = 20_000
     prune_per_cycle: int = 1
 
 
@@ -450,7 +450,7 @@ def _read_predictions(section: _Section) -> PredictionsConfig:
         clusters=section.integer("clusters", 0, minimum=0, maximum=1000),
         queue_depth=queue_depth or None,
         show_predictions=section.boolean("show_predictions", True),
-        batch_size=section.integer("batch_size", 2000, minimum=1, maximum=100_000),
+        batch_size=section.integer("batch_size", 20_000, minimum=1, maximum=100_000),
         prune_per_cycle=section.integer("prune_per_cycle", 1, minimum=0),
     )
     section.reject_unknown()
