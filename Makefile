@@ -24,8 +24,8 @@ test: $(STAMP) label-studio lint typecheck
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check aldaemon tests bench
-	$(BIN)/ruff format --check aldaemon tests bench
+	$(BIN)/ruff check aldaemon tests $(wildcard bench)
+	$(BIN)/ruff format --check aldaemon tests $(wildcard bench)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
