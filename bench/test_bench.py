@@ -1,0 +1,152 @@
+"""The benchmarks' own arithmetic, which decides whether a target reads as met or missed.
+
+Run with `.venv/bin/pytest bench/test_bench.py` (the suite's testpaths is `tests/`).
+"""
+
+# Our tests read `assert expected == actual`; pyproject exempts tests/ only.
+# ruff: noqa: SIM300
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from bench import curves
+from bench.footprint import summarize_model
+from bench.label_efficiency import keep_labeling, plan, seed_review_indices
+from bench.label_efficiency_offline import served_order
+
+
+class TestLabelsNeeded:
+    def test_first_point_at_or_above_the_target_counts(self) -> None:
+        """The label count of the first point reaching the target is returned."""
+        curve = [(50, 0.70), (100, 0.79), (150, 0.78), (200, 0.80)]
+
+        assert 100 == curves.labels_needed(curve, target=0.79)
+
+    def test_a_curve_that_never_reaches_the_target_gives_none(self) -> None:
+        """A curve below the target throughout is censored: None, not its last count."""
+        assert curves.labels_needed([(50, 0.70), (100, 0.75)], target=0.79) is None
+
+
+class TestNormalizedArea:
+    def test_constant_curve_has_its_value_as_area(self) -> None:
+        """A flat curve's normalised area is its accuracy, whatever the spacing."""
+        assert 0.8 == pytest.approx(curves.normalized_area([(50, 0.8), (60, 0.8), (1000, 0.8)]))
+
+    def test_area_is_the_trapezoid_mean(self) -> None:
+        """A straight line from 0.6 to 0.8 has mean 0.7."""
+        assert 0.7 == pytest.approx(curves.normalized_area([(0, 0.6), (100, 0.8)]))
+
+    def test_label_counts_that_do_not_ascend_are_refused(self) -> None:
+        """Two points at the same label count are a bug upstream, not a zero-width slice."""
+        with pytest.raises(ValueError, match="ascend"):
+            curves.normalized_area([(50, 0.7), (50, 0.8)])
+
+
+class TestCompareToRandom:
+    def test_ratio_is_per_seed_and_median_is_over_seeds(self) -> None:
+        """Ratios pair seeds; the median is taken over those ratios."""
+        comparison = curves.compare_to_random([300, 500, 900], [1000, 1000, 1000], cap=4000)
+
+        assert ((0.3, 0.5, 0.9), 0.5, False) == (
+            comparison.ratios,
+            comparison.median_ratio,
+            comparison.censored,
+        )
+
+    def test_a_censored_run_counts_as_the_cap_and_is_flagged(self) -> None:
+        """A random run that never reached the target counts as the cap, flagged censored."""
+        comparison = curves.compare_to_random([500], [None], cap=1000)
+
+        assert ((0.5,), True) == (comparison.ratios, comparison.censored)
+
+
+class TestKeepLabeling:
+    def test_below_the_cap_labeling_goes_on_even_after_the_target(self) -> None:
+        """The learning curve always reaches the cap."""
+        assert keep_labeling(labels=500, cap=1000, reached_target=True, pool_left=3500)
+
+    def test_past_the_cap_labeling_stops_once_the_target_was_reached(self) -> None:
+        """After the cap, labeling only continues for a run that missed the target so far."""
+        assert (False, True) == (
+            keep_labeling(labels=1000, cap=1000, reached_target=True, pool_left=3000),
+            keep_labeling(labels=1000, cap=1000, reached_target=False, pool_left=3000),
+        )
+
+    def test_an_empty_pool_stops_labeling(self) -> None:
+        """Nothing left to label ends the run whatever the accuracy."""
+        assert not keep_labeling(labels=4000, cap=1000, reached_target=False, pool_left=0)
+
+
+class TestSeedsAndPlan:
+    def test_seed_labels_depend_only_on_the_seed(self) -> None:
+        """Every sampler of one seed starts from the same reviews; another seed differs."""
+        first = seed_review_indices(1, count=50, total=4000)
+
+        assert (True, False) == (
+            first == seed_review_indices(1, count=50, total=4000),
+            first == seed_review_indices(2, count=50, total=4000),
+        )
+
+    def test_primary_samplers_get_every_seed_and_variants_fewer(self) -> None:
+        """margin and random run on all seeds, other samplers on the variant seeds only."""
+        order = plan(seeds=[0, 1], variant_seeds=[0], variants=["margin", "random", "entropy"])
+
+        assert [
+            ("margin", 0),
+            ("random", 0),
+            ("entropy", 0),
+            ("margin", 1),
+            ("random", 1),
+        ] == order
+
+
+class TestServedOrder:
+    def test_without_clusters_lowest_scores_come_first(self) -> None:
+        """Label Studio serves ascending score; ties go to the lower task id."""
+        scores = {1: 0.5, 2: 0.1, 3: 0.1, 4: 0.9}
+
+        picks = served_order(
+            candidates=[1, 2, 3, 4],
+            scores=scores,
+            clusters=None,
+            solved_clusters=Counter(),
+            count=3,
+        )
+
+        assert [2, 3, 1] == picks
+
+    def test_with_clusters_the_least_solved_cluster_comes_first(self) -> None:
+        """A solved cluster moves back in line, so picks alternate between clusters."""
+        scores = {1: 0.1, 2: 0.2, 3: 0.3, 4: 0.4}
+        clusters = {1: 0, 2: 0, 3: 1, 4: 1}
+
+        picks = served_order(
+            candidates=[1, 2, 3, 4],
+            scores=scores,
+            clusters=clusters,
+            solved_clusters=Counter({0: 1}),
+            count=3,
+        )
+
+        assert [3, 1, 4] == picks
+
+
+class TestModelSummary:
+    def test_time_ratio_is_against_the_smallest_size_of_the_same_repetition(self) -> None:
+        """Each repetition is compared with its own 1k run, then the median is taken."""
+        rows = [
+            {"repetition": r, "tasks": n, "stage": "s", "labels": 1, "pool": n, **t}
+            for r, n, t in [
+                (1, 1000, {"train_s": 1.0, "score_s": 1.0, "peak_rss_mib": 100.0}),
+                (1, 10000, {"train_s": 2.0, "score_s": 8.0, "peak_rss_mib": 200.0}),
+                (2, 1000, {"train_s": 2.0, "score_s": 2.0, "peak_rss_mib": 100.0}),
+                (2, 10000, {"train_s": 4.0, "score_s": 16.0, "peak_rss_mib": 200.0}),
+            ]
+        ]
+
+        summary = summarize_model(rows, smallest=1000)
+
+        assert [1.0, 5.0] == [row["total_over_smallest"] for row in summary]
