@@ -36,7 +36,6 @@ from aldaemon.cycle import (
 from aldaemon.errors import (
     AldaemonError,
     LabelStudioAuthError,
-    LabelStudioError,
     LabelStudioRefused,
     LabelStudioUnreachable,
     ProjectNotFound,
@@ -219,7 +218,7 @@ class Runtime:
             except LabelStudioUnreachable as exc:
                 self._note_unreachable(project.id, exc)
                 self.metrics.labelstudio_errors.labels(str(project.id), "unreachable").inc()
-            except (AldaemonError, LabelStudioError) as exc:
+            except AldaemonError as exc:
                 self._note_failure(project.id, exc)
                 self.metrics.labelstudio_errors.labels(str(project.id), error_kind(exc)).inc()
             except Exception as exc:  # a bug: keep the daemon alive, keep the traceback
@@ -307,7 +306,7 @@ class Runtime:
         ):
             try:
                 pruned = await prune_own_versions(self.context(project))
-            except (AldaemonError, LabelStudioError) as exc:
+            except AldaemonError as exc:
                 log.warning("prune.failed", error=str(exc))
                 return
             except Exception:
