@@ -66,6 +66,7 @@ UNCERTAINTY_SAMPLING = "Uncertainty sampling"
 # after its timestamp; PostgreSQL commit order can differ from timestamp order too.
 WATERMARK_OVERLAP_SECONDS = 10.0
 WATERMARK_SETTLE_SECONDS = 15.0
+RESYNC_BEFORE_TRAINING_SECONDS = 300.0
 T = TypeVar("T")
 
 
@@ -415,6 +416,12 @@ class Cycle:
                 label_changes=outcome.label_changes,
             )
 
+    def _resync_older_than(self, seconds: float) -> bool:
+        if self._resynced:
+            return False
+        last = self.ctx.store.sync_state(self.project_id).last_resync_at
+        return last is None or self.ctx.clock() - last >= seconds
+
     def _resync_due(self) -> bool:
         sync = self.ctx.store.sync_state(self.project_id)
         if self.force_resync or sync.last_resync_at is None:
@@ -464,9 +471,11 @@ class Cycle:
         self, schema: LabelingSchema, *, text_field_changed: bool
     ) -> VersionRow | None:
         decision = self._decide(schema, text_field_changed=text_field_changed)
-        if decision.train and not self._resynced:
-            # Labels of tasks deleted in Label Studio must not train the model, and a
-            # deleted task would make Label Studio refuse the whole upload: list ids first.
+        if decision.train and self._resync_older_than(RESYNC_BEFORE_TRAINING_SECONDS):
+            # Labels of tasks deleted in Label Studio should not train the model, and a
+            # deleted task makes Label Studio refuse a whole upload: list ids first, unless
+            # that was done moments ago (10k ids take seconds; a refused upload still fails
+            # only its version, and a new one follows).
             await self._step("resync", self._resync())
             decision = self._decide(schema, text_field_changed=text_field_changed)
         self.report.decision = decision.reason
