@@ -53,10 +53,10 @@ class Comparison:
 def compare_to_random(
     needed: Sequence[int | None], random_needed: Sequence[int | None], *, cap: int
 ) -> Comparison:
-    """Per-seed ratio of labels needed; a run that never reached the target counts as cap.
+    """Per-seed ratio of labels needed; a run that never reached the target counts as `cap`.
 
-    Counting a censored run as `cap` is the conservative reading for the sampler (its
-    true need is larger) and the generous one for random: the result is then flagged.
+    `cap` is the most labels a run was given. A censored run's true need is larger, so
+    its ratio is only a bound, and the comparison is flagged as censored.
     """
     if len(needed) != len(random_needed):
         raise ValueError(f"need paired seeds, got {len(needed)} and {len(random_needed)}")

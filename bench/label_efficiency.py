@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import statistics
 import time
@@ -287,6 +288,9 @@ def summarize(
 ) -> dict[str, Any]:
     """Per sampler: labels needed and area per seed, medians, and the ratio against random."""
     target = TARGET_SHARE_OF_FULL * reference_accuracy
+    # A run that never reached the target (only possible with --max-labels) counts as
+    # having needed the most labels any run was given: a bound, flagged as censored.
+    most_labels = max(int(p["labels"]) for run in runs for p in run["curve"])
     needed: dict[tuple[str, int], int | None] = {}
     areas: dict[tuple[str, int], float] = {}
     for run in runs:
@@ -303,7 +307,7 @@ def summarize(
             "variant": name,
             "seeds": seeds,
             "labels_needed": mine,
-            "median_labels_needed": _median_or_none(mine, cap=cap),
+            "median_labels_needed": _median_or_none(mine),
             "area": [round(areas[(name, s)], 4) for s in seeds],
             "median_area": round(statistics.median(areas[(name, s)] for s in seeds), 4),
         }
@@ -312,7 +316,7 @@ def summarize(
             comparison = curves.compare_to_random(
                 [needed[(name, s)] for s in paired],
                 [needed[("random", s)] for s in paired],
-                cap=cap,
+                cap=most_labels,
             )
             row["ratio_to_random"] = [None if r is None else round(r, 3) for r in comparison.ratios]
             row["median_ratio_to_random"] = (
@@ -322,7 +326,7 @@ def summarize(
             row["target_met"] = (
                 comparison.median_ratio is not None and comparison.median_ratio <= TARGET_RATIO
             )
-        row["line"] = _line(row, cap=cap)
+        row["line"] = _line(row)
         rows.append(row)
     return {
         "target_accuracy": round(target, 4),
@@ -331,18 +335,16 @@ def summarize(
     }
 
 
-def _median_or_none(values: Sequence[int | None], *, cap: int) -> float | str | None:
+def _median_or_none(values: Sequence[int | None]) -> float | str | None:
+    """Median labels needed; a run that never reached the target counts as infinitely many."""
     if not values:
         return None
-    if all(v is None for v in values):
-        return f"> {cap}"
-    known_or_cap = sorted(cap + 1 if v is None else v for v in values)
-    middle = statistics.median(known_or_cap)
-    return f"> {cap}" if middle > cap else float(middle)
+    middle = statistics.median(float("inf") if v is None else float(v) for v in values)
+    return "not reached" if middle == float("inf") else middle
 
 
-def _line(row: dict[str, Any], *, cap: int) -> str:
-    needed = ", ".join(f"> {cap}" if n is None else str(n) for n in row["labels_needed"])
+def _line(row: dict[str, Any]) -> str:
+    needed = ", ".join("not reached" if n is None else str(n) for n in row["labels_needed"])
     text = (
         f"{row['variant']:>32}: labels needed {needed} (median {row['median_labels_needed']}), "
         f"area {row['median_area']}"
@@ -452,6 +454,23 @@ def _write(
     return payload
 
 
+def resummarize(name: str) -> dict[str, Any]:
+    """Recompute the summary of a results file from its runs (the runs stay untouched).
+
+    The summary is a pure function of the runs and the settings, so a file written by an
+    older summary can be brought up to date without labeling anything again.
+    """
+    path = common.RESULTS_DIR / f"{name}.json"
+    document: dict[str, Any] = json.loads(path.read_text())
+    document["summary"] = summarize(
+        document["runs"],
+        reference_accuracy=document["reference"]["accuracy"],
+        cap=document["settings"]["cap"],
+    )
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return document
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.label_efficiency", description=__doc__)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -472,7 +491,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--name", default=NAME, help="results file name (bench/results/NAME.json)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--resummarize",
+        action="store_true",
+        help="only recompute the summary of bench/results/NAME.json from its runs",
+    )
     args = parser.parse_args(argv)
+    if args.resummarize:
+        for row in resummarize(args.name)["summary"]["variants"]:
+            print(row["line"])
+        return 0
     if (args.cap - args.seed_labels) % args.step:
         parser.error("cap - seed-labels must be a multiple of step (every step must retrain)")
     if args.seed_labels < args.step:

@@ -12,9 +12,13 @@ samplers and seeds in minutes and to cross-check the server runs:
   scoring code (`aldaemon.model.training.score_pool`, with the version number as seed,
   as the daemon passes it), evaluated by `aldaemon.model.training.evaluate`;
 - Label Studio's queue emulated as `projects/functions/next_task.py` serves it to a single
-  annotator: lowest score first; with clusters, the annotator's least-solved cluster
-  first, where a solved task's cluster is the MAX over every prediction it ever had
-  (LS's `Max('predictions__cluster')`, across versions);
+  annotator: lowest score first. Label Studio 1.23's bulk `import/predictions` DROPS the
+  `cluster` field (data_import/api.py builds `Prediction(...)` without it; every stored
+  prediction of the server runs lists `cluster: null`), so by default clusters are ignored
+  here too. `--clusters-honoured` emulates what Label Studio would do if it kept them
+  (the annotator's least-solved cluster first, where a solved task's cluster is the MAX
+  over every prediction it ever had: LS's `Max('predictions__cluster')`, across
+  versions): a what-if, never a measurement;
 - random sampling: a seeded uniform draw from the unlabeled tasks.
 
 What it leaves out: annotations, polls and uploads through the server, and the daemon's
@@ -87,6 +91,7 @@ def simulate(
     cap: int,
     seed_labels: int,
     target_accuracy: float,
+    clusters_honoured: bool,
     work_dir: Path,
 ) -> dict[str, Any]:
     """One learning curve: retrain every `step` labels, evaluating each model.
@@ -134,7 +139,7 @@ def simulate(
             )
             clusters = (
                 dict(zip(scored.task_ids, scored.clusters, strict=True))
-                if scored.clusters is not None
+                if scored.clusters is not None and clusters_honoured
                 else None
             )
             if clusters is not None:
@@ -168,6 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--step", type=int, default=DEFAULT_STEP)
     parser.add_argument("--cap", type=int, default=DEFAULT_CAP)
     parser.add_argument("--seed-labels", type=int, default=DEFAULT_SEED_LABELS)
+    parser.add_argument(
+        "--clusters-honoured",
+        action="store_true",
+        help="what-if: serve by cluster as if Label Studio kept the uploaded clusters",
+    )
+    parser.add_argument("--name", default=NAME, help="results file name (bench/results/NAME.json)")
     args = parser.parse_args(argv)
     reviews = load_reviews()
     runs: list[dict[str, Any]] = []
@@ -194,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     cap=args.cap,
                     seed_labels=args.seed_labels,
                     target_accuracy=target,
+                    clusters_honoured=args.clusters_honoured,
                     work_dir=work_dir,
                 )
                 points = [(int(p["labels"]), p["accuracy"]) for p in run["curve"]]
@@ -211,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "step": args.step,
             "cap": args.cap,
             "seed_labels": args.seed_labels,
+            "clusters_honoured": args.clusters_honoured,
             "seeds": args.seeds,
             "variants": {name: VARIANTS[name].describe() for name in args.variants},
         },
@@ -221,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     for row in summary["variants"]:
         print(row["line"])
-    common.write_result(NAME, payload, module=f"bench.{NAME}")
+    common.write_result(args.name, payload, module=f"bench.{NAME}")
     return 0
 
 

@@ -272,7 +272,11 @@ def efficiency_rows(result: dict[str, Any]) -> list[list[object]]:
     return rows
 
 
-def efficiency_section(result: dict[str, Any] | None, offline: dict[str, Any] | None) -> str:
+def efficiency_section(
+    result: dict[str, Any] | None,
+    offline: dict[str, Any] | None,
+    what_if: dict[str, Any] | None,
+) -> str:
     title = "### 4. Label efficiency (target: daemon needs <= 0.55 x the labels random needs)"
     header = [
         "sampler",
@@ -284,12 +288,22 @@ def efficiency_section(result: dict[str, Any] | None, offline: dict[str, Any] | 
         "area under curve (median)",
     ]
     parts = [title]
-    for label, document in (
-        ("Through a real Label Studio", result),
-        ("ADDITIONAL row, offline simulation (no server; same model and scoring code)", offline),
+    for label, document, optional in (
+        ("Through a real Label Studio", result, False),
+        (
+            "ADDITIONAL row, offline simulation (no server; same model and scoring code)",
+            offline,
+            False,
+        ),
+        (
+            "WHAT-IF, offline: if Label Studio kept the uploaded clusters (1.23 drops them)",
+            what_if,
+            True,
+        ),
     ):
         if document is None:
-            parts.append(f"**{label}**: not run")
+            if not optional:
+                parts.append(f"**{label}**: not run")
             continue
         s = document["settings"]
         summary = document["summary"]
@@ -311,13 +325,18 @@ def render() -> str:
         "footprint",
         "label_efficiency",
         "label_efficiency_offline",
+        "label_efficiency_offline_clusters_honoured",
     )
     results = {name: load(name) for name in names}
     sections = [
         latency_section(results["cycle_latency"], results["cycle_latency_one_request"]),
         idle_section(results["idle_cost"]),
         footprint_section(results["footprint"]),
-        efficiency_section(results["label_efficiency"], results["label_efficiency_offline"]),
+        efficiency_section(
+            results["label_efficiency"],
+            results["label_efficiency_offline"],
+            results["label_efficiency_offline_clusters_honoured"],
+        ),
         machine_section(results),
         commands_section(results),
     ]

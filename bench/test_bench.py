@@ -14,7 +14,7 @@ import pytest
 
 from bench import curves
 from bench.footprint import summarize_model
-from bench.label_efficiency import keep_labeling, plan, seed_review_indices
+from bench.label_efficiency import keep_labeling, plan, seed_review_indices, summarize
 from bench.label_efficiency_offline import served_order
 
 
@@ -150,3 +150,37 @@ class TestModelSummary:
         summary = summarize_model(rows, smallest=1000)
 
         assert [1.0, 5.0] == [row["total_over_smallest"] for row in summary]
+
+
+class TestSummarize:
+    @staticmethod
+    def run(variant: str, seed: int, accuracies: list[float]) -> dict[str, object]:
+        curve = [
+            {"labels": 50 * (i + 1), "accuracy": accuracy} for i, accuracy in enumerate(accuracies)
+        ]
+        return {"variant": variant, "seed": seed, "curve": curve}
+
+    def test_labels_needed_past_the_cap_are_counted_not_censored(self) -> None:
+        """A run that reaches the target after the cap reports its real label count."""
+        runs = [
+            self.run("random", 0, [0.5, 0.6, 0.7, 0.8]),
+            self.run("margin", 0, [0.5, 0.8]),
+        ]
+
+        summary = summarize(runs, reference_accuracy=0.8, cap=100)
+
+        random_row, margin_row = summary["variants"]
+        assert (200.0, 100.0, 0.5, False) == (
+            random_row["median_labels_needed"],
+            margin_row["median_labels_needed"],
+            margin_row["median_ratio_to_random"],
+            margin_row["ratio_censored"],
+        )
+
+    def test_area_stops_at_the_cap(self) -> None:
+        """Points past the cap find labels needed but do not enter the area."""
+        runs = [self.run("random", 0, [0.6, 0.8, 0.0])]
+
+        summary = summarize(runs, reference_accuracy=0.8, cap=100)
+
+        assert 0.7 == summary["variants"][0]["median_area"]
