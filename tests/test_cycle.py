@@ -118,6 +118,11 @@ class TestReading:
         config = write_config(
             tmp_path, label_studio, project_id, retrain="min_new_annotations = 100000"
         )
+        # A scan of several pages claims no watermark past the server's clock at its first
+        # page less a second, and the Date header counts whole seconds: annotations made in
+        # the 2 s before the first poll leave the watermark short of them, the next poll
+        # moves it again, and the settle time starts over (correct, but not this test).
+        time.sleep(2.5)
 
         first = asyncio.run(one_cycle(config))
         store = Store.open(config.state.dir, lock=False)
@@ -125,14 +130,16 @@ class TestReading:
         store.close()
         assert 200 == first.counts["annotations_created"]
 
-        # The 1,000 tasks were created seconds ago: a rerun at once would re-read them all
-        # in the overlap window (rows may commit out of timestamp order). A rerun once the
-        # window has passed reads at most a page of the newest annotations again.
+        # The first poll after the watermark moved re-reads the overlap window below it once
+        # (rows may commit out of timestamp order): the newest annotations, and the 1,000
+        # new tasks too when annotating took less than the window (2 pages). Once a poll ran
+        # the settle time after the move, an idle poll asks only for newer rows.
         time.sleep(WATERMARK_SETTLE_SECONDS + 1)
         second = asyncio.run(one_cycle(config))
         third = asyncio.run(one_cycle(config))
         assert 0 == second.counts.get("annotations_created", 0)
-        assert (2, 2) == (second.counts["http_requests"], third.counts["http_requests"])
+        assert second.counts["http_requests"] <= 3
+        assert (2, 0) == (third.counts["http_requests"], third.counts.get("tasks_read", 0))
 
     def test_updates_skips_and_deletions_land(
         self,
