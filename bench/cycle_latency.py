@@ -185,6 +185,9 @@ async def _one_repetition(
         "activate_s": steps.get("activate", 0.0) - view,
         "view_s": view,
         "read_and_poll_s": steps.get("read_project", 0.0) + steps.get("poll", 0.0),
+        # The id listing the daemon runs before a training when the last one is older than
+        # a few minutes: part of the latency of such a cycle.
+        "resync_s": steps.get("resync", 0.0),
         "prune_s": prune_seconds,
         "pruned": pruned,
         "floor_s": floor_seconds,
@@ -210,6 +213,7 @@ MEDIAN_KEYS = (
     "activate_s",
     "view_s",
     "read_and_poll_s",
+    "resync_s",
     "prune_s",
     "floor_delete_s",
     "http_requests",
