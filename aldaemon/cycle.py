@@ -145,6 +145,15 @@ def queue_view_data(*, title: str, version: str) -> dict[str, object]:
                     "type": "List",
                     "value": [version],
                 },
+                # "contains" matches substrings ("-v1" matches "-v10"). The score column is
+                # the task's score under the project's active version only, so requiring
+                # one keeps out tasks that the active version did not score.
+                {
+                    "filter": "filter:tasks:predictions_score",
+                    "operator": "greater_or_equal",
+                    "type": "Number",
+                    "value": 0,
+                },
             ],
         },
         "ordering": ["tasks:predictions_score"],

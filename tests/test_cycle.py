@@ -17,6 +17,7 @@ from aldaemon.cycle import (
     CycleReport,
     batches,
     own_version_number,
+    queue_view_data,
     resume_position,
 )
 from aldaemon.service import Runtime
@@ -322,6 +323,59 @@ class TestPublishing:
         listed_scores = [scores[task["id"]] for task in listed]
         assert sorted(ids[10:]) == sorted(task["id"] for task in listed)
         assert sorted(listed_scores) == listed_scores
+
+    def test_queue_view_holds_only_the_active_version_not_one_it_is_a_prefix_of(
+        self,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """Pinned at v1 while v10 exists: tasks scored only by v10 stay out of the queue.
+
+        Label Studio's model-version filter matches substrings, so "aldaemon-v1" alone
+        also matches "aldaemon-v10"; such a task has no score for the active version and
+        would sort first (NULL before any number).
+        """
+        tasks, _ = make_tasks(12, seed=11)
+        project_id = make_project(tasks)
+        ids = ls_client.task_ids(project_id)
+        by_v1 = {task_id: 0.1 * (i + 1) for i, task_id in enumerate(ids[:6])}
+        only_v10 = ids[6:]
+        predictions = [("aldaemon-v1", t, score) for t, score in by_v1.items()] + [
+            ("aldaemon-v10", t, 0.05) for t in [*ids[:6], *only_v10]
+        ]
+        ls_client.call(
+            "POST",
+            f"/api/projects/{project_id}/import/predictions",
+            [
+                {
+                    "task": task_id,
+                    "model_version": version,
+                    "score": score,
+                    "result": [
+                        {
+                            "from_name": "sentiment",
+                            "to_name": "text",
+                            "type": "choices",
+                            "value": {"choices": ["pos"]},
+                        }
+                    ],
+                }
+                for version, task_id, score in predictions
+            ],
+        )
+        ls_client.call("PATCH", f"/api/projects/{project_id}", {"model_version": "aldaemon-v1"})
+        view = ls_client.call(
+            "POST",
+            "/api/dm/views/",
+            {"project": project_id, "data": queue_view_data(title="q", version="aldaemon-v1")},
+        )
+
+        listed = ls_client.call(
+            "GET", f"/api/tasks/?view={view['id']}&project={project_id}&page_size=100&fields=all"
+        )["tasks"]
+
+        assert sorted(by_v1, key=by_v1.__getitem__) == [task["id"] for task in listed]
 
     def test_three_trainings_keep_two_own_versions_and_spare_foreign_ones(
         self,

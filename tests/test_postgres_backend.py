@@ -61,6 +61,9 @@ class TestPublishingOnPostgreSQL:
     test_three_trainings_keep_two_own_versions_and_spare_foreign_ones = (
         _publishing.test_three_trainings_keep_two_own_versions_and_spare_foreign_ones
     )
+    test_queue_view_holds_only_the_active_version_not_one_it_is_a_prefix_of = (
+        _publishing.test_queue_view_holds_only_the_active_version_not_one_it_is_a_prefix_of
+    )
 
 
 class TestMissingPostgreSQL:
