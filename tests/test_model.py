@@ -591,6 +591,53 @@ class TestModelWorker:
         with pytest.raises(ModelError, match="shut down"):
             await job
 
+    async def test_a_job_its_caller_gave_up_on_is_killed_and_the_next_job_runs(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A cycle_timeout kills the fit in progress rather than queueing every later job."""
+        marker = tmp_path / "fitting"
+        monkeypatch.setenv(SLOW_FIT_MARKER_ENV, str(marker))  # inherited by the spawned worker
+        worker = ModelWorker()
+        arguments: dict[str, Any] = {"texts": TRAIN_TEXTS, "labels": TRAIN_LABELS}
+        try:
+            job = asyncio.create_task(
+                worker.train(
+                    factory_ref=f"{THIS_MODULE}:make_slow_classifier",
+                    artifact_path=str(tmp_path / "slow.joblib"),
+                    **arguments,
+                )
+            )
+            while not marker.exists() and not job.done():
+                await asyncio.sleep(0.05)
+            fitting_pid = int(marker.read_text())
+            job.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await job
+            # The slow fit sleeps 60 s: a process still there after 20 s was not killed.
+            assert await process_gone(fitting_pid, within=20.0)
+            result = await worker.train(
+                factory_ref=DEFAULT_FACTORY,
+                artifact_path=str(tmp_path / "next.joblib"),
+                **arguments,
+            )
+        finally:
+            worker.shutdown()
+        assert ("neg", "pos") == result.classes
+
+
+async def process_gone(pid: int, *, within: float) -> bool:
+    """True once `pid` no longer runs (reaped or a zombie), polling up to `within` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state == "Z":
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
 
 # --- worker processes outliving their parent -----------------------------------------------
 

@@ -191,16 +191,14 @@ class ModelWorker:
         if executor is None:
             return
         if kill_running:
-            # ProcessPoolExecutor gained terminate_workers() only in Python 3.14.
-            for process in list((getattr(executor, "_processes", None) or {}).values()):
-                process.terminate()
+            _terminate_processes(executor)
         executor.shutdown(wait=wait, cancel_futures=True)
 
     async def _run(self, job: str, **kwargs: Any) -> Any:
         executor = self._ensure_executor()
-        loop = asyncio.get_running_loop()
+        future = executor.submit(run_job, job, kwargs)
         try:
-            return await loop.run_in_executor(executor, run_job, job, kwargs)
+            return await asyncio.wrap_future(future)
         except BrokenProcessPool as exc:
             self._discard(executor)
             if self._closed:
@@ -215,6 +213,8 @@ class ModelWorker:
             task = asyncio.current_task()
             if self._closed and task is not None and task.cancelling() == 0:
                 raise ModelError(f"model job {job} cancelled: the worker was shut down") from None
+            if future.running():
+                self._stop_running_job(executor, job)
             raise
 
     def _ensure_executor(self) -> ProcessPoolExecutor:
@@ -230,8 +230,28 @@ class ModelWorker:
             )
         return self._executor
 
+    def _stop_running_job(self, executor: ProcessPoolExecutor, job: str) -> None:
+        """The caller gave up on a job in progress (cycle_timeout): kill its process.
+
+        A process pool cannot cancel a running call, and an abandoned fit would keep the
+        worker busy, queueing every later job of every project behind it; a model that
+        hangs would stall them all for good. Killing the pool's processes ends it; jobs
+        of other projects running in the same pool fail with ModelError and are retried
+        by their next cycle. The next job starts a fresh process.
+        """
+        log.warning("model.job_stopped", job=job, reason="its caller gave up waiting")
+        _terminate_processes(executor)
+        self._discard(executor)
+
     def _discard(self, executor: ProcessPoolExecutor) -> None:
         """Drop a broken pool so the next job starts a fresh process."""
         if self._executor is executor:
             self._executor = None
         executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _terminate_processes(executor: ProcessPoolExecutor) -> None:
+    """SIGKILL the pool's processes: a model's code may catch or ignore SIGTERM."""
+    # ProcessPoolExecutor gained terminate_workers() only in Python 3.14.
+    for process in list((getattr(executor, "_processes", None) or {}).values()):
+        process.kill()
