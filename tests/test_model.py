@@ -574,19 +574,8 @@ class TestModelWorker:
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """kill_running ends a training in progress; its caller gets a ModelError at once."""
-        marker = tmp_path / "fitting"
-        monkeypatch.setenv(SLOW_FIT_MARKER_ENV, str(marker))  # inherited by the spawned worker
         worker = ModelWorker()
-        job = asyncio.create_task(
-            worker.train(
-                factory_ref=f"{THIS_MODULE}:make_slow_classifier",
-                texts=TRAIN_TEXTS,
-                labels=TRAIN_LABELS,
-                artifact_path=str(tmp_path / "model.joblib"),
-            )
-        )
-        while not marker.exists() and not job.done():
-            await asyncio.sleep(0.05)
+        job, _ = await start_slow_training(worker, tmp_path, monkeypatch)
         worker.shutdown(kill_running=True)
         with pytest.raises(ModelError, match="shut down"):
             await job
@@ -595,21 +584,9 @@ class TestModelWorker:
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A cycle_timeout kills the fit in progress rather than queueing every later job."""
-        marker = tmp_path / "fitting"
-        monkeypatch.setenv(SLOW_FIT_MARKER_ENV, str(marker))  # inherited by the spawned worker
         worker = ModelWorker()
-        arguments: dict[str, Any] = {"texts": TRAIN_TEXTS, "labels": TRAIN_LABELS}
         try:
-            job = asyncio.create_task(
-                worker.train(
-                    factory_ref=f"{THIS_MODULE}:make_slow_classifier",
-                    artifact_path=str(tmp_path / "slow.joblib"),
-                    **arguments,
-                )
-            )
-            while not marker.exists() and not job.done():
-                await asyncio.sleep(0.05)
-            fitting_pid = int(marker.read_text())
+            job, fitting_pid = await start_slow_training(worker, tmp_path, monkeypatch)
             job.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await job
@@ -617,12 +594,32 @@ class TestModelWorker:
             assert await process_gone(fitting_pid, within=20.0)
             result = await worker.train(
                 factory_ref=DEFAULT_FACTORY,
+                texts=TRAIN_TEXTS,
+                labels=TRAIN_LABELS,
                 artifact_path=str(tmp_path / "next.joblib"),
-                **arguments,
             )
         finally:
             worker.shutdown()
         assert ("neg", "pos") == result.classes
+
+
+async def start_slow_training(
+    worker: ModelWorker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[asyncio.Task[training.TrainingResult], int]:
+    """A training of SlowClassifier, returned once its fit has begun, with the fitting pid."""
+    marker = tmp_path / "fitting"
+    monkeypatch.setenv(SLOW_FIT_MARKER_ENV, str(marker))  # inherited by the spawned worker
+    job = asyncio.create_task(
+        worker.train(
+            factory_ref=f"{THIS_MODULE}:make_slow_classifier",
+            texts=TRAIN_TEXTS,
+            labels=TRAIN_LABELS,
+            artifact_path=str(tmp_path / "slow.joblib"),
+        )
+    )
+    while not marker.exists() and not job.done():
+        await asyncio.sleep(0.05)
+    return job, int(marker.read_text()) if marker.exists() else -1
 
 
 async def process_gone(pid: int, *, within: float) -> bool:
