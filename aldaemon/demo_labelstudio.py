@@ -6,6 +6,12 @@ Label Studio lives in its own virtual environment (it pins Django and friends), 
 not reach Label Studio, so the demo stops the daemon first and then Label Studio, in that
 order, instead of both dying at once mid-request.
 
+The plain functions that install, configure, start and stop the server
+(`install_label_studio`, `server_environment`, `start_server`, `stop_server`,
+`read_log_tail`) also run the test suite's server (`tests/lsserver.py`): the demo and the
+tests then meet Label Studio set up the same way, and a fix to one (such as the pinned
+SECRET_KEY) reaches both. They are synchronous and use no part of the daemon.
+
 Why each simulated annotator gets its own Label Studio user. `GET /api/projects/{id}/next`
 first hands a user back the task that user already holds a lock on
 (`Task.get_locked_by` in `projects/functions/next_task.py`), so several annotators
@@ -26,6 +32,7 @@ import secrets
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,10 +47,14 @@ log = structlog.get_logger(__name__)
 LABEL_STUDIO_VERSION = "1.23.2"
 INSTALL_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "install-label-studio.sh"
 STARTUP_TIMEOUT = 900.0  # first start migrates an empty database: ~40 s, minutes on a busy box
+SECRET_KEY_FILE = "aldaemon-secret-key"  # in the data dir, beside Label Studio's database
 _CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken"\s+value="([^"]+)"')
 
 
-def install_label_studio() -> Path:
+# ---- one Label Studio process, for the demo and the test suite ---------------------------
+
+
+def install_label_studio(*, timeout: float = 3600.0) -> Path:
     """Run the idempotent install script; return Label Studio's virtual environment."""
     if not INSTALL_SCRIPT.is_file():
         raise AldaemonError(
@@ -52,7 +63,7 @@ def install_label_studio() -> Path:
         )
     try:
         completed = subprocess.run(
-            [str(INSTALL_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True, timeout=3600
+            [str(INSTALL_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True, timeout=timeout
         )
     except subprocess.CalledProcessError as exc:
         raise AldaemonError(
@@ -60,6 +71,115 @@ def install_label_studio() -> Path:
             "see the messages above"
         ) from None
     return Path(completed.stdout.strip().splitlines()[-1])
+
+
+def server_environment(
+    *, data_dir: Path, username: str, password: str, legacy_token: str
+) -> dict[str, str]:
+    """Our environment without anything that configures Label Studio, plus the setup.
+
+    Inherited `LABEL_STUDIO_*`, `DJANGO_*` and `POSTGRE_*` variables are dropped so that a
+    developer's own Label Studio settings cannot leak into ours. The user settings only
+    matter at the first start, on an empty data dir; later starts leave an existing user
+    as it is.
+    """
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("LABEL_STUDIO_", "DJANGO_", "POSTGRE_"))
+    }
+    env.update(
+        {
+            "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
+            "LATEST_VERSION_CHECK": "false",
+            "COLLECT_ANALYTICS": "false",
+            "LABEL_STUDIO_USERNAME": username,
+            "LABEL_STUDIO_PASSWORD": password,
+            "LABEL_STUDIO_USER_TOKEN": legacy_token,
+            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+            "PYTHONUNBUFFERED": "1",
+            # Label Studio 1.23 regenerates a SECRET_KEY starting with "$" at every
+            # start (and with it every personal access token): pin one per data dir.
+            "SECRET_KEY": _pinned_secret_key(data_dir),
+        }
+    )
+    return env
+
+
+def _pinned_secret_key(data_dir: Path) -> str:
+    """The data dir's own SECRET_KEY: made at the first start, read back at every other."""
+    path = data_dir / SECRET_KEY_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))  # never starts with "$"
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def start_server(
+    *,
+    venv: Path,
+    port: int,
+    data_dir: Path,
+    env: Mapping[str, str],
+    log_path: Path,
+    preexec_fn: Callable[[], object] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start `label-studio start` on 127.0.0.1:`port`, appending its output to `log_path`.
+
+    It runs in a new session, so it is its own process group: a Ctrl-C meant for us does
+    not reach it (we stop it, in our own order), and `stop_server` signals the whole group,
+    so nothing it spawned outlives it. It returns at once; the caller waits for `/health`.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    command = [
+        str(venv / "bin" / "label-studio"),
+        "start",
+        "--no-browser",
+        "--internal-host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    with log_path.open("ab") as log_file:
+        log_file.write(f"\n=== {time.strftime('%F %T')} {' '.join(command)}\n".encode())
+        log_file.flush()
+        return subprocess.Popen(
+            command,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=data_dir,
+            start_new_session=True,
+            preexec_fn=preexec_fn,
+        )
+
+
+def stop_server(process: subprocess.Popen[bytes], *, grace: float) -> None:
+    """SIGTERM the server's process group, SIGKILL it if it lingers past `grace` seconds."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)  # children that outlived their leader
+
+
+def read_log_tail(log_path: Path, *, lines: int) -> str:
+    """The last `lines` lines of the server's log, for an error message."""
+    try:
+        text = log_path.read_text(errors="replace")
+    except FileNotFoundError:
+        return "(no log written)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# ---- the demo's server and its users ------------------------------------------------------
 
 
 async def is_healthy(url: str, *, timeout: float = 3.0) -> bool:
@@ -96,64 +216,23 @@ class LocalLabelStudio:
         return f"LocalLabelStudio(url={self.url!r}, data_dir={str(self.data_dir)!r})"
 
     def environment(self, user: DemoUser) -> dict[str, str]:
-        """Our environment without anything that configures Label Studio, plus the setup.
-
-        The user settings only matter at the first start, on an empty data dir; later
-        starts leave an existing user as it is.
-        """
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("LABEL_STUDIO_", "DJANGO_", "POSTGRE_"))
-        }
-        env.update(
-            {
-                "LABEL_STUDIO_BASE_DATA_DIR": str(self.data_dir),
-                "LATEST_VERSION_CHECK": "false",
-                "COLLECT_ANALYTICS": "false",
-                "LABEL_STUDIO_USERNAME": user.email,
-                "LABEL_STUDIO_PASSWORD": user.password.reveal(),
-                "LABEL_STUDIO_USER_TOKEN": user.legacy_token.reveal(),
-                "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-                "PYTHONUNBUFFERED": "1",
-                # Label Studio 1.23 regenerates a SECRET_KEY starting with "$" at every
-                # start (and with it every personal access token): pin one per data dir.
-                "SECRET_KEY": self._secret_key(),
-            }
+        """The server's environment, with `user` as the account a first start creates."""
+        return server_environment(
+            data_dir=self.data_dir,
+            username=user.email,
+            password=user.password.reveal(),
+            legacy_token=user.legacy_token.reveal(),
         )
-        return env
-
-    def _secret_key(self) -> str:
-        path = self.data_dir / "aldaemon-secret-key"
-        if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(48))  # never starts with "$"
-            path.chmod(0o600)
-        return path.read_text().strip()
 
     async def start(self, user: DemoUser) -> None:
         """Start the server and wait until `/health` answers; raise with the log's tail."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        command = [
-            str(self.venv / "bin" / "label-studio"),
-            "start",
-            "--no-browser",
-            "--internal-host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-        ]
-        with self.log_path.open("ab") as log_file:
-            log_file.write(f"\n=== {time.strftime('%F %T')} {' '.join(command)}\n".encode())
-            log_file.flush()
-            self._process = subprocess.Popen(
-                command,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=self.environment(user),
-                cwd=self.data_dir,
-                start_new_session=True,  # Ctrl-C goes to the demo, which stops us in order
-            )
+        self._process = start_server(
+            venv=self.venv,
+            port=self.port,
+            data_dir=self.data_dir,
+            env=self.environment(user),
+            log_path=self.log_path,
+        )
         await self._wait_until_healthy()
 
     async def _wait_until_healthy(self) -> None:
@@ -177,29 +256,14 @@ class LocalLabelStudio:
         )
 
     def stop(self, *, grace: float = 20.0) -> None:
-        """SIGTERM the server's process group, SIGKILL what lingers; stopping twice is fine."""
+        """Stop the server (see `stop_server`); stopping twice is fine."""
         process = self._process
         self._process = None
-        if process is None:
-            return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=grace)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)  # children that outlived their leader
+        if process is not None:
+            stop_server(process, grace=grace)
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return "(no log written)"
-        return "\n".join(text.splitlines()[-lines:])
+        return read_log_tail(self.log_path, lines=lines)
 
 
 async def annotator_token(url: str, *, email: str, password: Secret) -> Secret:

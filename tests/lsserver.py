@@ -7,8 +7,12 @@ reproduce faithfully. The suite installs Label Studio into its own venv (via
 data dir, and stops it at the end. `stop()`/`start()` restart the same server on the same
 port and data dir, so outage tests can take it away and bring it back.
 
-The helpers here use only the standard library (urllib), not the gateway under test: a
-test that sets up data with the code it checks would prove little.
+Installing, configuring, starting and stopping the server is the demo's own code
+(`aldaemon.demo_labelstudio`), so the suite runs Label Studio exactly as `make demo` does;
+this module adds what only tests want (a free port, restarts, a PAT, PostgreSQL, dying
+with pytest). The helpers that talk to the server use only the standard library (urllib),
+not the gateway under test: a test that sets up data with the code it checks would prove
+little.
 """
 
 from __future__ import annotations
@@ -17,8 +21,6 @@ import atexit
 import contextlib
 import ctypes
 import json
-import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -31,8 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aldaemon import demo_labelstudio
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-INSTALL_SCRIPT = REPO_ROOT / "scripts" / "install-label-studio.sh"
+INSTALL_TIMEOUT = 1800.0
 
 DEFAULT_USERNAME = "aldaemon-test@example.com"
 DEFAULT_PASSWORD = "aldaemon-test-password"
@@ -49,14 +53,6 @@ DEFAULT_LABEL_CONFIG = """<View>
 
 class LabelStudioServerError(RuntimeError):
     """The test server could not be started or answered unexpectedly."""
-
-
-def install_label_studio() -> Path:
-    """Run the idempotent install script and return the Label Studio venv."""
-    completed = subprocess.run(
-        [str(INSTALL_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True, timeout=1800
-    )
-    return Path(completed.stdout.strip().splitlines()[-1])
 
 
 def free_port() -> int:
@@ -89,15 +85,6 @@ def http_json(
         detail = error.read()[:500].decode(errors="replace")
         raise LabelStudioServerError(f"{method} {url} -> {error.code}: {detail}") from None
     return json.loads(raw) if raw else None
-
-
-def _secret_key_for(data_dir: Path) -> str:
-    """A Django SECRET_KEY kept beside the data dir, the same across restarts."""
-    path = data_dir / "aldaemon-test-secret-key"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(48))  # never starts with "$"
-    return path.read_text().strip()
 
 
 class LabelStudioServer:
@@ -153,28 +140,18 @@ class LabelStudioServer:
         return self._pat
 
     def environment(self) -> dict[str, str]:
-        """The server's environment: ours, minus anything that would leak in, plus setup."""
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("LABEL_STUDIO_", "DJANGO_", "POSTGRE_"))
-        }
-        env.update(
-            {
-                "LABEL_STUDIO_BASE_DATA_DIR": str(self.data_dir),
-                "LATEST_VERSION_CHECK": "false",
-                "SSRF_PROTECTION_ENABLED": "false",
-                "LABEL_STUDIO_USERNAME": self.username,
-                "LABEL_STUDIO_PASSWORD": self.password,
-                "LABEL_STUDIO_USER_TOKEN": self.legacy_token,
-                "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-                "COLLECT_ANALYTICS": "false",
-                "PYTHONUNBUFFERED": "1",
-                # Fixed per data dir: Label Studio 1.23 regenerates a key that starts with
-                # "$" at every start, which invalidates every personal access token.
-                "SECRET_KEY": _secret_key_for(self.data_dir),
-            }
+        """The demo's environment (SECRET_KEY pinned per data dir), plus the tests' own.
+
+        SSRF protection is off so that tests can register webhooks to 127.0.0.1;
+        `extra_env` comes last, so it wins.
+        """
+        env = demo_labelstudio.server_environment(
+            data_dir=self.data_dir,
+            username=self.username,
+            password=self.password,
+            legacy_token=self.legacy_token,
         )
+        env["SSRF_PROTECTION_ENABLED"] = "false"
         env.update(self.extra_env)
         return env
 
@@ -182,60 +159,28 @@ class LabelStudioServer:
         """Start (or restart) the server on the same port and data dir; wait until healthy."""
         if self.running:
             return
-        venv = self._venv if self._venv is not None else install_label_studio()
-        self._venv = venv
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        command = [
-            str(venv / "bin" / "label-studio"),
-            "start",
-            "--no-browser",
-            "--internal-host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-        ]
-        with self.log_path.open("ab") as log:
-            log.write(f"\n=== starting: {' '.join(command)}\n".encode())
-            log.flush()
-            # A new session makes the server its own process group: stop() signals the
-            # group, so nothing it spawned outlives the test run.
-            self._process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.environment(),
-                cwd=self.data_dir,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
+        if self._venv is None:
+            self._venv = demo_labelstudio.install_label_studio(timeout=INSTALL_TIMEOUT)
+        self._process = demo_labelstudio.start_server(
+            venv=self._venv,
+            port=self.port,
+            data_dir=self.data_dir,
+            env=self.environment(),
+            log_path=self.log_path,
+            preexec_fn=_die_with_parent,
+        )
         atexit.register(self.stop)
         self._wait_until_healthy()
 
     def stop(self, *, grace: float = 15.0) -> None:
-        """SIGTERM the server's process group, then SIGKILL it if it lingers."""
+        """Stop the server (see `demo_labelstudio.stop_server`); stopping twice is fine."""
         process = self._process
-        if process is None:
-            return
         self._process = None
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=grace)
-        # The group may hold children that ignored SIGTERM after the leader exited.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
+        if process is not None:
+            demo_labelstudio.stop_server(process, grace=grace)
 
     def log_tail(self, lines: int = 60) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return "(no log written)"
-        return "\n".join(text.splitlines()[-lines:])
+        return demo_labelstudio.read_log_tail(self.log_path, lines=lines)
 
     def is_healthy(self) -> bool:
         try:
