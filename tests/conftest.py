@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.lsserver import (
     DEFAULT_LABEL_CONFIG,
@@ -34,6 +35,12 @@ from tests.lsserver import (
 )
 
 MakeProject = Callable[..., int]
+
+# No per-example deadline: on a shared, loaded machine a 200 ms stall is scheduling, not a
+# slow property (Hypothesis already drops the deadline when CI=true; this makes laptops
+# behave the same).
+settings.register_profile("aldaemon", parent=settings.default, deadline=None)
+settings.load_profile("aldaemon")
 
 
 @pytest.fixture(scope="session")

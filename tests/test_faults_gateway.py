@@ -154,8 +154,10 @@ class TestTemporaryFailures:
         """A read answered after the timeout is given up on and sent a second time."""
         project_id = make_project()
         path = f"/api/projects/{project_id}/"
-        proxy.delay_next(n=1, seconds=4.0, method="GET", path_contains=path)
-        async with gateway_via(proxy, label_studio.legacy_token, timeout=1.0) as gateway:
+        # Timeout and delay far apart: a loaded machine's slow second answer (over the
+        # timeout) would make a third request and fail the test for the wrong reason.
+        proxy.delay_next(n=1, seconds=20.0, method="GET", path_contains=path)
+        async with gateway_via(proxy, label_studio.legacy_token, timeout=5.0) as gateway:
             await gateway.get_project(project_id)
 
         assert [FaultKind.DELAY, None] == [
