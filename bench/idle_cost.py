@@ -3,8 +3,8 @@
     python -m bench.idle_cost [--sizes 1000 10000] [--polls 5]
 
 For each size: a project of fine-food reviews (its import left to age past the overlap
-window), 20 labels, one cycle that reads every
-task and publishes a version, then `--polls` cycles with nothing changed in Label Studio.
+window), 20 labels, one cycle that reads every task and publishes a version, then
+`--polls` cycles with nothing changed in Label Studio.
 Each idle cycle's HTTP requests (`CycleReport.counts["http_requests"]`) and response
 bytes (the gateway's `bytes_received`, counted in its httpx event hooks, so retries and
 token refreshes would show) are recorded.
