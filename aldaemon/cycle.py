@@ -766,10 +766,9 @@ class Cycle:
         on_server = counts.get(name, 0)
         sent = 0
         if on_server < len(predictions):
-            present = await self._tasks_holding(name)
-            missing = [p for p in predictions if p.task_id not in present]
-            self.log.warning("upload.incomplete", version=name, missing=len(missing))
-            sent = await self._send_from(name, missing, 0, schema)
+            reordered, held = await self._held_first(name, predictions)
+            self.log.warning("upload.incomplete", version=name, missing=len(reordered) - held)
+            sent = await self._send_from(name, reordered, held, schema)
             on_server = (await self.ctx.gateway.model_version_counts(self.project_id)).get(name, 0)
         if on_server != len(predictions):
             self.log.error(
@@ -788,12 +787,23 @@ class Cycle:
         )
         return sent
 
-    async def _tasks_holding(self, name: str) -> set[int]:
-        return {
-            task_id
-            for task_id, version, _ in await self.ctx.gateway.list_predictions(self.project_id)
-            if version == name
-        }
+    async def _held_first(
+        self, name: str, predictions: Sequence[PredictionRecord]
+    ) -> tuple[list[PredictionRecord], int]:
+        """Reorder the version's stored predictions: those Label Studio holds first.
+
+        Returns the new order and how many it holds, the position to send from. Both are
+        stored before anything is sent, so `uploaded_count` always counts positions in the
+        stored order: a process killed during the re-send resumes on the same list and
+        cannot send a prediction twice.
+        """
+        listed = await self.ctx.gateway.list_predictions(self.project_id)
+        present = {task_id for task_id, version, _ in listed if version == name}
+        held = [p for p in predictions if p.task_id in present]
+        reordered = held + [p for p in predictions if p.task_id not in present]
+        self.ctx.store.save_predictions(self.project_id, name, reordered)
+        self.ctx.store.update_version(self.project_id, name, uploaded_count=len(held))
+        return reordered, len(held)
 
     def _fail_version(self, name: str, reason: str) -> None:
         """Give a version up for good: never activated; prune deletes what reached Label
@@ -822,18 +832,14 @@ class Cycle:
             self.ctx.store.update_version(self.project_id, version.name, uploaded_count=position)
             return position
         # Unexpected count: send only what the server lacks, task by task.
-        present = await self._tasks_holding(version.name)
-        missing = [p for p in predictions if p.task_id not in present]
+        reordered, held = await self._held_first(version.name, predictions)
         self.log.warning(
             "upload.resumed_by_listing",
             version=version.name,
-            on_server=len(present),
-            missing=len(missing),
+            on_server=held,
+            missing=len(reordered) - held,
         )
-        kept = [p for p in predictions if p.task_id in present] + missing
-        self.ctx.store.save_predictions(self.project_id, version.name, kept)
-        self.ctx.store.update_version(self.project_id, version.name, uploaded_count=len(present))
-        return len(present)
+        return held
 
     async def _activate(self, version: VersionRow) -> None:
         store = self.ctx.store

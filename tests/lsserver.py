@@ -105,7 +105,7 @@ class LabelStudioServer:
         legacy_token: str = DEFAULT_LEGACY_TOKEN,
         extra_env: Mapping[str, str] | None = None,
         venv: Path | None = None,
-        startup_timeout: float = 900.0,  # first migrations on a loaded machine
+        startup_timeout: float = 300.0,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port if port is not None else free_port()

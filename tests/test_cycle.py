@@ -440,6 +440,78 @@ class TestPublishing:
         assert (37, 1) == (len(per_task), max(per_task.values()))
 
 
+class KilledHere(BaseException):
+    """Stands for a SIGKILL at this point: no handler of the daemon's runs after it."""
+
+
+class TestResumingARepairedUpload:
+    def test_a_kill_while_resending_lost_predictions_resumes_without_a_duplicate(
+        self,
+        tmp_path: Path,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """Predictions lost before the final count are re-sent; a kill then loses nothing.
+
+        After the last batch, everything but the third batch's predictions is deleted in
+        Label Studio (a real deletion), so the check finds them missing and sends them
+        again; the process dies after the first of those batches. The rerun must resume
+        from what the store says was sent, not send the third batch's tasks a second time.
+        """
+        tasks, labels = make_tasks(110, seed=23)
+        project_id = make_project(tasks)
+        annotate_some(ls_client, ls_client.task_ids(project_id), labels, 10)
+        config = write_config(tmp_path, label_studio, project_id, predictions="batch_size = 25")
+        version = "aldaemon-v1"
+
+        async def run_killed_during_the_resend() -> None:
+            async with Runtime(config) as runtime:
+                gateway, store = runtime.gateway, runtime.store
+                assert gateway is not None and store is not None
+                count_versions, import_predictions = (
+                    gateway.model_version_counts,
+                    gateway.import_predictions,
+                )
+                resent: list[int] = []
+
+                async def counts_after_losing_predictions(project: int) -> dict[str, int]:
+                    stored = store.get_version(project_id, version)
+                    if stored is not None and stored.state == "uploading" and not resent:
+                        third_batch = {
+                            p.task_id for p in store.load_predictions(project, version)[50:75]
+                        }
+                        for prediction in ls_client.predictions(project):
+                            if prediction["task"] not in third_batch:
+                                ls_client.call("DELETE", f"/api/predictions/{prediction['id']}/")
+                        resent.append(0)
+                    return await count_versions(project)
+
+                async def import_then_die(project: int, **kwargs: Any) -> int:
+                    if resent:
+                        resent.append(len(kwargs["predictions"]))
+                        if len(resent) == 3:
+                            raise KilledHere
+                    return await import_predictions(project, **kwargs)
+
+                gateway.model_version_counts = counts_after_losing_predictions  # type: ignore[method-assign]
+                gateway.import_predictions = import_then_die  # type: ignore[method-assign]
+                with pytest.raises(KilledHere):
+                    await runtime.run_cycle(config.projects[0])
+
+        asyncio.run(run_killed_during_the_resend())
+        report = asyncio.run(one_cycle(config))
+
+        per_task = Counter(
+            (p["task"], p["model_version"]) for p in ls_client.predictions(project_id)
+        )
+        assert (100, 1) == (len(per_task), max(per_task.values()))
+        assert ("ok", version) == (
+            report.outcome,
+            ls_client.get_project(project_id)["model_version"],
+        )
+
+
 class TestColdStartAndBadData:
     def test_one_class_only_publishes_nothing_and_status_says_why(
         self,
