@@ -6,8 +6,8 @@ One seeded run (module fixture `chaos`) drives everything:
     setup: 250 tasks, 8 labels, a foreign version "foreign-v1" that must survive
     annotator thread .... create / second opinion / relabel / skip / delete, ~2 per second
     daemon  `aldaemon run` (poll 1 s, retrain after 3 changes, batches of 25)
-      x N:  wait for a trigger (time, an upload in progress, a log event) -> SIGKILL
-            -> restart at once
+      x N:  wait for a trigger (time, an upload in progress, an upload partly done, a log
+            event) -> SIGKILL -> restart at once
     stop the annotator -> wait until quiescent -> SIGTERM (exit 0) -> snapshot LS + store
 
 The tests below each check one invariant on that snapshot.
@@ -17,6 +17,11 @@ ALDAEMON_CHAOS_SEED (default: random) the seed; the seed is printed and named in
 assertion message. The same seed replays the same kill plan and the same annotator
 actions; how they interleave with the daemon still depends on timing, so a replay makes
 a failure likely again rather than certain.
+
+However the draws fall, at least MIN_MID_UPLOAD_KILLS planned kills wait for an upload
+this incarnation has partly done and kill at once, however fast the machine uploads; one
+that lands elsewhere anyway (the last batch went out first, or no upload came in time) is
+made again in the next incarnation, at most MID_UPLOAD_RETRIES extra kills in a run.
 
 Most kills take the daemon's whole process group, as systemd does when it kills a unit;
 some take only the main process, like `kill -9 PID`: its model worker and resource
@@ -95,9 +100,11 @@ def chaos_settings(env: Mapping[str, str], *, random_seed: int) -> ChaosSettings
 @dataclass(frozen=True)
 class Trigger:
     """A moment a kill waits for: `name` is "spawn" (the process was started: start-up and
-    the first poll), "uploading" (the store shows a version being uploaded), or a log event
-    ("daemon.started" means anywhere in the loop). The kill follows after a uniform delay of
-    at most `longest_delay`, or after `longest_wait` if the moment never comes."""
+    the first poll), "uploading" (the store shows a version being uploaded), "mid-upload"
+    (the store shows this incarnation sent part of a version's predictions, not all), or a
+    log event ("daemon.started" means anywhere in the loop). The kill follows after a
+    uniform delay of at most `longest_delay`, or after `longest_wait` if the moment never
+    comes."""
 
     name: str
     weight: float
@@ -105,34 +112,53 @@ class Trigger:
     longest_wait: float
 
 
-# A third of the kills go for uploads, the most delicate step. "version.activated" is
-# followed by pruning, "train.started" by the worker's fit, "reconcile.finished" by the
-# decision. The waits cover a whole cycle (start-up, training and upload take ~12 s).
+# A third of the kills go for uploads, the most delicate step: half of them anywhere in
+# one (the first batch in flight, a batch edge, the final count), half at once when part
+# of it is done. An upload of ~9 batches can take well under a second, so only a kill
+# that waits for that moment itself lands there whatever the machine's speed.
+# "version.activated" is followed by pruning, "train.started" by the worker's fit,
+# "reconcile.finished" by the decision. The waits cover a whole cycle (start-up, training
+# and upload take ~12 s).
 TRIGGERS = (
     Trigger("spawn", weight=0.06, longest_delay=2.5, longest_wait=0.0),
     Trigger("daemon.started", weight=0.30, longest_delay=6.0, longest_wait=10.0),
-    Trigger("uploading", weight=0.32, longest_delay=1.0, longest_wait=16.0),
+    Trigger("uploading", weight=0.16, longest_delay=1.0, longest_wait=16.0),
+    Trigger("mid-upload", weight=0.16, longest_delay=0.0, longest_wait=20.0),
     Trigger("train.started", weight=0.10, longest_delay=1.5, longest_wait=10.0),
     Trigger("version.activated", weight=0.14, longest_delay=1.5, longest_wait=20.0),
     Trigger("reconcile.finished", weight=0.08, longest_delay=0.3, longest_wait=10.0),
 )
 
 
+MID_UPLOAD = next(t for t in TRIGGERS if t.name == "mid-upload")
+MIN_MID_UPLOAD_KILLS = 3  # in every plan (all of a shorter one), however the draws fall
+MID_UPLOAD_RETRIES = 10  # at most this many extra kills per run (each waits <= 20 s)
+MID_UPLOAD_POLL_SECONDS = 0.01  # a few polls in the shortest window between batches
+
+
 @dataclass(frozen=True)
 class Kill:
-    """One SIGKILL: `delay` seconds after `trigger`; `whole_group` or the main process only."""
+    """One SIGKILL: `delay` seconds after `trigger`; `whole_group` or the main process only;
+    `retry` when it repeats a mid-upload kill that landed elsewhere."""
 
     trigger: Trigger
     delay: float
     whole_group: bool
+    retry: bool = False
 
     def describe(self) -> str:
         target = "group" if self.whole_group else "main pid"
-        return f"{self.trigger.name}+{self.delay:.2f}s ({target})"
+        again = ", retry" if self.retry else ""
+        return f"{self.trigger.name}+{self.delay:.2f}s ({target}{again})"
 
 
 def plan_kills(rng: random.Random, count: int) -> list[Kill]:
-    """`count` kills drawn from `rng`: the same seed gives the same plan."""
+    """`count` kills drawn from `rng`: the same seed gives the same plan.
+
+    At least MIN_MID_UPLOAD_KILLS of them (all, when fewer are planned) wait for a partly
+    done upload: when the draws give fewer, kills the same `rng` picks are turned into
+    such kills.
+    """
     plan = []
     for _ in range(count):
         trigger = rng.choices(TRIGGERS, [t.weight for t in TRIGGERS])[0]
@@ -143,7 +169,35 @@ def plan_kills(rng: random.Random, count: int) -> list[Kill]:
                 whole_group=rng.random() < 0.8,
             )
         )
+    others = [i for i, kill in enumerate(plan) if kill.trigger != MID_UPLOAD]
+    missing = min(MIN_MID_UPLOAD_KILLS, count) - (count - len(others))
+    for i in sorted(rng.sample(others, max(missing, 0))):
+        plan[i] = Kill(trigger=MID_UPLOAD, delay=0.0, whole_group=plan[i].whole_group)
     return plan
+
+
+def retry_of(kill: Kill, landing: str) -> Kill | None:
+    """The kill to make next when a mid-upload kill landed elsewhere (the upload finished
+    between the look at the store and the signal, or none came in time), else None."""
+    if kill.trigger != MID_UPLOAD or landing == "mid-upload":
+        return None
+    return Kill(trigger=MID_UPLOAD, delay=0.0, whole_group=kill.whole_group, retry=True)
+
+
+def upload_moved_on(version: VersionRow | None, counts_seen: dict[str, int]) -> bool:
+    """True when `version` is being uploaded, part of it is done, and its uploaded count has
+    grown since this incarnation first saw it: the incarnation is sending it.
+
+    `counts_seen` keeps each version's count at its first sight (0 before the upload
+    starts), so a version the last incarnation left half done counts only once this one
+    moved it on.
+    """
+    if version is None:
+        return False
+    uploading = version.state == "uploading"
+    done = (version.uploaded_count or 0) if uploading else 0
+    first = counts_seen.setdefault(version.name, done)
+    return uploading and first < done < (version.n_predictions or 0)
 
 
 # --- what Label Studio says the labels are (pure) ----------------------------------------
@@ -524,7 +578,7 @@ class ChaosOutcome:
     project_id: int
     token: str
     log_dir: Path
-    kills: list[Kill]
+    kills: list[Kill]  # as made: the plan, with the retries of missed mid-upload kills
     incarnations: list[Incarnation]
     kill_landings: Counter[str]
     annotator_actions: Counter[str]
@@ -600,6 +654,7 @@ def _wait_for_trigger(kill: Kill, *, runner: DaemonRunner, peek: StorePeek) -> b
     incarnation = runner.current
     trigger = kill.trigger
     deadline = time.monotonic() + trigger.longest_wait
+    counts_seen: dict[str, int] = {}
     while time.monotonic() < deadline:
         if incarnation.process.poll() is not None:
             return False  # it died by itself; the kill records that
@@ -608,6 +663,11 @@ def _wait_for_trigger(kill: Kill, *, runner: DaemonRunner, peek: StorePeek) -> b
             return True
         if trigger.name == "uploading" and _uploading_now(incarnation, peek):
             return True
+        if trigger == MID_UPLOAD and incarnation.seen & UPLOAD_UNDER_WAY:
+            if upload_moved_on(peek.unfinished(), counts_seen):
+                return True
+            time.sleep(MID_UPLOAD_POLL_SECONDS)
+            continue
         time.sleep(POLL_SECONDS)
     return trigger.name == "spawn"
 
@@ -693,6 +753,8 @@ def _run_chaos(
 ) -> ChaosOutcome:
     rng = random.Random(settings.seed)
     plan = plan_kills(rng, settings.kills)
+    to_make = list(reversed(plan))  # popped from the end; a retry is pushed back there
+    made: list[Kill] = []
     task_ids = client.task_ids(project_id)
     _, truth_list = make_tasks(PROJECT_TASKS, seed=settings.seed)
     truth = dict(zip(task_ids, truth_list, strict=True))
@@ -719,13 +781,19 @@ def _run_chaos(
     try:
         runner.start()
         annotator.start()
-        for kill in plan:
+        while to_make:
+            kill = to_make.pop()
+            made.append(kill)
             seen = _wait_for_trigger(kill, runner=runner, peek=peek)
             time.sleep(kill.delay)
             runner.kill(whole_group=kill.whole_group)
             landing = _landing(runner.current, peek) if runner.ever_started else "first start-up"
             missed = "" if seen else f" (not seen in {kill.trigger.longest_wait:g} s)"
             runner.current.kill_landed = f"{kill.describe()}{missed} -> {landing}"
+            retry = retry_of(kill, landing)
+            if retry is not None and sum(k.retry for k in made) < MID_UPLOAD_RETRIES:
+                to_make.append(retry)
+                runner.current.kill_landed += " (tried again)"
             with (log_dir / "kills.txt").open("a") as kills_file:
                 kills_file.write(f"run {runner.current.number}: {runner.current.kill_landed}\n")
             landings[landing] += 1
@@ -757,7 +825,7 @@ def _run_chaos(
         project_id=project_id,
         token=server.legacy_token,
         log_dir=log_dir,
-        kills=plan,
+        kills=made,
         incarnations=runner.incarnations,
         kill_landings=landings,
         annotator_actions=annotator.done,
@@ -807,10 +875,14 @@ def chaos(
     except Exception as exc:
         exc.add_note(f"chaos seed {SETTINGS.seed}: ALDAEMON_CHAOS_SEED={SETTINGS.seed} to replay")
         raise
+    mid_upload = [kill for kill in outcome.kills if kill.trigger == MID_UPLOAD]
+    retries = sum(kill.retry for kill in mid_upload)
     print(
         f"chaos seed {outcome.seed}: {len(outcome.kills)} kills in "
         f"{outcome.timings.get('kills_s', 0):.0f} s, quiescent after "
         f"{outcome.timings.get('quiescence_s', 0):.0f} s; landed: {dict(outcome.kill_landings)}; "
+        f"mid-upload kills: {len(mid_upload) - retries} planned + {retries} retried, "
+        f"{outcome.kill_landings['mid-upload']} landed mid-upload; "
         f"annotator: {dict(outcome.annotator_actions)}; "
         f"orphans of main-only kills still alive at the end: {len(outcome.lingering_orphans)}; "
         "versions: "
@@ -821,7 +893,7 @@ def chaos(
 
 
 # One kill cycle takes a few seconds; the rest is setup, quiescence and shutdown.
-CHAOS_TIMEOUT = 240 + SETTINGS.kills * 30 + int(QUIESCENCE_SECONDS)
+CHAOS_TIMEOUT = 240 + (SETTINGS.kills + MID_UPLOAD_RETRIES) * 30 + int(QUIESCENCE_SECONDS)
 
 
 # --- the invariants ------------------------------------------------------------------------
@@ -1051,6 +1123,61 @@ class TestKillPlan:
         plan = plan_kills(random.Random(2), 300)
         late = [k for k in plan if not 0 <= k.delay <= k.trigger.longest_delay]
         assert [] == late
+
+    def test_every_plan_waits_for_partly_done_uploads_a_few_times(self) -> None:
+        """Whatever the seed, MIN_MID_UPLOAD_KILLS kills (all of a shorter plan) wait for a
+        partly done upload, and kill at once when it comes."""
+        at_once = {Kill(MID_UPLOAD, 0.0, whole_group=group) for group in (True, False)}
+        short = []
+        for seed in range(200):
+            for count in (1, 2, MIN_MID_UPLOAD_KILLS, 5, 30):
+                plan = plan_kills(random.Random(seed), count)
+                if sum(kill in at_once for kill in plan) < min(MIN_MID_UPLOAD_KILLS, count):
+                    short.append((seed, count))
+        assert [] == short
+
+    def test_a_mid_upload_kill_that_landed_elsewhere_is_tried_again(self) -> None:
+        """Only a mid-upload kill is repeated, only when it missed, on the same target."""
+        missed = Kill(MID_UPLOAD, 0.0, whole_group=False)
+        other = Kill(next(t for t in TRIGGERS if t.name == "uploading"), 0.5, whole_group=True)
+        assert [Kill(MID_UPLOAD, 0.0, whole_group=False, retry=True), None, None] == [
+            retry_of(missed, "uploading, at a batch edge"),
+            retry_of(missed, "mid-upload"),
+            retry_of(other, "uploading, at a batch edge"),
+        ]
+
+
+def _version(state: str, uploaded: int | None, *, name: str = "aldaemon-v3") -> VersionRow:
+    return VersionRow(
+        name=name, number=3, state=state, created_at=0.0, n_predictions=200, uploaded_count=uploaded
+    )
+
+
+class TestUploadMovedOn:
+    def test_a_fresh_upload_counts_from_its_first_batch_to_its_last(self) -> None:
+        """Scored, first batch in flight: not yet; 25 and 175 of 200 sent: yes; all: no."""
+        seen: dict[str, int] = {}
+        states = [
+            ("scored", 0),
+            ("uploading", 0),
+            ("uploading", 25),
+            ("uploading", 175),
+            ("uploading", 200),
+        ]
+        moved = [upload_moved_on(_version(state, n), seen) for state, n in states]
+        assert [False, False, True, True, False] == moved
+
+    def test_an_upload_left_half_done_counts_once_this_incarnation_moves_it_on(self) -> None:
+        """75 of 200 left by the last incarnation: not yet; 100 of 200: yes."""
+        seen: dict[str, int] = {}
+        moved = [upload_moved_on(_version("uploading", n), seen) for n in (75, 75, 100)]
+        assert [False, False, True] == moved
+
+    def test_nothing_unfinished_or_another_step_is_not_mid_upload(self) -> None:
+        """Nothing unfinished, or a version training or uploaded, is not a partly done upload."""
+        seen: dict[str, int] = {}
+        versions = [None, _version("training", None), _version("uploaded", 200)]
+        assert [False, False, False] == [upload_moved_on(v, seen) for v in versions]
 
 
 def _annotation(
