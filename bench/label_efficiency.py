@@ -1,6 +1,7 @@
 """Benchmark 4: label efficiency through a real Label Studio.
 
     python -m bench.label_efficiency [--seeds 0 1 2] [--variant-seeds 0] [--step 50] [--cap 1000]
+    python -m bench.label_efficiency --merge-from OTHER [--name label_efficiency]
 
 The fine-food project (modeldata `training_data`, 4,000 reviews) is labeled by a simulated
 annotator who asks `GET /api/projects/{id}/next` and answers with the true label, once per
@@ -24,6 +25,13 @@ the cap labels on, same step, until it does, so that "labels needed" is never a 
 area, and the ratio of labels needed against random on the same seed (target: median
 <= 0.55).
 
+More seeds for some samplers can be run on their own, into another results file
+(`--variants entropy --variant-seeds 1 2 --name OTHER`: only the samplers named run, and
+margin and random take `--seeds`, the others `--variant-seeds`), and then folded into the
+main file with `--merge-from OTHER`, which labels nothing: it checks that both were run
+with the same step, cap and seed labels and share no (sampler, seed), adds the runs,
+records the other file's command, and recomputes the summary (see `merge`).
+
 The loop is synchronous: the annotator waits while the daemon retrains, as if the cycle
 were instant. The daemon's own prune task is off (prune_per_cycle = 0): deleting a 4,000
 prediction version takes about 40 s of server time per retrain and does not change what
@@ -36,7 +44,9 @@ import argparse
 import asyncio
 import json
 import random
+import shlex
 import statistics
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -471,6 +481,71 @@ def resummarize(name: str) -> dict[str, Any]:
     return document
 
 
+# Settings that must be identical for two runs to share one summary.
+MERGE_KEYS = ("step", "cap", "seed_labels", "max_labels")
+
+
+def merge(
+    document: dict[str, Any], other: dict[str, Any], *, other_name: str, command: str
+) -> dict[str, Any]:
+    """`document` with the runs of `other` (a separate run of more samplers or seeds) added.
+
+    The two must have been run with the same step, cap, seed labels and label limit, have
+    the same reference model and share no (sampler, seed); both must be complete. The
+    settings' `seeds` and `variant_seeds` then say which seeds the runs have (primary and
+    other samplers), `merged` records where the added runs came from (their file, command,
+    time and machine) and by which `command` they were added, and the summary is
+    recomputed, so a sampler's ratio pairs it with random on the same seed whichever run
+    each came from. The document's own `command`, `finished_at` and `machine` stay those
+    of its first run.
+    """
+    for name, doc in (("the merge target", document), (other_name, other)):
+        if not doc.get("complete"):
+            raise ValueError(f"{name} is an interrupted run")
+    mine, theirs = document["settings"], other["settings"]
+    differing = [key for key in MERGE_KEYS if mine[key] != theirs[key]]
+    if differing:
+        raise ValueError(f"{other_name} differs in {', '.join(differing)}")
+    if document["reference"]["accuracy"] != other["reference"]["accuracy"]:
+        raise ValueError(f"{other_name} has another reference accuracy")
+    had = {(run["variant"], run["seed"]) for run in document["runs"]}
+    again = sorted(
+        f"{v} seed {s}" for v, s in had & {(r["variant"], r["seed"]) for r in other["runs"]}
+    )
+    if again:
+        raise ValueError(f"{other_name} repeats {', '.join(again)}")
+    if any(mine["variants"].get(k, v) != v for k, v in theirs["variants"].items()):
+        raise ValueError(f"{other_name} describes a sampler differently")
+    runs = [*document["runs"], *other["runs"]]
+    primary_seeds = sorted({r["seed"] for r in runs if r["variant"] in PRIMARY})
+    other_seeds = sorted({r["seed"] for r in runs if r["variant"] not in PRIMARY})
+    merged = {
+        **document,
+        "settings": {
+            **mine,
+            "seeds": primary_seeds,
+            "variant_seeds": other_seeds,
+            "variants": {**mine["variants"], **theirs["variants"]},
+        },
+        "runs": runs,
+        "merged": [
+            *document.get("merged", []),
+            {
+                "name": other_name,
+                "command": other["command"],
+                "finished_at": other["finished_at"],
+                "runs": [f"{r['variant']} seed {r['seed']}" for r in other["runs"]],
+                "machine": other["machine"],
+                "merged_by": command,
+            },
+        ],
+    }
+    merged["summary"] = summarize(
+        runs, reference_accuracy=document["reference"]["accuracy"], cap=mine["cap"]
+    )
+    return merged
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.label_efficiency", description=__doc__)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -496,7 +571,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="only recompute the summary of bench/results/NAME.json from its runs",
     )
+    parser.add_argument(
+        "--merge-from",
+        metavar="OTHER",
+        help="label nothing: add the runs of bench/results/OTHER.json (same step, cap, seed "
+        "labels; other samplers or seeds) to bench/results/NAME.json and recompute its summary",
+    )
     args = parser.parse_args(argv)
+    if args.merge_from:
+        arguments = sys.argv[1:] if argv is None else list(argv)
+        target = common.RESULTS_DIR / f"{args.name}.json"
+        document = merge(
+            json.loads(target.read_text()),
+            json.loads((common.RESULTS_DIR / f"{args.merge_from}.json").read_text()),
+            other_name=args.merge_from,
+            command=f".venv/bin/python -m bench.{NAME} {shlex.join(arguments)}",
+        )
+        target.write_text(json.dumps(document, indent=2) + "\n")
+        for row in document["summary"]["variants"]:
+            print(row["line"])
+        return 0
     if args.resummarize:
         for row in resummarize(args.name)["summary"]["variants"]:
             print(row["line"])

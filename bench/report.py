@@ -80,6 +80,12 @@ def commands_section(results: dict[str, dict[str, Any] | None]) -> str:
     for name, result in results.items():
         command = result["command"] if result else "not run"
         lines.append(f"- {name}: `{command}`")
+        for part in (result or {}).get("merged", []):
+            lines.append(
+                f"  - plus {', '.join(part['runs'])}: `{part['command']}` (finished "
+                f"{part['finished_at']}, bench/results/{part['name']}.json), folded in by "
+                f"`{part['merged_by']}`"
+            )
     return "\n".join(lines)
 
 
@@ -320,6 +326,8 @@ def efficiency_section(
         s = document["settings"]
         summary = document["summary"]
         complete = "" if document.get("complete", True) else " (INCOMPLETE: interrupted run)"
+        if document.get("merged"):
+            complete += f" (runs of {1 + len(document['merged'])} commands, see Exact commands)"
         parts.append(
             f"**{label}**{complete}: seed labels {s['seed_labels']}, retrain every {s['step']} "
             f"labels, curve to {s['cap']} labels (then on until the target). Model on all "

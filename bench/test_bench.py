@@ -14,7 +14,7 @@ import pytest
 
 from bench import curves
 from bench.footprint import summarize_model
-from bench.label_efficiency import keep_labeling, plan, seed_review_indices, summarize
+from bench.label_efficiency import keep_labeling, merge, plan, seed_review_indices, summarize
 from bench.label_efficiency_offline import served_order
 
 
@@ -184,3 +184,60 @@ class TestSummarize:
         summary = summarize(runs, reference_accuracy=0.8, cap=100)
 
         assert 0.7 == summary["variants"][0]["median_area"]
+
+
+class TestMerge:
+    @staticmethod
+    def document(runs: list[tuple[str, int, int]], *, step: int = 50) -> dict[str, object]:
+        """A complete results file of (sampler, seed, labels needed) runs; target 0.792."""
+        made = [
+            {
+                "variant": v,
+                "seed": s,
+                "curve": [{"labels": 50, "accuracy": 0.5}, {"labels": n, "accuracy": 0.8}],
+            }
+            for v, s, n in runs
+        ]
+        return {
+            "command": "first",
+            "finished_at": "t0",
+            "complete": True,
+            "settings": {
+                "step": step,
+                "cap": 1000,
+                "seed_labels": 50,
+                "max_labels": None,
+                "seeds": [0, 1],
+                "variant_seeds": [0],
+                "variants": {v: v for v, _, _ in runs},
+            },
+            "reference": {"accuracy": 0.8},
+            "runs": made,
+            "summary": {},
+            "machine": {},
+        }
+
+    def test_added_seeds_are_paired_with_random_on_the_same_seed(self) -> None:
+        """entropy seed 1 from another file is compared with random seed 1, not seed 0."""
+        main = self.document([("random", 0, 1000), ("random", 1, 400), ("entropy", 0, 500)])
+        other = self.document([("entropy", 1, 200)])
+
+        merged = merge(main, other, other_name="more", command="merge it")
+
+        entropy = merged["summary"]["variants"][1]
+        assert ([0.5, 0.5], [0, 1], "first", ["entropy seed 1"], "merge it") == (
+            entropy["ratio_to_random"],
+            merged["settings"]["variant_seeds"],
+            merged["command"],
+            merged["merged"][0]["runs"],
+            merged["merged"][0]["merged_by"],
+        )
+
+    def test_runs_with_other_settings_or_the_same_seed_are_refused(self) -> None:
+        """A different step, or a (sampler, seed) both files hold, cannot be merged."""
+        main = self.document([("random", 0, 1000), ("entropy", 0, 500)])
+
+        with pytest.raises(ValueError, match="step"):
+            merge(main, self.document([("entropy", 1, 200)], step=100), other_name="o", command="")
+        with pytest.raises(ValueError, match="entropy seed 0"):
+            merge(main, self.document([("entropy", 0, 200)]), other_name="o", command="")
