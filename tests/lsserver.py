@@ -142,8 +142,9 @@ class LabelStudioServer:
     def environment(self) -> dict[str, str]:
         """The demo's environment (SECRET_KEY pinned per data dir), plus the tests' own.
 
-        SSRF protection is off so that tests can register webhooks to 127.0.0.1;
-        `extra_env` comes last, so it wins.
+        SSRF protection is off so that tests can register webhooks to 127.0.0.1, and a
+        webhook may take 10 s instead of 1 (a loaded test machine must not turn a slow
+        delivery into a lost one); `extra_env` comes last, so it wins.
         """
         env = demo_labelstudio.server_environment(
             data_dir=self.data_dir,
@@ -152,6 +153,7 @@ class LabelStudioServer:
             legacy_token=self.legacy_token,
         )
         env["SSRF_PROTECTION_ENABLED"] = "false"
+        env["WEBHOOK_TIMEOUT"] = "10"
         env.update(self.extra_env)
         return env
 
