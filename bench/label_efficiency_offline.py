@@ -47,6 +47,7 @@ from bench.label_efficiency import (
     Variant,
     fit_and_save,
     keep_labeling,
+    reference_metrics,
     seed_review_indices,
     summarize,
 )
@@ -183,16 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     reviews = load_reviews()
     runs: list[dict[str, Any]] = []
     with common.work_directory(NAME, keep=False) as work_dir:
-        reference = evaluate(
-            artifact_path=fit_and_save(
-                [r.text for r in reviews.train],
-                [r.label for r in reviews.train],
-                work_dir / "all.joblib",
-            ),
-            texts=[r.text for r in reviews.test],
-            labels=[r.label for r in reviews.test],
-        )
-        print(f"model on all {len(reviews.train)} training reviews: {reference}")
+        reference = reference_metrics(reviews, work_dir)
         target = TARGET_SHARE_OF_FULL * reference["accuracy"]
         for seed in args.seeds:
             for name in args.variants:
