@@ -6,6 +6,7 @@ import asyncio
 import random
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,13 @@ from aldaemon.config import Config, load_config
 from aldaemon.cycle import (
     WATERMARK_SETTLE_SECONDS,
     CycleReport,
+    _cap_watermark,
     batches,
     own_version_number,
     queue_view_data,
     resume_position,
 )
+from aldaemon.reconcile import ReconcileOutcome
 from aldaemon.service import Runtime
 from aldaemon.status import collect
 from aldaemon.store import Store
@@ -604,56 +607,29 @@ class TestResumeArithmetic:
         )
 
 
+def outcome_with_newest(updated_at: str) -> ReconcileOutcome:
+    """A reconcile outcome whose newest task was updated at `updated_at`, nothing else."""
+    return ReconcileOutcome(
+        tasks=(), created=(), updated=(), deleted=(), label_changes=0, newest_updated_at=updated_at
+    )
+
+
 class TestWatermarkOfMultiPageScans:
     def test_a_newer_timestamp_than_the_scan_start_is_capped(self) -> None:
         """A several-page scan claims no watermark past the server time it started at."""
-        from datetime import UTC, datetime
-
-        from aldaemon.cycle import _cap_watermark
-        from aldaemon.reconcile import ReconcileOutcome
-
-        outcome = ReconcileOutcome(
-            tasks=(),
-            created=(),
-            updated=(),
-            deleted=(),
-            label_changes=0,
-            newest_updated_at="2026-11-27T10:00:05.000000Z",
-        )
+        outcome = outcome_with_newest("2026-11-27T10:00:05.000000Z")
         started = datetime(2026, 11, 27, 10, 0, 2, tzinfo=UTC)
         assert "2026-11-27T10:00:02.000000Z" == _cap_watermark(outcome, started).newest_updated_at
 
     def test_an_older_timestamp_is_kept(self) -> None:
         """When every task read is older than the scan start, the watermark is unchanged."""
-        from datetime import UTC, datetime
-
-        from aldaemon.cycle import _cap_watermark
-        from aldaemon.reconcile import ReconcileOutcome
-
-        outcome = ReconcileOutcome(
-            tasks=(),
-            created=(),
-            updated=(),
-            deleted=(),
-            label_changes=0,
-            newest_updated_at="2026-11-27T10:00:01.000000Z",
-        )
+        outcome = outcome_with_newest("2026-11-27T10:00:01.000000Z")
         started = datetime(2026, 11, 27, 10, 0, 2, tzinfo=UTC)
         assert "2026-11-27T10:00:01.000000Z" == _cap_watermark(outcome, started).newest_updated_at
 
     def test_without_the_server_clock_the_watermark_does_not_move(self) -> None:
         """No Date header: the scan claims nothing, the next poll reads the window again."""
-        from aldaemon.cycle import _cap_watermark
-        from aldaemon.reconcile import ReconcileOutcome
-
-        outcome = ReconcileOutcome(
-            tasks=(),
-            created=(),
-            updated=(),
-            deleted=(),
-            label_changes=0,
-            newest_updated_at="2026-11-27T10:00:01.000000Z",
-        )
+        outcome = outcome_with_newest("2026-11-27T10:00:01.000000Z")
         assert _cap_watermark(outcome, None).newest_updated_at is None
 
     def test_gateway_reports_pages_and_the_server_clock_of_a_scan(
