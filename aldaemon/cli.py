@@ -31,50 +31,79 @@ EX_CANTCREAT = 73
 log = structlog.get_logger(__name__)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="aldaemon", description="A live active-learning loop for Label Studio."
-    )
-    parser.add_argument("--version", action="version", version=f"aldaemon {__version__}")
-    parser.add_argument(
+def _global_flags(*, defaults: bool) -> argparse.ArgumentParser:
+    """The flags every command takes, accepted before and after the command name.
+
+    One definition, used twice: on the main parser with their defaults, and as a parent
+    of every command whose copies default to SUPPRESS, so `aldaemon run --config X` and
+    `aldaemon --config X run` mean the same and a flag given before the command is not
+    overwritten by the command's own default.
+    """
+    flags = argparse.ArgumentParser(add_help=False)
+
+    def default(value: str | None) -> str | None:
+        return value if defaults else argparse.SUPPRESS
+
+    flags.add_argument(
         "--config",
-        default=None,
+        default=default(None),
         help="config file (default: $ALDAEMON_CONFIG, else /etc/aldaemon/config.toml)",
     )
-    parser.add_argument(
+    flags.add_argument(
         "--log-format",
         choices=LOG_FORMATS,
-        default=os.environ.get("ALDAEMON_LOG_FORMAT", "auto"),
+        default=default(os.environ.get("ALDAEMON_LOG_FORMAT", "auto")),
         help="json lines, readable console lines, or auto (console on a terminal)",
     )
-    parser.add_argument(
+    flags.add_argument(
         "--log-level",
-        default=os.environ.get("ALDAEMON_LOG_LEVEL", "info"),
+        default=default(os.environ.get("ALDAEMON_LOG_LEVEL", "info")),
         choices=("debug", "info", "warning", "error"),
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("run", help="run until SIGTERM or SIGINT")
-    commands.add_parser("once", help="one full cycle for every project, then exit")
-    commands.add_parser("check-config", help="validate the config; exit 78 when invalid")
-    status = commands.add_parser("status", help="per-project state, from local state alone")
+    return flags
+
+
+class _Commands:
+    """Adds commands that all accept the global flags after their name too."""
+
+    def __init__(self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]):
+        self._subparsers = subparsers
+        self._flags = _global_flags(defaults=False)
+
+    def add(self, name: str, *, help: str) -> argparse.ArgumentParser:
+        return self._subparsers.add_parser(name, help=help, parents=[self._flags])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aldaemon",
+        description="A live active-learning loop for Label Studio.",
+        parents=[_global_flags(defaults=True)],
+    )
+    parser.add_argument("--version", action="version", version=f"aldaemon {__version__}")
+    commands = _Commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    commands.add("run", help="run until SIGTERM or SIGINT")
+    commands.add("once", help="one full cycle for every project, then exit")
+    commands.add("check-config", help="validate the config; exit 78 when invalid")
+    status = commands.add("status", help="per-project state, from local state alone")
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    pin = commands.add_parser("pin", help="activate one of our older versions and keep it")
+    pin = commands.add("pin", help="activate one of our older versions and keep it")
     pin.add_argument("--project", type=int, required=True)
     pin.add_argument("--version", required=True, dest="model_version")
-    unpin = commands.add_parser("unpin", help="resume automatic activation of new versions")
+    unpin = commands.add("unpin", help="resume automatic activation of new versions")
     unpin.add_argument("--project", type=int, required=True)
-    webhook = commands.add_parser("webhook", help="manage the Label Studio webhook")
-    webhook_commands = webhook.add_subparsers(dest="webhook_command", required=True)
-    install = webhook_commands.add_parser("install", help="register the webhook in Label Studio")
+    webhook = commands.add("webhook", help="manage the Label Studio webhook")
+    webhook_commands = _Commands(webhook.add_subparsers(dest="webhook_command", required=True))
+    install = webhook_commands.add("install", help="register the webhook in Label Studio")
     install.add_argument("--project", type=int, required=True)
     install.add_argument("--url", required=True, help="e.g. http://10.0.0.5:9090/webhook")
-    state = commands.add_parser("state", help="local state maintenance")
-    state_commands = state.add_subparsers(dest="state_command", required=True)
-    rebuild = state_commands.add_parser(
+    state = commands.add("state", help="local state maintenance")
+    state_commands = _Commands(state.add_subparsers(dest="state_command", required=True))
+    rebuild = state_commands.add(
         "rebuild", help="forget a project's local state and re-read it from Label Studio"
     )
     rebuild.add_argument("--project", type=int, required=True)
-    report = commands.add_parser("report", help="write an HTML report with plots")
+    report = commands.add("report", help="write an HTML report with plots")
     report.add_argument("--project", type=int, required=True)
     report.add_argument("--out", required=True, help="output directory")
     return parser
