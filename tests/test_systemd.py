@@ -154,17 +154,19 @@ class TestUnitFile:
     def test_systemd_analyze_verify_finds_nothing(self, tmp_path: Path) -> None:
         """`systemd-analyze verify` reports no problem with the unit.
 
-        verify insists that ExecStart's binary exists, so a copy points at a stub in a tmp
-        dir; every other line is verified as shipped.
+        verify insists that the binaries of ExecStart and ExecReload exist, so a copy points
+        the venv at stubs in a tmp dir; every other line is verified as shipped.
         """
         analyze = shutil.which("systemd-analyze")
         if analyze is None:
             pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
-        stub = tmp_path / "aldaemon"
-        stub.write_text("#!/bin/sh\n")
-        stub.chmod(0o755)
+        for name in ("aldaemon", "python"):
+            stub = tmp_path / name
+            stub.write_text("#!/bin/sh\n")
+            stub.chmod(0o755)
         unit = tmp_path / "aldaemon.service"
-        unit.write_text(UNIT_FILE.read_text().replace(INSTALLED_EXECUTABLE, str(stub)))
+        venv_bin = str(Path(INSTALLED_EXECUTABLE).parent)
+        unit.write_text(UNIT_FILE.read_text().replace(venv_bin, str(tmp_path)))
         result = subprocess.run(
             [analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60
         )
