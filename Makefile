@@ -17,7 +17,7 @@ label-studio:
 
 ## Run the daemon on a demo project against a local Label Studio (Ctrl-C stops both).
 demo: $(STAMP) label-studio
-	$(BIN)/python -m aldaemon.demo $(if $(SIMULATE),--simulate) $(if $(DEMO_SECONDS),--seconds $(DEMO_SECONDS))
+	$(BIN)/python -m demo.session $(if $(SIMULATE),--simulate) $(if $(DEMO_SECONDS),--seconds $(DEMO_SECONDS))
 
 ## Lint, type-check and run the whole suite against a real Label Studio the suite starts.
 test: $(STAMP) label-studio lint typecheck

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aldaemon import demo_labelstudio
+from demo import labelstudio as demo_labelstudio
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INSTALL_TIMEOUT = 1800.0

@@ -11,7 +11,23 @@ import httpx
 import pytest
 
 from aldaemon.config import load_config
-from aldaemon.demo import (
+from aldaemon.errors import AldaemonError
+from aldaemon.labelstudio import parse_labeling_config
+from aldaemon.secret import Secret
+from aldaemon.store import Store
+from demo.data import (
+    LABEL_CONFIG,
+    LABELS,
+    REVIEW_ID_FIELD,
+    Review,
+    ReviewSets,
+    labels_by_review_id,
+    load_reviews,
+    reviews_from_rows,
+    task_data,
+    true_label,
+)
+from demo.session import (
     DemoPaths,
     DemoSummary,
     SessionOptions,
@@ -25,22 +41,6 @@ from aldaemon.demo import (
     run_session,
     write_private,
 )
-from aldaemon.demo_data import (
-    LABEL_CONFIG,
-    LABELS,
-    REVIEW_ID_FIELD,
-    Review,
-    ReviewSets,
-    labels_by_review_id,
-    load_reviews,
-    reviews_from_rows,
-    task_data,
-    true_label,
-)
-from aldaemon.errors import AldaemonError
-from aldaemon.labelstudio import parse_labeling_config
-from aldaemon.secret import Secret
-from aldaemon.store import Store
 from tests.lsserver import LabelStudioServer
 
 URL = "http://127.0.0.1:8080"

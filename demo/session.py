@@ -43,23 +43,6 @@ from typing import Any
 import structlog
 
 from aldaemon.config import Config, load_config
-from aldaemon.demo_data import (
-    LABEL_CONFIG,
-    PROJECT_TITLE,
-    Review,
-    ReviewSets,
-    labels_by_review_id,
-    load_reviews,
-    task_data,
-    true_label,
-)
-from aldaemon.demo_labelstudio import (
-    DemoUser,
-    LocalLabelStudio,
-    annotator_token,
-    install_label_studio,
-    is_healthy,
-)
 from aldaemon.errors import (
     AldaemonError,
     ConfigError,
@@ -72,6 +55,23 @@ from aldaemon.logs import configure_logging, register_secret
 from aldaemon.records import LabelingSchema
 from aldaemon.secret import Secret
 from aldaemon.store import Store
+from demo.data import (
+    LABEL_CONFIG,
+    PROJECT_TITLE,
+    Review,
+    ReviewSets,
+    labels_by_review_id,
+    load_reviews,
+    task_data,
+    true_label,
+)
+from demo.labelstudio import (
+    DemoUser,
+    LocalLabelStudio,
+    annotator_token,
+    install_label_studio,
+    is_healthy,
+)
 
 log = structlog.get_logger(__name__)
 
