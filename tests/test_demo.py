@@ -27,20 +27,10 @@ from demo.data import (
     task_data,
     true_label,
 )
-from demo.session import (
-    DemoPaths,
-    DemoSummary,
-    SessionOptions,
-    VersionSummary,
-    annotator_pause,
-    config_text,
-    ensure_annotators,
-    ensure_config,
-    read_json,
-    render_summary,
-    run_session,
-    write_private,
-)
+from demo.paths import DemoPaths, read_json, write_private
+from demo.session import SessionOptions, config_text, ensure_config, run_session
+from demo.simulate import annotator_pause, ensure_annotators
+from demo.summary import DemoSummary, VersionSummary, render_summary
 from tests.lsserver import LabelStudioServer
 
 URL = "http://127.0.0.1:8080"
