@@ -17,15 +17,15 @@ label-studio:
 
 ## Run the daemon on a demo project against a local Label Studio (Ctrl-C stops both).
 demo: $(STAMP) label-studio
-	$(BIN)/python -m aldaemon.demo $(if $(SIMULATE),--simulate) $(if $(DEMO_SECONDS),--seconds $(DEMO_SECONDS))
+	$(BIN)/python -m demo $(if $(SIMULATE),--simulate) $(if $(DEMO_SECONDS),--seconds $(DEMO_SECONDS))
 
 ## Lint, type-check and run the whole suite against a real Label Studio the suite starts.
 test: $(STAMP) label-studio lint typecheck
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check aldaemon tests $(wildcard bench)
-	$(BIN)/ruff format --check aldaemon tests $(wildcard bench)
+	$(BIN)/ruff check aldaemon demo tests bench
+	$(BIN)/ruff format --check aldaemon demo tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

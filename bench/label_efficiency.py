@@ -55,7 +55,6 @@ from pathlib import Path
 from typing import Any
 
 from aldaemon.config import DEFAULT_MODEL
-from aldaemon.demo_data import Review, ReviewSets, load_reviews
 from aldaemon.labelstudio.gateway import LabelStudioGateway
 from aldaemon.model.artifacts import save_artifact
 from aldaemon.model.protocol import build_model
@@ -63,6 +62,7 @@ from aldaemon.model.training import evaluate
 from aldaemon.secret import Secret
 from aldaemon.service import Runtime
 from bench import common, curves
+from demo.data import Review, ReviewSets, load_reviews
 from tests.lsserver import LabelStudioClient, LabelStudioServer
 
 NAME = "label_efficiency"

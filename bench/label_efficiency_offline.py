@@ -35,7 +35,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aldaemon.demo_data import Review, load_reviews
 from aldaemon.model.training import evaluate, score_pool
 from bench import common, curves
 from bench.label_efficiency import (
@@ -51,6 +50,7 @@ from bench.label_efficiency import (
     seed_review_indices,
     summarize,
 )
+from demo.data import Review, load_reviews
 
 NAME = "label_efficiency_offline"
 

@@ -1,10 +1,8 @@
 """The benchmarks' own arithmetic, which decides whether a target reads as met or missed.
 
-Run with `.venv/bin/pytest bench/test_bench.py` (the suite's testpaths is `tests/`).
+It lives beside the benchmarks it checks; `bench` is in pytest's testpaths, so `make test`
+runs it.
 """
-
-# Our tests read `assert expected == actual`; pyproject exempts tests/ only.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ data dir, and stops it at the end. `stop()`/`start()` restart the same server on
 port and data dir, so outage tests can take it away and bring it back.
 
 Installing, configuring, starting and stopping the server is the demo's own code
-(`aldaemon.demo_labelstudio`), so the suite runs Label Studio exactly as `make demo` does;
+(`demo/labelstudio.py`), so the suite runs Label Studio exactly as `make demo` does;
 this module adds what only tests want (a free port, restarts, a PAT, PostgreSQL, dying
 with pytest). The helpers that talk to the server use only the standard library (urllib),
 not the gateway under test: a test that sets up data with the code it checks would prove
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aldaemon import demo_labelstudio
+from demo import labelstudio as demo_labelstudio
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INSTALL_TIMEOUT = 1800.0

@@ -11,21 +11,11 @@ import httpx
 import pytest
 
 from aldaemon.config import load_config
-from aldaemon.demo import (
-    DemoPaths,
-    DemoSummary,
-    SessionOptions,
-    VersionSummary,
-    annotator_pause,
-    config_text,
-    ensure_annotators,
-    ensure_config,
-    read_json,
-    render_summary,
-    run_session,
-    write_private,
-)
-from aldaemon.demo_data import (
+from aldaemon.errors import AldaemonError
+from aldaemon.labelstudio import parse_labeling_config
+from aldaemon.secret import Secret
+from aldaemon.store import Store
+from demo.data import (
     LABEL_CONFIG,
     LABELS,
     REVIEW_ID_FIELD,
@@ -37,10 +27,10 @@ from aldaemon.demo_data import (
     task_data,
     true_label,
 )
-from aldaemon.errors import AldaemonError
-from aldaemon.labelstudio import parse_labeling_config
-from aldaemon.secret import Secret
-from aldaemon.store import Store
+from demo.paths import DemoPaths, read_json, write_private
+from demo.session import SessionOptions, config_text, ensure_config, run_session
+from demo.simulate import annotator_pause, ensure_annotators
+from demo.summary import DemoSummary, VersionSummary, render_summary
 from tests.lsserver import LabelStudioServer
 
 URL = "http://127.0.0.1:8080"

@@ -1,0 +1,281 @@
+"""One demo session: the project, its config, the daemon in-process, annotators, summary.
+
+The daemon runs in-process (`Daemon.serve`, exactly what `aldaemon run` runs) rather than
+as a subprocess: one Ctrl-C then stops everything in a known order, and the summary can
+read the same state directory right after the daemon closed it. The test suite runs a
+short session through `run_session` too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import shutil
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from aldaemon.config import Config, load_config
+from aldaemon.errors import ConfigError, ProjectNotFound
+from aldaemon.labelstudio import LabelStudioGateway, parse_labeling_config
+from aldaemon.logs import register_secret
+from aldaemon.secret import Secret
+from aldaemon.store import Store
+from demo.data import (
+    LABEL_CONFIG,
+    PROJECT_TITLE,
+    Review,
+    ReviewSets,
+    labels_by_review_id,
+    task_data,
+)
+from demo.paths import DemoPaths, read_json, update_json, write_private
+from demo.simulate import AnnotationCounter, ensure_annotators, start_annotators
+from demo.summary import DemoSummary, summarize
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """How long and how fast one demo session runs, and the daemon settings it writes."""
+
+    seconds: float | None = None  # None: until Ctrl-C
+    annotators: int = 0  # 0: no simulation, a person labels in the browser
+    labels_per_second: float = 3.0  # all simulated annotators together
+    poll_interval: float = 5.0
+    min_new_annotations: int = 20
+    min_interval: float = 10.0
+    listen: str = "127.0.0.1:9090"
+
+
+# --- the config file ---------------------------------------------------------------
+
+
+def config_text(
+    *,
+    url: str,
+    token_file: Path,
+    state_dir: Path,
+    project_id: int,
+    options: SessionOptions,
+    webhook_secret: str,
+) -> str:
+    """The demo's config.toml: short intervals so a few minutes show several versions."""
+    return f"""\
+# Written by the demo (python -m demo). It is reused while its project id and
+# URL match the demo's, so edit freely.
+
+[labelstudio]
+url = {json.dumps(url)}
+token_file = {json.dumps(str(token_file))}
+
+[state]
+dir = {json.dumps(str(state_dir))}
+
+[daemon]
+poll_interval = {options.poll_interval:g}
+resync_interval = 300
+listen = {json.dumps(options.listen)}
+webhook_secret = {json.dumps(webhook_secret)}  # fine for a demo; use webhook_secret_file in earnest
+
+[[projects]]
+id = {project_id}
+
+[projects.retrain]
+min_new_annotations = {options.min_new_annotations}
+min_interval = {options.min_interval:g}
+min_per_class = 2
+
+[projects.predictions]
+strategy = "margin"
+keep_versions = 2
+# No pruning in the demo: deleting one version's 4,000 predictions holds Label Studio's
+# SQLite write lock for half a minute, and the simulated annotators would stall behind it.
+prune_per_cycle = 0
+
+[projects.view]
+title = "Active learning queue"
+"""
+
+
+def ensure_config(
+    paths: DemoPaths, *, url: str, project_id: int, options: SessionOptions
+) -> Config:
+    """Reuse .demo/config.toml when it still points at this project and URL, else write it."""
+    if paths.config_file.exists():
+        try:
+            existing = load_config(paths.config_file)
+        except ConfigError as exc:
+            log.warning("demo.config_rewritten", reason=str(exc))
+        else:
+            if existing.labelstudio.url == url and [p.id for p in existing.projects] == [
+                project_id
+            ]:
+                log.info("demo.config_reused", path=str(paths.config_file))
+                return existing
+    text = config_text(
+        url=url,
+        token_file=paths.token_file,
+        state_dir=paths.state_dir,
+        project_id=project_id,
+        options=options,
+        webhook_secret=secrets.token_urlsafe(24),
+    )
+    write_private(paths.config_file, text)
+    log.info("demo.config_written", path=str(paths.config_file))
+    return load_config(paths.config_file)
+
+
+def forget_local_state(state_dir: Path, project_id: int) -> None:
+    """A NEW Label Studio project may reuse the id of one local state still remembers
+    (the Label Studio data was deleted, .demo/state was not): forget the old one."""
+    with Store.open(state_dir) as store:
+        if project_id in store.project_ids():
+            store.wipe_project(project_id)
+            log.info("demo.stale_state_forgotten", project_id=project_id)
+    shutil.rmtree(state_dir / "models" / str(project_id), ignore_errors=True)
+
+
+# --- Label Studio side ------------------------------------------------------------------
+
+
+async def ensure_project(
+    gateway: LabelStudioGateway, paths: DemoPaths, reviews: Sequence[Review]
+) -> tuple[int, bool]:
+    """The demo project's id, and whether it was created now; tasks imported once.
+
+    The id is remembered in demo.json right after creation, before the import, so a
+    failed import is retried on the project that exists instead of making a second one.
+    Label Studio imports one request's tasks in one transaction: all of them or none.
+    """
+    remembered = read_json(paths.demo_file).get("project_id")
+    if isinstance(remembered, int):
+        try:
+            info = await gateway.get_project(remembered)
+        except ProjectNotFound:
+            log.info("demo.project_gone", project_id=remembered)
+        else:
+            await _import_if_empty(gateway, remembered, info.task_count or 0, reviews)
+            return remembered, False
+    project_id = await gateway.create_project(title=PROJECT_TITLE, label_config=LABEL_CONFIG)
+    update_json(paths.demo_file, project_id=project_id)
+    log.info("demo.project_created", project_id=project_id, title=PROJECT_TITLE)
+    await _import_if_empty(gateway, project_id, 0, reviews)
+    return project_id, True
+
+
+async def _import_if_empty(
+    gateway: LabelStudioGateway, project_id: int, task_count: int, reviews: Sequence[Review]
+) -> None:
+    if task_count == 0:
+        imported = await gateway.import_tasks(project_id, task_data(reviews))
+        log.info("demo.tasks_imported", project_id=project_id, tasks=imported)
+    elif task_count != len(reviews):
+        log.warning(
+            "demo.project_task_count",
+            project_id=project_id,
+            tasks=task_count,
+            expected=len(reviews),
+            action="using the project as it is",
+        )
+
+
+# --- a session: project, config, daemon, annotators, summary -----------------------------
+
+
+async def run_session(
+    *,
+    url: str,
+    token: Secret,
+    paths: DemoPaths,
+    reviews: ReviewSets,
+    options: SessionOptions,
+    on_ready: Callable[[int], None] | None = None,
+    stop_when: Callable[[int], Awaitable[object]] | None = None,
+) -> DemoSummary:
+    """Set up the project and config, run the daemon (and annotators) until stopped.
+
+    It stops on SIGINT/SIGTERM, after `options.seconds`, or when `stop_when(project_id)`
+    returns (a test waits for a version that way instead of for a fixed time).
+    `on_ready(project_id)` is called once the project and config exist, before the daemon
+    starts: the command prints its banner there.
+    """
+    from aldaemon.daemon import Daemon  # the service shell; imported when a session runs
+    from aldaemon.service import Runtime
+
+    register_secret(token.reveal())
+    async with LabelStudioGateway(url=url, token=token) as gateway:
+        await gateway.check_auth()
+        project_id, created = await ensure_project(gateway, paths, reviews.train)
+    if created:
+        forget_local_state(paths.state_dir, project_id)
+    if not paths.token_file.exists():
+        write_private(paths.token_file, token.reveal() + "\n")
+    config = ensure_config(paths, url=url, project_id=project_id, options=options)
+    schema = parse_labeling_config(LABEL_CONFIG)
+    if on_ready is not None:
+        on_ready(project_id)
+    pool = None
+    if options.annotators > 0:
+        pool = await ensure_annotators(
+            url=url, paths=paths, count=options.annotators, fallback=token
+        )
+    counter = AnnotationCounter()
+    helpers: list[asyncio.Task[None]] = []
+    started = time.monotonic()
+    async with Runtime(config) as runtime:
+        daemon = Daemon(runtime, config_path=str(paths.config_file))
+        serving = asyncio.create_task(daemon.serve(), name="demo-daemon")
+        if options.seconds is not None:
+            asyncio.get_running_loop().call_later(options.seconds, daemon.stop, "demo time is up")
+        if stop_when is not None:
+            helpers.append(asyncio.create_task(_stop_when(stop_when(project_id), daemon)))
+        if pool is not None:
+            helpers += start_annotators(
+                pool,
+                url=url,
+                project_id=project_id,
+                schema=schema,
+                answers=labels_by_review_id(reviews.train),
+                labels_per_second=options.labels_per_second,
+                counter=counter,
+            )
+        try:
+            await serving
+        finally:
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            _restore_default_signals()
+    return await asyncio.to_thread(
+        summarize,
+        state_dir=config.state.dir,
+        project_id=project_id,
+        test=reviews.test,
+        submitted=counter.submitted,
+        seconds=time.monotonic() - started,
+    )
+
+
+async def _stop_when(condition: Awaitable[object], daemon: Any) -> None:
+    try:
+        await condition
+    finally:  # a condition that fails must not leave the daemon running forever
+        daemon.stop("stop condition met")
+
+
+def _restore_default_signals() -> None:
+    """Give Ctrl-C back its default meaning once the daemon stopped listening for it."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(ValueError, RuntimeError):
+            loop.remove_signal_handler(signum)
