@@ -98,6 +98,9 @@ def server_environment(
             "LABEL_STUDIO_USER_TOKEN": legacy_token,
             "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
             "PYTHONUNBUFFERED": "1",
+            # The demo's and the tests' ML backends listen on 127.0.0.1, which Label
+            # Studio refuses to connect by default ("reserved network address").
+            "ML_BLOCK_LOCAL_IP": "false",
             # Label Studio 1.23 regenerates a SECRET_KEY starting with "$" at every
             # start (and with it every personal access token): pin one per data dir.
             "SECRET_KEY": _pinned_secret_key(data_dir),
