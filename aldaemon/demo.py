@@ -72,6 +72,7 @@ from aldaemon.logs import configure_logging, register_secret
 from aldaemon.records import LabelingSchema
 from aldaemon.secret import Secret
 from aldaemon.store import Store
+from aldaemon.sync.versions import label_counts
 
 log = structlog.get_logger(__name__)
 
@@ -653,7 +654,7 @@ def summarize(
     truth = [review.label for review in test]
     versions: list[VersionSummary] = []
     with Store.open(state_dir, lock=False) as store:
-        labels = store.label_counts(project_id)
+        labels = label_counts(store.annotated_tasks(project_id))
         rows = store.list_versions(project_id)
     for row in rows:
         quality: dict[str, float] = {}

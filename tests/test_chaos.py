@@ -51,7 +51,7 @@ from typing import Any
 import pytest
 
 from aldaemon.config import Config
-from aldaemon.cycle import prune_own_versions
+from aldaemon.loop.prune import prune_own_versions
 from aldaemon.service import Runtime
 from aldaemon.store import UNFINISHED_STATES, Store, VersionRow
 from tests.conftest import MakeProject, project_factory

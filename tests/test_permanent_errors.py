@@ -26,19 +26,19 @@ import structlog
 from structlog.testing import LogCapture
 
 from aldaemon.config import Config, load_config
-from aldaemon.cycle import (
-    WATERMARK_OVERLAP_SECONDS,
-    CycleReport,
+from aldaemon.daemon import health_report
+from aldaemon.loop.context import CycleReport
+from aldaemon.loop.poll import WATERMARK_OVERLAP_SECONDS
+from aldaemon.records import LabelingSchema, PredictionRecord
+from aldaemon.server import HealthReport
+from aldaemon.service import Runtime
+from aldaemon.store import Store, VersionRow
+from aldaemon.sync.versions import (
     SchemaChange,
     model_misfit,
     schema_change,
     schema_change_notices,
 )
-from aldaemon.daemon import health_report
-from aldaemon.records import LabelingSchema, PredictionRecord
-from aldaemon.server import HealthReport
-from aldaemon.service import Runtime
-from aldaemon.store import Store, VersionRow
 from tests.lsserver import LabelStudioClient, LabelStudioServer
 from tests.test_cycle import make_tasks, review
 

@@ -15,7 +15,9 @@ from aldaemon.errors import AldaemonError
 from aldaemon.model.training import train_and_save
 from aldaemon.reconcile import ReconcileOutcome
 from aldaemon.records import AnnotationRecord, PredictionRecord, TaskRecord
-from aldaemon.report import (
+from aldaemon.secret import Secret
+from aldaemon.store import Store
+from aldaemon.views.report import (
     ReportData,
     collect_report_data,
     consecutive_agreements,
@@ -25,8 +27,6 @@ from aldaemon.report import (
     version_points,
     write_report,
 )
-from aldaemon.secret import Secret
-from aldaemon.store import Store
 
 P = 5
 MODEL = "aldaemon.model.default:make_text_classifier"
