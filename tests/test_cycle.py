@@ -18,7 +18,14 @@ from aldaemon.loop.poll import WATERMARK_SETTLE_SECONDS, cap_watermark
 from aldaemon.reconcile import ReconcileOutcome
 from aldaemon.service import Runtime
 from aldaemon.store import Store
-from aldaemon.sync.versions import batches, own_version_number, queue_view_data, resume_position
+from aldaemon.sync.versions import (
+    batches,
+    label_counts,
+    own_version_number,
+    queue_view_data,
+    resume_position,
+    training_examples,
+)
 from aldaemon.views.status import collect
 from tests.conftest import MakeProject
 from tests.lsserver import LabelStudioClient, LabelStudioServer
@@ -124,7 +131,7 @@ class TestReading:
 
         first = asyncio.run(one_cycle(config))
         store = Store.open(config.state.dir, lock=False)
-        assert 200 == sum(store.label_counts(project_id).values())
+        assert 200 == sum(label_counts(store.annotated_tasks(project_id)).values())
         store.close()
         assert 200 == first.counts["annotations_created"]
 
@@ -176,7 +183,9 @@ class TestReading:
         report = asyncio.run(one_cycle(config))
 
         store = Store.open(config.state.dir, lock=False)
-        examples = {task_id: label for task_id, _, label in store.labeled_examples(project_id)}
+        examples = {
+            e.task_id: e.label for e in training_examples(store.annotated_tasks(project_id))
+        }
         unlabeled = {task_id for task_id, _ in store.unlabeled_tasks(project_id)}
         store.close()
         assert {ids[0]: "neg"} == examples
@@ -208,7 +217,7 @@ class TestReading:
 
         store = Store.open(config.state.dir, lock=False)
         assert ids[0] not in store.known_task_ids(project_id)
-        assert {} == store.label_counts(project_id)
+        assert {} == label_counts(store.annotated_tasks(project_id))
         store.close()
         assert 1 == report.counts["tasks_deleted"]
 
@@ -235,7 +244,7 @@ class TestReading:
         store = Store.open(config.state.dir, lock=False)
         assert (10, {"pos": 1}) == (
             len(store.known_task_ids(project_id)),
-            store.label_counts(project_id),
+            label_counts(store.annotated_tasks(project_id)),
         )
         store.close()
 

@@ -48,7 +48,13 @@ class VersionTables(SqliteConnection):
         return int(row[0] or 0) + 1
 
     def create_version(
-        self, project_id: int, *, name: str, number: int, label_changes: int, now: float
+        self,
+        project_id: int,
+        *,
+        name: str,
+        number: int,
+        label_changes: int | None = None,
+        now: float,
     ) -> VersionRow:
         """Record a new version in state 'training' BEFORE training starts.
 
