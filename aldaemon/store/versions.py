@@ -132,15 +132,20 @@ class VersionTables(SqliteConnection):
         )
 
     def mark_active(self, project_id: int, name: str, *, activated_at: float) -> VersionRow:
-        """The project's active version, and the only one: a previous active one is superseded."""
+        """The project's active version, and the only one: a previous active one is
+        superseded in the same transaction."""
         with self._transaction(durable=True) as conn:
+            changed = conn.execute(
+                "UPDATE versions SET state = ?, activated_at = ? WHERE project_id = ? AND name = ?",
+                (VersionState.ACTIVE, activated_at, project_id, name),
+            ).rowcount
+            if changed == 0:
+                raise LookupError(f"no version {name!r} for project {project_id}")
             conn.execute(
                 "UPDATE versions SET state = ? WHERE project_id = ? AND state = ? AND name != ?",
                 (VersionState.SUPERSEDED, project_id, VersionState.ACTIVE, name),
             )
-        return self._set_version(
-            project_id, name, state=VersionState.ACTIVE, activated_at=activated_at
-        )
+        return self.require_version(project_id, name)
 
     def mark_superseded(self, project_id: int, name: str) -> VersionRow:
         """Complete but not (or no longer) active: a newer one is, a pin is, or it was empty."""
