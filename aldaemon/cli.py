@@ -168,7 +168,7 @@ def _run(args: argparse.Namespace, config_path: str) -> int:
 
 
 def _status(args: argparse.Namespace, config_path: str) -> int:
-    from aldaemon import status
+    from aldaemon.views import status
 
     config = _load(config_path)
     report = status.collect(config)
@@ -215,7 +215,7 @@ def _state(args: argparse.Namespace, config_path: str) -> int:
 
 
 def _report(args: argparse.Namespace, config_path: str) -> int:
-    from aldaemon import report
+    from aldaemon.views import report
 
     config = _load(config_path)
     path = report.write_report(config, project_id=args.project, out_dir=args.out)

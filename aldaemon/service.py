@@ -25,14 +25,6 @@ from types import TracebackType
 import structlog
 
 from aldaemon.config import Config, ProjectConfig
-from aldaemon.cycle import (
-    Cycle,
-    CycleContext,
-    CycleReport,
-    activate_version,
-    own_version_number,
-    prune_own_versions,
-)
 from aldaemon.errors import (
     AldaemonError,
     LabelStudioAuthError,
@@ -43,9 +35,19 @@ from aldaemon.errors import (
     StateLockedError,
 )
 from aldaemon.labelstudio.gateway import LabelStudioGateway, count_requests
+from aldaemon.loop.context import CycleContext, CycleReport
+from aldaemon.loop.cycle import Cycle
+from aldaemon.loop.prune import prune_own_versions
+from aldaemon.loop.publish import activate_version
 from aldaemon.metrics import Metrics
 from aldaemon.model.worker import ModelWorker
 from aldaemon.store import Store, quarantine_database
+from aldaemon.sync.versions import (
+    VersionState,
+    label_changes_since_training,
+    label_counts,
+    own_version_number,
+)
 
 log = structlog.get_logger(__name__)
 WEBHOOK_ACTIONS = (
@@ -285,9 +287,12 @@ class Runtime:
     def _update_label_gauges(self, project: ProjectConfig) -> None:
         assert self.store is not None
         pid = str(project.id)
-        for label, count in self.store.label_counts(project.id).items():
+        for label, count in label_counts(self.store.annotated_tasks(project.id)).items():
             self.metrics.labels.labels(pid, label).set(count)
-        since = self.store.label_changes_since_training(project.id)
+        since = label_changes_since_training(
+            label_changes=self.store.sync_state(project.id).label_changes,
+            versions=self.store.list_versions(project.id),
+        )
         self.metrics.labels_since_training.labels(pid).set(since)
 
     def _start_prune(self, project: ProjectConfig) -> None:
@@ -395,7 +400,7 @@ async def pin_version(config: Config, *, project_id: int, version: str) -> str:
             raise AldaemonError(
                 f"{version} is not a version aldaemon created for project {project_id}"
             )
-        if row.state not in ("active", "superseded"):
+        if row.state not in (VersionState.ACTIVE, VersionState.SUPERSEDED):
             raise AldaemonError(f"{version} is {row.state}; only a complete version can be pinned")
         async with Runtime._make_gateway(config) as gateway:
             counts = await gateway.model_version_counts(project_id)

@@ -12,7 +12,7 @@ versions already on the server. Each repetition then
    one, the annotation that crosses the threshold, has returned;
 2. runs one cycle at once (as a webhook would trigger it); the clock stops when
    `run_cycle` returns, i.e. the new version is active and the queue view re-sorted;
-3. prunes (`aldaemon.cycle.prune_own_versions`, what the daemon runs in its own task
+3. prunes (`aldaemon.loop.prune.prune_own_versions`, what the daemon runs in its own task
    after a cycle), timed on its own;
 4. measures the FLOOR: one bare bulk import of the very predictions the cycle uploaded
    (same tasks, labels and scores) under another model_version, into the same project
@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from aldaemon.config import Config, ProjectConfig
-from aldaemon.cycle import WATERMARK_OVERLAP_SECONDS, prune_own_versions
+from aldaemon.loop.poll import WATERMARK_OVERLAP_SECONDS
+from aldaemon.loop.prune import prune_own_versions
 from aldaemon.service import Runtime
 from bench import common
 from tests.lsserver import LabelStudioClient, LabelStudioServer

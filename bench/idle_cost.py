@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aldaemon.cycle import WATERMARK_OVERLAP_SECONDS, WATERMARK_SETTLE_SECONDS
+from aldaemon.loop.poll import WATERMARK_OVERLAP_SECONDS, WATERMARK_SETTLE_SECONDS
 from aldaemon.service import Runtime
 from bench import common
 from tests.lsserver import LabelStudioClient, LabelStudioServer

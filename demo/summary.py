@@ -15,6 +15,7 @@ import structlog
 
 from aldaemon.errors import AldaemonError
 from aldaemon.store import Store
+from aldaemon.sync.versions import label_counts
 from demo.data import Review
 
 log = structlog.get_logger(__name__)
@@ -101,7 +102,7 @@ def summarize(
     truth = [review.label for review in test]
     versions: list[VersionSummary] = []
     with Store.open(state_dir, lock=False) as store:
-        labels = store.label_counts(project_id)
+        labels = label_counts(store.annotated_tasks(project_id))
         rows = store.list_versions(project_id)
     for row in rows:
         quality: dict[str, float] = {}

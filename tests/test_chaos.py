@@ -51,9 +51,10 @@ from typing import Any
 import pytest
 
 from aldaemon.config import Config
-from aldaemon.cycle import prune_own_versions
+from aldaemon.loop.prune import prune_own_versions
 from aldaemon.service import Runtime
 from aldaemon.store import UNFINISHED_STATES, Store, VersionRow
+from aldaemon.sync.versions import label_counts, training_examples
 from tests.conftest import MakeProject, project_factory
 from tests.lsserver import LabelStudioClient, LabelStudioServer, LabelStudioServerError
 from tests.test_cycle import make_tasks, write_config
@@ -811,8 +812,8 @@ def _run_chaos(
         peek.close()
         remote = _snapshot_label_studio(client, project_id)
         with Store.open(tmp_path / "state", lock=False) as store:
-            local_examples = store.labeled_examples(project_id)
-            local_counts = store.label_counts(project_id)
+            local_examples = training_examples(store.annotated_tasks(project_id))
+            local_counts = label_counts(store.annotated_tasks(project_id))
             local_unlabelled = {task_id for task_id, _ in store.unlabeled_tasks(project_id)}
             local_versions = store.list_versions(project_id)
             local_view_id = store.get_meta(project_id).view_id
@@ -840,7 +841,7 @@ def _run_chaos(
         ls_sampling=remote["project"].get("sampling"),
         ls_views=remote["views"],
         local_view_id=local_view_id,
-        local_labels={task_id: label for task_id, _, label in local_examples},
+        local_labels={e.task_id: e.label for e in local_examples},
         local_label_counts=local_counts,
         local_unlabelled=local_unlabelled,
         local_versions=local_versions,

@@ -13,19 +13,20 @@ from typing import Any
 import pytest
 
 from aldaemon.config import Config, load_config
-from aldaemon.cycle import (
-    WATERMARK_SETTLE_SECONDS,
-    CycleReport,
-    _cap_watermark,
+from aldaemon.loop.context import CycleReport
+from aldaemon.loop.poll import WATERMARK_SETTLE_SECONDS, cap_watermark
+from aldaemon.reconcile import ReconcileOutcome
+from aldaemon.service import Runtime
+from aldaemon.store import Store
+from aldaemon.sync.versions import (
     batches,
+    label_counts,
     own_version_number,
     queue_view_data,
     resume_position,
+    training_examples,
 )
-from aldaemon.reconcile import ReconcileOutcome
-from aldaemon.service import Runtime
-from aldaemon.status import collect
-from aldaemon.store import Store
+from aldaemon.views.status import collect
 from tests.conftest import MakeProject
 from tests.lsserver import LabelStudioClient, LabelStudioServer
 
@@ -130,7 +131,7 @@ class TestReading:
 
         first = asyncio.run(one_cycle(config))
         store = Store.open(config.state.dir, lock=False)
-        assert 200 == sum(store.label_counts(project_id).values())
+        assert 200 == sum(label_counts(store.annotated_tasks(project_id)).values())
         store.close()
         assert 200 == first.counts["annotations_created"]
 
@@ -182,7 +183,9 @@ class TestReading:
         report = asyncio.run(one_cycle(config))
 
         store = Store.open(config.state.dir, lock=False)
-        examples = {task_id: label for task_id, _, label in store.labeled_examples(project_id)}
+        examples = {
+            e.task_id: e.label for e in training_examples(store.annotated_tasks(project_id))
+        }
         unlabeled = {task_id for task_id, _ in store.unlabeled_tasks(project_id)}
         store.close()
         assert {ids[0]: "neg"} == examples
@@ -214,7 +217,7 @@ class TestReading:
 
         store = Store.open(config.state.dir, lock=False)
         assert ids[0] not in store.known_task_ids(project_id)
-        assert {} == store.label_counts(project_id)
+        assert {} == label_counts(store.annotated_tasks(project_id))
         store.close()
         assert 1 == report.counts["tasks_deleted"]
 
@@ -241,7 +244,7 @@ class TestReading:
         store = Store.open(config.state.dir, lock=False)
         assert (10, {"pos": 1}) == (
             len(store.known_task_ids(project_id)),
-            store.label_counts(project_id),
+            label_counts(store.annotated_tasks(project_id)),
         )
         store.close()
 
@@ -619,18 +622,18 @@ class TestWatermarkOfMultiPageScans:
         """A several-page scan claims no watermark past the server time it started at."""
         outcome = outcome_with_newest("2026-11-27T10:00:05.000000Z")
         started = datetime(2026, 11, 27, 10, 0, 2, tzinfo=UTC)
-        assert "2026-11-27T10:00:02.000000Z" == _cap_watermark(outcome, started).newest_updated_at
+        assert "2026-11-27T10:00:02.000000Z" == cap_watermark(outcome, started).newest_updated_at
 
     def test_an_older_timestamp_is_kept(self) -> None:
         """When every task read is older than the scan start, the watermark is unchanged."""
         outcome = outcome_with_newest("2026-11-27T10:00:01.000000Z")
         started = datetime(2026, 11, 27, 10, 0, 2, tzinfo=UTC)
-        assert "2026-11-27T10:00:01.000000Z" == _cap_watermark(outcome, started).newest_updated_at
+        assert "2026-11-27T10:00:01.000000Z" == cap_watermark(outcome, started).newest_updated_at
 
     def test_without_the_server_clock_the_watermark_does_not_move(self) -> None:
         """No Date header: the scan claims nothing, the next poll reads the window again."""
         outcome = outcome_with_newest("2026-11-27T10:00:01.000000Z")
-        assert _cap_watermark(outcome, None).newest_updated_at is None
+        assert cap_watermark(outcome, None).newest_updated_at is None
 
     def test_gateway_reports_pages_and_the_server_clock_of_a_scan(
         self,

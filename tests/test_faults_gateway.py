@@ -26,13 +26,13 @@ from aldaemon.config import (
     RetrainConfig,
     StateConfig,
 )
-from aldaemon.cycle import CycleReport
 from aldaemon.errors import (
     LabelStudioAuthError,
     LabelStudioUnreachable,
     ProjectNotFound,
 )
 from aldaemon.labelstudio import LabelStudioGateway, parse_labeling_config
+from aldaemon.loop.context import CycleReport
 from aldaemon.records import PredictionRecord
 from aldaemon.secret import Secret
 from aldaemon.service import Runtime

@@ -26,19 +26,20 @@ import structlog
 from structlog.testing import LogCapture
 
 from aldaemon.config import Config, load_config
-from aldaemon.cycle import (
-    WATERMARK_OVERLAP_SECONDS,
-    CycleReport,
-    SchemaChange,
-    model_misfit,
-    schema_change,
-    schema_change_notices,
-)
 from aldaemon.daemon import health_report
+from aldaemon.loop.context import CycleReport
+from aldaemon.loop.poll import WATERMARK_OVERLAP_SECONDS
 from aldaemon.records import LabelingSchema, PredictionRecord
 from aldaemon.server import HealthReport
 from aldaemon.service import Runtime
 from aldaemon.store import Store, VersionRow
+from aldaemon.sync.versions import (
+    SchemaChange,
+    model_misfit,
+    schema_change,
+    schema_change_notices,
+    training_examples,
+)
 from tests.lsserver import LabelStudioClient, LabelStudioServer
 from tests.test_cycle import make_tasks, review
 
@@ -427,7 +428,8 @@ def _read_outcome(seen: ConfigChangeScenario, config: Config, client: LabelStudi
     try:
         seen.versions = {row.name: row for row in store.list_versions(seen.project_id)}
         seen.texts = dict(store.unlabeled_tasks(seen.project_id))
-        seen.texts.update({tid: text for tid, text, _ in store.labeled_examples(seen.project_id)})
+        examples = training_examples(store.annotated_tasks(seen.project_id))
+        seen.texts.update({e.task_id: e.text for e in examples})
     finally:
         store.close()
     seen.predicted = predicted_labels(client, seen.project_id)
@@ -559,16 +561,17 @@ def _leave_scored_version(config: Config, project_id: int, task_id: int) -> None
         v1 = store.get_version(project_id, "aldaemon-v1")
         assert v1 is not None
         store.create_version(project_id, name="aldaemon-v2", number=2, now=time.time())
-        store.update_version(
+        store.mark_trained(
             project_id,
             "aldaemon-v2",
-            state="scored",
             trained_at=time.time(),
-            class_counts=v1.class_counts,
-            artifact_path=v1.artifact_path,
-            n_predictions=1,
-            uploaded_count=0,
+            n_labels=v1.n_labels or 0,
+            class_counts=v1.class_counts or {},
+            metrics=v1.metrics or {},
+            train_seconds=v1.train_seconds or 0.0,
+            artifact_path=v1.artifact_path or "",
         )
+        store.mark_scored(project_id, "aldaemon-v2", n_predictions=1)
         store.save_predictions(
             project_id, "aldaemon-v2", [PredictionRecord(task_id=task_id, label="meh", score=0.1)]
         )

@@ -12,10 +12,13 @@ import pytest
 from aldaemon import cli
 from aldaemon.config import Config, DaemonConfig, LabelStudioConfig, ProjectConfig, StateConfig
 from aldaemon.errors import AldaemonError
+from aldaemon.loop.poll import record_poll
 from aldaemon.model.training import train_and_save
 from aldaemon.reconcile import ReconcileOutcome
 from aldaemon.records import AnnotationRecord, PredictionRecord, TaskRecord
-from aldaemon.report import (
+from aldaemon.secret import Secret
+from aldaemon.store import Store
+from aldaemon.views.report import (
     ReportData,
     collect_report_data,
     consecutive_agreements,
@@ -25,8 +28,6 @@ from aldaemon.report import (
     version_points,
     write_report,
 )
-from aldaemon.secret import Secret
-from aldaemon.store import Store
 
 P = 5
 MODEL = "aldaemon.model.default:make_text_classifier"
@@ -55,7 +56,8 @@ def fill_tasks(store: Store, texts: list[str], annotations: list[AnnotationRecor
     tasks = tuple(
         TaskRecord(id=index + 1, updated_at=stamp(0), text=text) for index, text in enumerate(texts)
     )
-    store.apply_reconcile(
+    record_poll(
+        store,
         P,
         ReconcileOutcome(tasks=tasks, created=tuple(annotations), label_changes=len(annotations)),
         now=1.0,
@@ -74,18 +76,32 @@ def add_version(
 ) -> str:
     name = f"aldaemon-v{number}"
     store.create_version(P, name=name, number=number, now=float(number))
-    store.update_version(
+    store.mark_trained(
         P,
         name,
-        state=state,
         trained_at=1000.0 + number,
         n_labels=n_labels,
+        class_counts={},
         metrics={"cv_accuracy": cv_accuracy, "cv_macro_f1": cv_accuracy - 0.05},
-        artifact_path=artifact_path,
+        train_seconds=0.0,
+        artifact_path=artifact_path or "",
     )
+    set_state(store, name, state)
     if predictions is not None:
         store.save_predictions(P, name, predictions)
     return name
+
+
+def set_state(store: Store, name: str, state: str) -> None:
+    """Put a version in `state` through the store's transition into it."""
+    if state == "active":
+        store.mark_active(P, name, activated_at=1.0)
+    elif state == "superseded":
+        store.mark_superseded(P, name)
+    elif state == "failed":
+        store.mark_failed(P, name, error="test")
+    else:
+        raise ValueError(f"no test transition into {state!r}")
 
 
 def predictions(labels: list[str], *, first_task: int = 1) -> list[PredictionRecord]:
@@ -169,7 +185,7 @@ class TestLabelTimeline:
             ["a", "b"],
             [annotation(11, 1, "pos", second=1), annotation(12, 2, "neg", second=2)],
         )
-        store.apply_reconcile(P, ReconcileOutcome(deleted=(11,), label_changes=1), now=2.0)
+        record_poll(store, P, ReconcileOutcome(deleted=(11,), label_changes=1), now=2.0)
         assert [(stamp(2), "neg")] == store.label_timeline(P)
 
 
@@ -278,8 +294,8 @@ class TestWriteReport:
 
     def test_the_score_plot_uses_the_active_version(self, filled: Store) -> None:
         """The score histogram shows the version annotators are served from, not the newest."""
-        filled.update_version(P, "aldaemon-v3", state="superseded")
-        filled.update_version(P, "aldaemon-v2", state="active")
+        set_state(filled, "aldaemon-v3", "superseded")
+        set_state(filled, "aldaemon-v2", "active")
         filled.save_predictions(P, "aldaemon-v2", [PredictionRecord(13, "pos", 0.42)])
         data = collect_report_data(filled, P, now=0.0)
         assert ("aldaemon-v2", (0.42,)) == (data.score_version, data.scores)
@@ -288,7 +304,7 @@ class TestWriteReport:
         self, filled: Store
     ) -> None:
         """When nothing is active (all pruned or pinned away), the newest stored ones serve."""
-        filled.update_version(P, "aldaemon-v3", state="superseded")
+        set_state(filled, "aldaemon-v3", "superseded")
         filled.drop_predictions(P, "aldaemon-v3")
         filled.save_predictions(P, "aldaemon-v2", [PredictionRecord(13, "pos", 0.42)])
         data = collect_report_data(filled, P, now=0.0)

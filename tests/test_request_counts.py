@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from aldaemon.config import Config, load_config
-from aldaemon.cycle import CycleReport
+from aldaemon.loop.context import CycleReport
 from aldaemon.metrics import Metrics
 from aldaemon.service import Runtime
 from tests.conftest import project_factory

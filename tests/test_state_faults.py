@@ -23,6 +23,7 @@ import pytest
 
 from aldaemon import cli
 from aldaemon.errors import StateError
+from aldaemon.loop.poll import record_poll
 from aldaemon.reconcile import diff
 from aldaemon.records import TaskRecord
 from aldaemon.store import (
@@ -107,7 +108,7 @@ def populated_store(state_dir: Path, *, tasks: int = 300, text_size: int = 200) 
         TaskRecord(id=n, updated_at=T0, text="t" * text_size + str(n)) for n in range(1, tasks + 1)
     ]
     with Store.open(state_dir) as store:
-        store.apply_reconcile(1, diff(records, {}), now=0.0)
+        record_poll(store, 1, diff(records, {}), now=0.0)
     return state_dir / DB_FILENAME
 
 

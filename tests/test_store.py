@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from aldaemon import store as store_module
 from aldaemon.errors import StateError, StateLockedError
+from aldaemon.loop.poll import record_poll
 from aldaemon.reconcile import DeletionDecision, ReconcileOutcome, diff, find_deleted_tasks
 from aldaemon.records import AnnotationRecord, PredictionRecord, TaskRecord
 from aldaemon.store import (
@@ -29,6 +29,13 @@ from aldaemon.store import (
     VersionRow,
     apply_migrations,
     quarantine_database,
+)
+from aldaemon.store import meta as store_module
+from aldaemon.sync.versions import (
+    TrainingExample,
+    VersionState,
+    label_counts,
+    training_examples,
 )
 
 P = 7  # project id used throughout
@@ -92,7 +99,7 @@ def task(
 def poll(store: Store, tasks: list[TaskRecord], *, now: float = 100.0) -> ReconcileOutcome:
     """What the cycle does with one poll: diff against local state, then apply."""
     outcome = diff(tasks, store.known_annotations(P, [t.id for t in tasks]))
-    store.apply_reconcile(P, outcome, now=now)
+    record_poll(store, P, outcome, now=now)
     return outcome
 
 
@@ -181,14 +188,16 @@ class TestOpen:
         """An annotation of a task local state does not hold is refused."""
         outcome = ReconcileOutcome(created=(annotation(10, task_id=99),))
         with pytest.raises(sqlite3.IntegrityError):
-            store.apply_reconcile(P, outcome, now=1.0)
+            record_poll(store, P, outcome, now=1.0)
 
     def test_reopen_keeps_data(self, state_dir: Path) -> None:
         """Data written before close is there after the next open."""
         with Store.open(state_dir) as first:
             poll(first, [task(1, annotation(10))])
         with Store.open(state_dir) as second:
-            assert [(1, "text 1", "pos")] == second.labeled_examples(P)
+            assert [TrainingExample(1, "text 1", "pos")] == training_examples(
+                second.annotated_tasks(P)
+            )
 
     def test_reopen_applies_no_migration_again(self, state_dir: Path) -> None:
         """Opening an up-to-date file leaves its migration history alone."""
@@ -340,7 +349,7 @@ class TestLock:
         """`lock=False` (for `status`) opens while a daemon holds the lock and sees its data."""
         poll(store, [task(1, annotation(10))])
         with Store.open(state_dir, lock=False) as reader:
-            assert {"pos": 1} == reader.label_counts(P)
+            assert {"pos": 1} == label_counts(reader.annotated_tasks(P))
 
     def test_unlocked_reader_does_not_block_the_daemon(self, state_dir: Path) -> None:
         """A `lock=False` reader does not take the lock a daemon needs."""
@@ -398,13 +407,13 @@ class TestApplyReconcile:
         """An updated annotation's new label is the one used for training."""
         poll(store, [task(1, annotation(10))])
         poll(store, [task(1, annotation(10, label="neg", updated_at=T1), updated_at=T1)])
-        assert [(1, "text 1", "neg")] == store.labeled_examples(P)
+        assert [TrainingExample(1, "text 1", "neg")] == training_examples(store.annotated_tasks(P))
 
     def test_deleted_annotation_is_not_used_for_training(self, store: Store) -> None:
         """A deleted annotation is marked deleted and no longer counts as a label."""
         poll(store, [task(1, annotation(10))])
         poll(store, [task(1, updated_at=T1)])
-        assert [] == store.labeled_examples(P)
+        assert [] == training_examples(store.annotated_tasks(P))
 
     def test_deleted_annotation_is_no_longer_known(self, store: Store) -> None:
         """A deleted annotation is not part of the diff's known side any more."""
@@ -448,7 +457,7 @@ class TestApplyReconcile:
             newest_updated_at=T2,
         )
         with pytest.raises(sqlite3.IntegrityError):
-            store.apply_reconcile(P, broken, now=1.0)
+            record_poll(store, P, broken, now=1.0)
         assert (set(), SyncState()) == (store.known_task_ids(P), store.sync_state(P))
 
 
@@ -463,7 +472,7 @@ class TestApplyResync:
         """Labels of a deleted task are no longer used for training."""
         poll(store, [task(1, annotation(10)), task(2, annotation(20, task_id=2))])
         resync(store, [2])
-        assert [(2, "text 2", "pos")] == store.labeled_examples(P)
+        assert [TrainingExample(2, "text 2", "pos")] == training_examples(store.annotated_tasks(P))
 
     def test_deleted_task_annotations_are_no_longer_known(self, store: Store) -> None:
         """Annotations of a deleted task are marked deleted too."""
@@ -504,7 +513,7 @@ class TestApplyResync:
         poll(store, [task(1, annotation(10))])
         resync(store, [])
         poll(store, [task(1, annotation(10))], now=300.0)
-        assert [(1, "text 1", "pos")] == store.labeled_examples(P)
+        assert [TrainingExample(1, "text 1", "pos")] == training_examples(store.annotated_tasks(P))
 
 
 class TestTrainingData:
@@ -521,7 +530,7 @@ class TestTrainingData:
                 )
             ],
         )
-        assert [(1, "text 1", "neg")] == store.labeled_examples(P)
+        assert [TrainingExample(1, "text 1", "neg")] == training_examples(store.annotated_tasks(P))
 
     def test_task_without_text_is_not_an_example(self, store: Store) -> None:
         """Tasks with no or blank text are left out of training."""
@@ -533,7 +542,7 @@ class TestTrainingData:
                 task(3, annotation(30, task_id=3)),
             ],
         )
-        assert [3] == [task_id for task_id, _, _ in store.labeled_examples(P)]
+        assert [3] == [e.task_id for e in training_examples(store.annotated_tasks(P))]
 
     def test_unlabeled_pool(self, store: Store) -> None:
         """The pool holds live tasks without a non-skip annotation, skipped ones included."""
@@ -555,35 +564,29 @@ class TestTrainingData:
                 task(4, skip(40, task_id=4)),
             ],
         )
-        assert {"pos": 2, "neg": 1} == store.label_counts(P)
-
-    def test_annotation_stats(self, store: Store) -> None:
-        """Stats count live tasks, annotations, skips, labeled and multi-annotated tasks."""
-        poll(
-            store,
-            [
-                task(1, annotation(10), annotation(11, label="neg")),
-                task(2, skip(20, task_id=2)),
-                task(3),
-                task(4, annotation(40, task_id=4)),
-            ],
-        )
-        resync(store, [1, 2, 3])
-        assert {
-            "tasks": 3,
-            "annotations": 2,
-            "skips": 1,
-            "labeled_tasks": 1,
-            "multi_annotated_tasks": 1,
-        } == store.annotation_stats(P)
+        assert {"pos": 2, "neg": 1} == label_counts(store.annotated_tasks(P))
 
 
 def add_version(store: Store, number: int, *, state: str | None = None) -> str:
     name = f"aldaemon-v{number}"
     store.create_version(P, name=name, number=number, now=float(number))
     if state is not None:
-        store.update_version(P, name, state=state)
+        set_state(store, name, state)
     return name
+
+
+def set_state(store: Store, name: str, state: str) -> None:
+    """Put a version in `state` through the store's transition into it."""
+    transitions = {
+        "scored": lambda: store.mark_scored(P, name, n_predictions=0),
+        "uploading": lambda: store.mark_uploading(P, name),
+        "uploaded": lambda: store.mark_uploaded(P, name, uploaded_count=0),
+        "active": lambda: store.mark_active(P, name, activated_at=1.0),
+        "superseded": lambda: store.mark_superseded(P, name),
+        "pruned": lambda: store.mark_pruned(P, name, pruned_at=1.0),
+        "failed": lambda: store.mark_failed(P, name, error="test"),
+    }
+    transitions[state]()
 
 
 class TestVersions:
@@ -613,8 +616,15 @@ class TestVersions:
     def test_json_fields_round_trip(self, store: Store) -> None:
         """Class counts and metrics come back as the dicts that were stored."""
         name = add_version(store, 1)
-        store.update_version(
-            P, name, state="trained", class_counts={"pos": 3, "neg": 2}, metrics={"f1": 0.5}
+        store.mark_trained(
+            P,
+            name,
+            trained_at=2.0,
+            n_labels=5,
+            class_counts={"pos": 3, "neg": 2},
+            metrics={"f1": 0.5},
+            train_seconds=0.1,
+            artifact_path="model.joblib",
         )
         version = store.get_version(P, name)
         assert version is not None
@@ -624,22 +634,16 @@ class TestVersions:
             version.metrics,
         )
 
-    def test_unknown_field_is_refused(self, store: Store) -> None:
-        """Only whitelisted columns can be updated."""
-        name = add_version(store, 1)
-        with pytest.raises(ValueError, match="number"):
-            store.update_version(P, name, number=3)
-
-    def test_unknown_state_is_refused(self, store: Store) -> None:
-        """A state outside the known lifecycle raises ValueError."""
-        name = add_version(store, 1)
-        with pytest.raises(ValueError, match="published"):
-            store.update_version(P, name, state="published")
+    def test_states_are_stored_as_their_names(self, store: Store, state_dir: Path) -> None:
+        """The state column holds the same strings as before the enum (old files read back)."""
+        name = add_version(store, 1, state="failed")
+        assert [("failed",)] == raw(state_dir, "SELECT state FROM versions")
+        assert VersionState.FAILED is store.get_version(P, name).state  # type: ignore[union-attr]
 
     def test_missing_version_is_refused(self, store: Store) -> None:
         """Updating a version that does not exist raises LookupError."""
         with pytest.raises(LookupError, match="aldaemon-v9"):
-            store.update_version(P, "aldaemon-v9", state="failed")
+            store.mark_failed(P, "aldaemon-v9", error="test")
 
     def test_missing_version_reads_as_none(self, store: Store) -> None:
         """Reading an unknown version gives None."""
@@ -728,10 +732,8 @@ class TestMeta:
     def test_values_round_trip_with_json_decoded(self, store: Store) -> None:
         """Set values come back, JSON columns as the dicts and lists they were."""
         schema = {"text_field": "text", "labels": ["pos", "neg"]}
-        store.set_meta(P, view_id=12, schema=schema, label_set=["neg", "pos"], failure="boom")
-        assert ProjectMeta(
-            failure="boom", view_id=12, schema=schema, label_set=["neg", "pos"]
-        ) == store.get_meta(P)
+        store.set_meta(P, view_id=12, schema=schema, failure="boom")
+        assert ProjectMeta(failure="boom", view_id=12, schema=schema) == store.get_meta(P)
 
     def test_partial_update_keeps_other_fields(self, store: Store) -> None:
         """Setting one field leaves the others as they were."""
@@ -823,7 +825,7 @@ class TestProjects:
         """Wiping forgets a project's tasks and labels, keeps what the daemon created."""
         for project_id in (P, P + 1):
             poll_project = diff([task(1, annotation(10))], {})
-            store.apply_reconcile(project_id, poll_project, now=1.0)
+            record_poll(store, project_id, poll_project, now=1.0)
             store.create_version(project_id, name="aldaemon-v1", number=1, now=1.0)
             store.save_predictions(
                 project_id, "aldaemon-v1", [PredictionRecord(task_id=1, label="pos", score=0.2)]
@@ -832,7 +834,7 @@ class TestProjects:
         store.set_meta(P, failure="LabelStudioAuthError: 401")
         store.wipe_project(P)
         assert ({}, 1, 4, None) == (
-            store.label_counts(P),
+            label_counts(store.annotated_tasks(P)),
             len(store.list_versions(P)),
             store.get_meta(P).view_id,
             store.get_meta(P).failure,

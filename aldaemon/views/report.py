@@ -18,8 +18,7 @@ label one fixed sample of the project's current tasks and kappa compares those; 
 when an artifact is gone does it fall back to the stored predictions on the tasks both
 versions predicted. The table says which source each number came from.
 
-Plots are drawn with matplotlib's object API (`Figure`, rendered by Agg): no pyplot
-global state, no display needed. matplotlib is the optional `report` extra.
+The plots are drawn in `plots.py`.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import structlog
 
@@ -40,14 +38,12 @@ from aldaemon.config import Config
 from aldaemon.errors import AldaemonError, ModelError
 from aldaemon.scoring import cohen_kappa
 from aldaemon.store import DB_FILENAME, Store, VersionRow
+from aldaemon.sync.versions import VersionState, is_trained, label_counts, training_examples
+from aldaemon.views import plots
 
 log = structlog.get_logger(__name__)
 
 AGREEMENT_SAMPLE = 2000  # tasks both models label; kappa's error is ~0.02 at this size
-SCORE_BINS = 40
-PLOTS = ("quality", "labels", "scores", "agreement")
-_NOT_TRAINED = ("training", "failed")
-_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 
 
 @dataclass(frozen=True)
@@ -116,7 +112,7 @@ def version_points(rows: Sequence[VersionRow]) -> tuple[VersionPoint, ...]:
     """The versions that finished training, oldest first."""
     points = []
     for row in rows:
-        if row.state in _NOT_TRAINED or row.trained_at is None:
+        if not is_trained(row):
             continue
         metrics = row.metrics or {}
         points.append(
@@ -152,7 +148,7 @@ def collect_report_data(store: Store, project_id: int, *, now: float) -> ReportD
     rows = store.list_versions(project_id)
     points = version_points(rows)
     by_name = {row.name: row for row in rows}
-    active = next((row.name for row in rows if row.state == "active"), None)
+    active = next((row.name for row in rows if row.state == VersionState.ACTIVE), None)
     score_version = active or next(
         (p.name for p in reversed(points) if store.load_predictions(project_id, p.name)), None
     )
@@ -162,7 +158,7 @@ def collect_report_data(store: Store, project_id: int, *, now: float) -> ReportD
     return ReportData(
         project_id=project_id,
         generated_at=now,
-        labels_per_class=dict(sorted(store.label_counts(project_id).items())),
+        labels_per_class=dict(sorted(label_counts(store.annotated_tasks(project_id)).items())),
         versions=points,
         class_timeline=cumulative_by_class(store.label_timeline(project_id)),
         score_version=score_version,
@@ -211,7 +207,8 @@ def consecutive_agreements(
 def _agreement_sample(store: Store, project_id: int) -> tuple[list[int], list[str]]:
     """A fixed, seeded sample of the project's live tasks that have text."""
     texts: dict[int, str] = {
-        task_id: text for task_id, text, _ in store.labeled_examples(project_id)
+        example.task_id: example.text
+        for example in training_examples(store.annotated_tasks(project_id))
     }
     for task_id, text in store.unlabeled_tasks(project_id):
         if text and text.strip():
@@ -271,7 +268,7 @@ def render_html(data: ReportData, *, images: Mapping[str, str]) -> str:
         )
     figures = "\n".join(
         f'<figure><img src="{_e(images[name])}" alt="{_e(name)}"></figure>'
-        for name in PLOTS
+        for name in plots.PLOTS
         if name in images
     )
     table = (
@@ -323,128 +320,12 @@ def _count(value: int | None) -> str:
     return "" if value is None else str(value)
 
 
-# --- plots ----------------------------------------------------------------------------------
-
-
-def _figure_class() -> Any:
-    """matplotlib's Figure, or an error that says how to get it."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise AldaemonError("the report needs matplotlib: pip install 'aldaemon[report]'") from None
-    return Figure
-
-
-def draw_plots(data: ReportData, out_dir: Path) -> dict[str, str]:
-    """Write one PNG per plot and the 2x2 overview; returns plot name -> file name."""
-    figure_class = _figure_class()
-    drawers = {
-        "quality": _plot_quality,
-        "labels": _plot_labels,
-        "scores": _plot_scores,
-        "agreement": _plot_agreement,
-    }
-    images: dict[str, str] = {}
-    for name, draw in drawers.items():
-        figure = figure_class(figsize=(7, 4.2), layout="constrained")
-        draw(figure.subplots(), data)
-        figure.savefig(out_dir / f"{name}.png", dpi=110)
-        images[name] = f"{name}.png"
-    overview = figure_class(figsize=(13, 8.4), layout="constrained")
-    for axes, draw in zip(overview.subplots(2, 2).flat, drawers.values(), strict=True):
-        draw(axes, data)
-    overview.suptitle(f"aldaemon: project {data.project_id}", fontsize=14)
-    overview.savefig(out_dir / "overview.png", dpi=100)
-    images["overview"] = "overview.png"
-    return images
-
-
-def _empty(axes: Any, message: str) -> None:
-    axes.text(0.5, 0.5, message, ha="center", va="center", transform=axes.transAxes)
-    axes.set_xticks([])
-    axes.set_yticks([])
-
-
-def _plot_quality(axes: Any, data: ReportData) -> None:
-    axes.set_title("Model quality per version (cross-validated)")
-    measured = [v for v in data.versions if v.n_labels is not None and v.cv_accuracy is not None]
-    if not measured:
-        _empty(axes, "no cross-validated version yet")
-        return
-    labels = [v.n_labels for v in measured]
-    axes.plot(labels, [v.cv_accuracy for v in measured], "o-", label="accuracy")
-    f1 = [(v.n_labels, v.cv_macro_f1) for v in measured if v.cv_macro_f1 is not None]
-    if f1:
-        axes.plot([x for x, _ in f1], [y for _, y in f1], "s--", label="macro-F1")
-    active = [v for v in measured if v.name == data.active_version]
-    if active:
-        axes.plot(
-            [active[0].n_labels],
-            [active[0].cv_accuracy],
-            "*",
-            markersize=16,
-            color="gold",
-            markeredgecolor="black",
-            label=f"active ({active[0].name})",
-        )
-    axes.set_xlabel("labels the version was trained on")
-    axes.set_ylabel("score")
-    axes.grid(alpha=0.3)
-    axes.legend(loc="lower right")
-
-
-def _plot_labels(axes: Any, data: ReportData) -> None:
-    axes.set_title("Labels per class over time (annotations)")
-    if not data.class_timeline:
-        _empty(axes, "no labels yet")
-        return
-    for index, (label, points) in enumerate(data.class_timeline.items()):
-        axes.step(
-            [when for when, _ in points],
-            [count for _, count in points],
-            where="post",
-            label=f"{label} ({points[-1][1]})",
-            color=_COLORS[index % len(_COLORS)],
-        )
-    axes.set_xlabel("time of the annotation's last change (UTC)")
-    axes.set_ylabel("labels")
-    axes.grid(alpha=0.3)
-    axes.legend(loc="upper left")
-    for tick in axes.get_xticklabels():
-        tick.set_rotation(20)
-
-
-def _plot_scores(axes: Any, data: ReportData) -> None:
-    title = "Scores of " + (data.score_version or "the active version")
-    axes.set_title(title + " (lower = asked first)")
-    if not data.scores:
-        _empty(axes, "no stored predictions")
-        return
-    axes.hist(data.scores, bins=SCORE_BINS, range=(0.0, 1.0), color=_COLORS[0])
-    axes.set_xlabel(f"informativeness score, {len(data.scores)} unlabeled tasks")
-    axes.set_ylabel("tasks")
-    axes.grid(alpha=0.3)
-
-
-def _plot_agreement(axes: Any, data: ReportData) -> None:
-    axes.set_title("Agreement with the previous version (Cohen's kappa)")
-    measured = [a for a in data.agreements if a.kappa is not None and a.newer_n_labels is not None]
-    if not measured:
-        _empty(axes, "needs two versions")
-        return
-    axes.plot([a.newer_n_labels for a in measured], [a.kappa for a in measured], "o-")
-    axes.set_xlabel("labels the newer version was trained on")
-    axes.set_ylabel("kappa")
-    axes.set_ylim(min(0.0, *(a.kappa or 0.0 for a in measured)) - 0.05, 1.05)
-    axes.grid(alpha=0.3)
-
-
 # --- the command ----------------------------------------------------------------------------
 
 
 def write_report(config: Config, *, project_id: int, out_dir: str | Path) -> Path:
     """Write DIR/index.html and its PNGs for one project; returns the page's path."""
-    _figure_class()  # fail before any work when matplotlib is missing
+    plots.load_figure_class()  # fail before any work when matplotlib is missing
     state_dir = config.state.dir
     if not (state_dir / DB_FILENAME).is_file():
         raise AldaemonError(f"no local state in {state_dir}: has the daemon run yet?")
@@ -459,7 +340,7 @@ def write_report(config: Config, *, project_id: int, out_dir: str | Path) -> Pat
         data = collect_report_data(store, project_id, now=time.time())
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    images = draw_plots(data, out)
+    images = plots.draw_plots(data, out)
     page = out / "index.html"
     page.write_text(render_html(data, images=images), encoding="utf-8")
     log.info("report.written", project_id=project_id, path=str(page), versions=len(data.versions))

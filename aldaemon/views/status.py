@@ -13,9 +13,14 @@ from typing import Any
 
 from aldaemon.config import Config, ProjectConfig
 from aldaemon.scoring import cohen_kappa
-from aldaemon.store import Store
-
-LIVE_STATES = ("active", "superseded", "uploaded", "uploading")
+from aldaemon.store import Store, VersionRow
+from aldaemon.sync.versions import (
+    LIVE_STATES,
+    VersionState,
+    label_changes_since_training,
+    label_counts,
+    trained_versions,
+)
 
 
 def collect(config: Config) -> dict[str, Any]:
@@ -34,11 +39,11 @@ def project_status(store: Store, project: ProjectConfig) -> dict[str, Any]:
     meta = store.get_meta(pid)
     sync = store.sync_state(pid)
     versions = store.list_versions(pid)
-    trained = [v for v in versions if v.trained_at is not None and v.state != "failed"]
-    since = store.label_changes_since_training(pid)
-    active = next((v for v in versions if v.state == "active"), None)
+    trained = trained_versions(versions)
+    since = label_changes_since_training(label_changes=sync.label_changes, versions=versions)
+    active = next((v for v in versions if v.state == VersionState.ACTIVE), None)
     cycle = store.last_cycle(pid)
-    counts = store.label_counts(pid)
+    counts = label_counts(store.annotated_tasks(pid))
     return {
         "project_id": pid,
         "failure": meta.failure,
@@ -74,7 +79,7 @@ def project_status(store: Store, project: ProjectConfig) -> dict[str, Any]:
     }
 
 
-def agreement_of_last_two(store: Store, project_id: int, trained: list[Any]) -> float | None:
+def agreement_of_last_two(store: Store, project_id: int, trained: list[VersionRow]) -> float | None:
     """Cohen's kappa of the last two versions' labels on the tasks both predicted."""
     with_predictions = [v for v in trained if v.state in LIVE_STATES]
     if len(with_predictions) < 2:

@@ -1,0 +1,58 @@
+"""What every step of a project's cycle shares: its context, and the report it fills in."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aldaemon.config import DaemonConfig, ProjectConfig
+from aldaemon.labelstudio.gateway import LabelStudioGateway
+from aldaemon.model.worker import ModelWorker
+from aldaemon.store import Store
+
+
+@dataclass
+class CycleContext:
+    """Everything one project's cycle needs; built once per project by the service."""
+
+    project: ProjectConfig
+    daemon: DaemonConfig
+    gateway: LabelStudioGateway
+    store: Store
+    worker: ModelWorker
+    artifacts_dir: Path
+    clock: Callable[[], float] = time.time
+
+
+@dataclass
+class CycleReport:
+    """What one cycle did: the fields of the canonical `cycle.finished` line."""
+
+    project_id: int
+    cycle_id: str
+    outcome: str = "ok"  # ok | idle | failed | cancelled
+    decision: str = ""
+    version: str | None = None
+    error: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def count(self, name: str, value: int) -> None:
+        if value:
+            self.counts[name] = self.counts.get(name, 0) + value
+
+    def as_log_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "outcome": self.outcome,
+            "decision": self.decision,
+            "version": self.version,
+            **self.counts,
+            "duration_s": round(sum(self.seconds.values()), 3),
+            "steps_s": {k: round(v, 3) for k, v in self.seconds.items()},
+        }
+        if self.error:
+            fields["error"] = self.error
+        return fields

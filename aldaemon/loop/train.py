@@ -1,0 +1,149 @@
+"""Training and scoring a version: the two steps that run in the model worker.
+
+Both record their result in the store in one transition (`mark_trained`, `mark_scored`)
+before the cycle moves on, so a crash after either resumes at the next step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import structlog
+
+from aldaemon.errors import ModelError
+from aldaemon.loop.context import CycleContext, CycleReport
+from aldaemon.loop.publish import fail_version
+from aldaemon.loop.schema_change import LabelingConfigWatch
+from aldaemon.records import LabelingSchema, PredictionRecord
+from aldaemon.scoring import select_queue
+from aldaemon.store import VersionRow
+from aldaemon.sync.versions import own_version_number, training_examples, version_name
+
+
+async def next_version_number(ctx: CycleContext) -> int:
+    """Above every number we used and every "<prefix>-v<n>" Label Studio already holds.
+
+    Label Studio may hold our versions that local state forgot (a rebuilt state dir);
+    reusing a name would put two predictions on one task under one version.
+    """
+    prefix = ctx.project.predictions.version_prefix
+    on_server = await ctx.gateway.model_version_counts(ctx.project.id)
+    numbers = [own_version_number(prefix, name) for name in on_server]
+    highest_remote = max((n for n in numbers if n is not None), default=0)
+    return max(ctx.store.next_version_number(ctx.project.id), highest_remote + 1)
+
+
+async def train_version(
+    ctx: CycleContext,
+    schema: LabelingSchema,
+    *,
+    label_changes: int,
+    labeling_config: LabelingConfigWatch,
+    report: CycleReport,
+    logger: structlog.typing.FilteringBoundLogger,
+) -> VersionRow:
+    """Record a new version, then train it in the worker on the current training examples."""
+    project_id = ctx.project.id
+    store = ctx.store
+    number = await next_version_number(ctx)
+    name = version_name(ctx.project.predictions.version_prefix, number)
+    store.create_version(
+        project_id,
+        name=name,
+        number=number,
+        label_changes=label_changes,
+        now=ctx.clock(),
+    )
+    labeling_config.remember()  # from here on, an interrupted training is resumed
+    examples = training_examples(store.annotated_tasks(project_id))
+    allowed = set(schema.labels)
+    removed = set((store.get_meta(project_id).schema or {}).get("removed_labels", []))
+    # Labels removed from the config were announced once when the config changed.
+    foreign = [e.task_id for e in examples if e.label not in allowed | removed]
+    if foreign:
+        logger.warning(
+            "train.labels_not_in_config",
+            task_ids=foreign[:50],
+            count=len(foreign),
+            action="annotations with labels the config no longer has are left out",
+        )
+    examples = [e for e in examples if e.label in allowed]
+    artifact = ctx.artifacts_dir / f"{name}.joblib"
+    artifact.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("train.started", version=name, n_labels=len(examples))
+    try:
+        result = await ctx.worker.train(
+            factory_ref=ctx.project.model,
+            texts=[e.text for e in examples],
+            labels=[e.label for e in examples],
+            artifact_path=str(artifact),
+        )
+    except ModelError as exc:
+        fail_version(ctx, name, reason=f"training failed: {exc}", logger=logger)
+        raise
+    version = store.mark_trained(
+        project_id,
+        name,
+        trained_at=ctx.clock(),
+        n_labels=result.n_labels,
+        class_counts=result.class_counts,
+        metrics=result.metrics,
+        train_seconds=result.train_seconds,
+        artifact_path=result.artifact_path,
+    )
+    report.version = name
+    logger.info(
+        "train.finished",
+        version=name,
+        n_labels=result.n_labels,
+        seconds=round(result.train_seconds, 3),
+        **result.metrics,
+    )
+    return version
+
+
+async def score_version(
+    ctx: CycleContext,
+    version: VersionRow,
+    *,
+    report: CycleReport,
+    logger: structlog.typing.FilteringBoundLogger,
+) -> VersionRow:
+    """Score every unlabeled task with the version's model; store the chosen predictions."""
+    project_id = ctx.project.id
+    store = ctx.store
+    options = ctx.project.predictions
+    pool = store.unlabeled_tasks(project_id)
+    skipped = [task_id for task_id, text in pool if not text or not text.strip()]
+    if skipped:
+        logger.warning(
+            "score.tasks_skipped",
+            reason="text field missing, empty or not a string",
+            task_ids=skipped[:50],
+            count=len(skipped),
+        )
+    scorable = [(task_id, text) for task_id, text in pool if text and text.strip()]
+    assert version.artifact_path is not None
+    scored = await ctx.worker.score(
+        artifact_path=version.artifact_path,
+        task_ids=[task_id for task_id, _ in scorable],
+        texts=[text for _, text in scorable],
+        strategy=options.strategy,
+        random_fraction=options.random_fraction,
+        clusters=options.clusters,
+        seed=version.number,
+    )
+    chosen = select_queue(np.asarray(scored.scores, dtype=float), depth=options.queue_depth)
+    predictions = [
+        PredictionRecord(
+            task_id=scored.task_ids[i],
+            label=scored.labels[i],
+            score=float(scored.scores[i]),
+            cluster=scored.clusters[i] if scored.clusters is not None else None,
+        )
+        for i in sorted(int(i) for i in chosen)
+    ]
+    store.save_predictions(project_id, version.name, predictions)
+    scored_version = store.mark_scored(project_id, version.name, n_predictions=len(predictions))
+    report.count("tasks_scored", len(scorable))
+    report.count("tasks_skipped", len(skipped))
+    return scored_version

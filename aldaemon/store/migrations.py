@@ -1,0 +1,159 @@
+"""Numbered schema migrations, applied in order when the store opens.
+
+Each release that changes the schema appends one entry to `MIGRATIONS`; a released entry
+is never edited. A file written by a newer release is refused instead of guessed at.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from aldaemon.errors import StateError
+from aldaemon.sync.versions import VersionState
+
+_STATE_CHECK = ", ".join(f"'{state.value}'" for state in VersionState)
+
+# One entry per release that changed the schema; never edit a released entry, append.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE tasks (
+            project_id INTEGER NOT NULL,
+            id INTEGER NOT NULL,
+            text TEXT,
+            updated_at TEXT NOT NULL,
+            deleted_at REAL,
+            PRIMARY KEY (project_id, id)
+        )""",
+        """CREATE TABLE annotations (
+            project_id INTEGER NOT NULL,
+            id INTEGER NOT NULL,
+            task_id INTEGER NOT NULL,
+            label TEXT,
+            was_cancelled INTEGER NOT NULL CHECK (was_cancelled IN (0, 1)),
+            updated_at TEXT NOT NULL,
+            completed_by INTEGER,
+            deleted_at REAL,
+            PRIMARY KEY (project_id, id),
+            FOREIGN KEY (project_id, task_id) REFERENCES tasks (project_id, id)
+        )""",
+        "CREATE INDEX annotations_by_task ON annotations (project_id, task_id)",
+        """CREATE TABLE sync (
+            project_id INTEGER PRIMARY KEY,
+            watermark TEXT,
+            watermark_moved_at REAL,
+            last_resync_at REAL,
+            label_changes INTEGER NOT NULL DEFAULT 0 CHECK (label_changes >= 0),
+            last_poll_at REAL
+        )""",
+        f"""CREATE TABLE versions (
+            project_id INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            number INTEGER NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ({_STATE_CHECK})),
+            created_at REAL NOT NULL,
+            trained_at REAL,
+            n_labels INTEGER,
+            class_counts TEXT,
+            metrics TEXT,
+            train_seconds REAL,
+            label_changes_at_training INTEGER,
+            artifact_path TEXT,
+            n_predictions INTEGER,
+            uploaded_count INTEGER,
+            activated_at REAL,
+            pruned_at REAL,
+            error TEXT,
+            PRIMARY KEY (project_id, name),
+            UNIQUE (project_id, number)
+        )""",
+        """CREATE TABLE predictions (
+            project_id INTEGER NOT NULL,
+            version TEXT NOT NULL,
+            task_id INTEGER NOT NULL,
+            position INTEGER NOT NULL,
+            label TEXT NOT NULL,
+            score REAL NOT NULL,
+            cluster INTEGER,
+            PRIMARY KEY (project_id, version, position),
+            UNIQUE (project_id, version, task_id),
+            FOREIGN KEY (project_id, version) REFERENCES versions (project_id, name)
+                ON DELETE CASCADE
+        )""",
+        """CREATE TABLE project_meta (
+            project_id INTEGER PRIMARY KEY,
+            pinned_version TEXT,
+            failure TEXT,
+            view_id INTEGER,
+            schema TEXT,
+            label_set TEXT,
+            last_decision TEXT
+        )""",
+        """CREATE TABLE cycles (
+            project_id INTEGER NOT NULL,
+            cycle_id TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            finished_at REAL,
+            outcome TEXT NOT NULL,
+            summary TEXT NOT NULL,
+            PRIMARY KEY (project_id, cycle_id)
+        )""",
+        "CREATE INDEX cycles_by_start ON cycles (project_id, started_at)",
+    ),
+    # 2: `project_meta.label_set` was never written; the schema's labels live in `schema`.
+    ("ALTER TABLE project_meta DROP COLUMN label_set",),
+)
+LATEST_SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if exists is None:
+        return 0
+    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def apply_migrations(
+    conn: sqlite3.Connection,
+    *,
+    db_path: Path,
+    migrations: Sequence[Sequence[str]] = MIGRATIONS,
+    now: float | None = None,
+) -> list[int]:
+    """Bring the file up to `len(migrations)`, in order, in one write transaction.
+
+    Returns the versions applied. A file from a newer release raises StateError: an old
+    daemon writing into a schema it does not understand would corrupt it quietly.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version "
+            "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+        )
+        current = _schema_version(conn)
+        if current > len(migrations):
+            raise StateError(
+                f"{db_path} was written by a newer aldaemon release (schema {current}, this "
+                f"release knows up to {len(migrations)}); upgrade aldaemon, or point "
+                "[state] dir elsewhere"
+            )
+        applied = []
+        for version in range(current + 1, len(migrations) + 1):
+            for statement in migrations[version - 1]:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                (version, time.time() if now is None else now),
+            )
+            applied.append(version)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return applied

@@ -1,0 +1,284 @@
+"""Local state: the only place aldaemon persists anything, in one SQLite file.
+
+    STATE_DIR/                 mode 0700 (it holds everything we know about the projects)
+      aldaemon.sqlite3         WAL mode; every table keyed by project_id
+      aldaemon.lock            flock()ed by the one daemon that owns the directory
+
+Everything else talks to the `Store` class (`aldaemon.store`) with plain records in and
+out, never SQL and never sqlite3 objects. This module is the backend's plumbing: opening,
+checking and migrating the file, and the short transactions the table classes write in.
+The store stores and returns rows; what a row means (a training label, a watermark move)
+is decided by the caller.
+
+Durability. WAL with `synchronous=NORMAL` never corrupts the file and loses nothing on a
+process crash or `kill -9`; only a power loss can roll back the last commits. That is
+fine for what a poll re-reads from Label Studio anyway (tasks, annotations and the
+watermark move together in one transaction, so they roll back together; cycle records
+are history). It is NOT fine for a write that precedes a Label Studio call: if "version
+v3 is uploading" were rolled back after batches landed, the next start would upload them
+again (invariant 2). Those writes (versions, predictions, project meta) commit with
+`synchronous=FULL`, one fsync each; there are a handful per cycle.
+
+Every write is one short transaction (`BEGIN IMMEDIATE ... COMMIT`), never held across a
+network call: the cycle reads, awaits Label Studio, then writes.
+
+Schema changes are numbered migrations (`migrations.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Self
+
+import structlog
+
+from aldaemon.errors import StateError
+from aldaemon.store.lock import LOCK_FILENAME, acquire_lock, make_state_dir, release_lock
+from aldaemon.store.migrations import apply_migrations
+
+log = structlog.get_logger(__name__)
+
+DB_FILENAME = "aldaemon.sqlite3"
+REBUILD_HINT = "aldaemon state rebuild --project ID"
+_IDS_PER_QUERY = 500  # well under SQLite's bound-parameter limit on every version
+
+
+def _json_default(value: object) -> object:
+    """numpy scalars (from the model worker) become plain numbers; anything else is a bug."""
+    item = getattr(value, "item", None)
+    if callable(item):
+        return item()
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def to_json(value: object) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(value, sort_keys=True, default=_json_default)
+
+
+def from_json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    """SQLITE_CORRUPT or SQLITE_NOTADB (extended codes included): the file is damaged."""
+    primary = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    return primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def _corrupt(db_path: Path, detail: str) -> StateError:
+    return StateError(
+        f"{db_path} is corrupt or not an aldaemon database ({detail}); move it aside and "
+        f"rebuild local state from Label Studio with `{REBUILD_HINT}`"
+    )
+
+
+def _connect(db_path: Path) -> sqlite3.Connection:
+    """Open, verify and migrate the database file; every failure names the path."""
+    try:
+        conn = sqlite3.connect(db_path, isolation_level=None, timeout=10.0, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise StateError(f"cannot open {db_path}: {exc}") from exc
+    try:
+        problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check").fetchall()]
+        if problems != ["ok"]:
+            raise _corrupt(db_path, "; ".join(problems[:5]))
+        journal = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(journal).lower() != "wal":
+            log.warning("store.wal_unavailable", path=str(db_path), journal_mode=journal)
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        applied = apply_migrations(conn, db_path=db_path)
+        if applied:
+            log.info("store.migrated", path=str(db_path), applied=applied)
+    except StateError:
+        conn.close()
+        raise
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        raise StateError(f"cannot use {db_path}: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise _corrupt(db_path, str(exc)) from exc
+    return conn
+
+
+def chunks(ids: Sequence[int], size: int = _IDS_PER_QUERY) -> Iterator[Sequence[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+def placeholders(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+def _damage(db_path: Path) -> str | None:
+    """What SQLite finds wrong with the file's bytes, or None when it finds them sound.
+
+    Only SQLITE_CORRUPT/SQLITE_NOTADB or a failed quick_check count as damage; a file that
+    cannot be opened or is locked right now is not evidence of corruption.
+    """
+    try:
+        conn = sqlite3.connect(db_path, isolation_level=None, timeout=10.0)
+    except sqlite3.Error:
+        return None
+    try:
+        problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        return str(exc) if _is_corruption(exc) else None
+    finally:
+        conn.close()
+    return None if problems == ["ok"] else "; ".join(problems[:5])
+
+
+def quarantine_database(state_dir: Path, *, now: float) -> Path | None:
+    """Move a corrupt database (and its -wal/-shm files) aside; returns where it went.
+
+    For `aldaemon state rebuild` when `Store.open` said the file is corrupt: the next open
+    starts from an empty file, which the rebuild fills from Label Studio. The bytes are
+    kept, not deleted, for a post-mortem. Takes the directory's lock, so it refuses while
+    a daemon runs. None when there was no database file.
+
+    It checks the damage itself and refuses (StateError) a file SQLite finds sound: a
+    database from a newer release, or one that was only busy, also fails `Store.open`, and
+    moving it aside would throw away every project's good state.
+    """
+    state_dir = Path(state_dir)
+    db_path = state_dir / DB_FILENAME
+    if not db_path.exists():
+        return None
+    lock_fd = acquire_lock(state_dir / LOCK_FILENAME)
+    try:
+        if _damage(db_path) is None:
+            raise StateError(
+                f"{db_path} is not damaged (SQLite's quick_check passes), so it stays where it "
+                "is; fix what opening it reported instead of rebuilding"
+            )
+        suffix = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+        target = db_path.with_name(f"{DB_FILENAME}.corrupt-{suffix}")
+        for extra in ("-wal", "-shm"):
+            sidecar = db_path.with_name(DB_FILENAME + extra)
+            if sidecar.exists():
+                sidecar.rename(target.with_name(target.name + extra))
+        db_path.rename(target)
+    except OSError as exc:
+        raise StateError(f"cannot move {db_path} aside: {exc.strerror or exc}") from exc
+    finally:
+        release_lock(lock_fd)
+    log.warning("store.quarantined", path=str(db_path), moved_to=str(target))
+    return target
+
+
+class SqliteConnection:
+    """One checked SQLite connection, its lock, and the short transactions on it.
+
+    The table classes (annotations.py, versions.py, meta.py) build on this, and
+    `aldaemon.store.Store` composes them.
+    Methods are synchronous and short: SQLite answers in well under a millisecond for the
+    sizes a project has, which is cheaper than a thread hop from the event loop.
+    """
+
+    def __init__(self, *, conn: sqlite3.Connection, db_path: Path, lock_fd: int | None) -> None:
+        """Use `Store.open`; this only wires an already checked connection."""
+        self._conn: sqlite3.Connection | None = conn
+        self.db_path = db_path
+        self._lock_fd = lock_fd
+        self._mutex = threading.RLock()  # a stray to_thread() call must not interleave
+
+    @classmethod
+    def open(cls, state_dir: Path, *, lock: bool = True) -> Self:
+        """Open (creating if needed) the state in `state_dir`, checked and migrated.
+
+        `lock=True` takes `state_dir/aldaemon.lock` for as long as the store is open, so two
+        daemons never share a directory; read-only commands such as `status` pass
+        `lock=False` and can run beside the daemon (WAL lets readers and a writer coexist).
+        """
+        state_dir = Path(state_dir)
+        make_state_dir(state_dir)
+        lock_fd = acquire_lock(state_dir / LOCK_FILENAME) if lock else None
+        db_path = state_dir / DB_FILENAME
+        try:
+            conn = _connect(db_path)
+        except BaseException:
+            if lock_fd is not None:
+                release_lock(lock_fd)
+            raise
+        log.debug("store.opened", path=str(db_path), locked=lock)
+        return cls(conn=conn, db_path=db_path, lock_fd=lock_fd)
+
+    def close(self) -> None:
+        """Close the database and release the lock; closing twice is harmless."""
+        with self._mutex:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            if self._lock_fd is not None:
+                release_lock(self._lock_fd)
+                self._lock_fd = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.db_path)!r})"
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One short write transaction; `durable` fsyncs it (see the module docstring)."""
+        with self._mutex:
+            conn = self._live_connection()
+            try:
+                conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:  # a failed COMMIT may have rolled back already
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                raise StateError(f"cannot write {self.db_path}: {exc}") from exc
+            except sqlite3.DatabaseError as exc:
+                # `quick_check` at open cannot see damage done later (a failing disk).
+                if _is_corruption(exc):
+                    raise _corrupt(self.db_path, str(exc)) from exc
+                raise
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot for multi-query reads."""
+        with self._mutex:
+            conn = self._live_connection()
+            try:
+                conn.execute("BEGIN")
+                try:
+                    yield conn
+                finally:
+                    if conn.in_transaction:
+                        conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                raise StateError(f"cannot read {self.db_path}: {exc}") from exc
+            except sqlite3.DatabaseError as exc:
+                if _is_corruption(exc):
+                    raise _corrupt(self.db_path, str(exc)) from exc
+                raise
+
+    def _live_connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StateError(f"the store at {self.db_path} is closed")
+        return self._conn

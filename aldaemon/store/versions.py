@@ -1,0 +1,273 @@
+"""Model versions and their predictions, with one typed method per state transition.
+
+Each transition writes its state and the facts that come with it in one durable
+transaction and returns the row as stored, so the caller never re-reads it. The states
+and what may follow what are in `aldaemon.sync.versions`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aldaemon.errors import StateError
+from aldaemon.records import PredictionRecord
+from aldaemon.store.sqlite import SqliteConnection, from_json, placeholders, to_json
+from aldaemon.sync.versions import UNFINISHED_STATES, VersionRow, VersionState
+
+_VERSION_FIELDS = (
+    "state",
+    "trained_at",
+    "n_labels",
+    "class_counts",
+    "metrics",
+    "train_seconds",
+    "label_changes_at_training",
+    "artifact_path",
+    "n_predictions",
+    "uploaded_count",
+    "activated_at",
+    "pruned_at",
+    "error",
+)
+_JSON_FIELDS = frozenset({"class_counts", "metrics"})
+_VERSION_COLUMNS = ", ".join(("name", "number", "state", "created_at", *_VERSION_FIELDS))
+
+
+class VersionTables(SqliteConnection):
+    """The `versions` and `predictions` tables."""
+
+    def next_version_number(self, project_id: int) -> int:
+        """One above every number ever used here, failed and pruned versions included."""
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT MAX(number) FROM versions WHERE project_id = ?", (project_id,)
+            ).fetchone()
+        return int(row[0] or 0) + 1
+
+    def create_version(
+        self,
+        project_id: int,
+        *,
+        name: str,
+        number: int,
+        label_changes: int | None = None,
+        now: float,
+    ) -> VersionRow:
+        """Record a new version in state 'training' BEFORE training starts.
+
+        `label_changes` is the sync counter the training starts from. A duplicate name or
+        number raises StateError: reusing one would put two predictions on a task under
+        one version in Label Studio.
+        """
+        try:
+            with self._transaction(durable=True) as conn:
+                conn.execute(
+                    "INSERT INTO versions (project_id, name, number, state, created_at, "
+                    "label_changes_at_training) VALUES (?, ?, ?, ?, ?, ?)",
+                    (project_id, name, number, VersionState.TRAINING, now, label_changes),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise StateError(
+                f"version {name!r} (number {number}) already exists for project {project_id} "
+                f"in {self.db_path}"
+            ) from exc
+        return self.require_version(project_id, name)
+
+    # --- transitions ----------------------------------------------------------------------
+
+    def mark_trained(
+        self,
+        project_id: int,
+        name: str,
+        *,
+        trained_at: float,
+        n_labels: int,
+        class_counts: Mapping[str, int],
+        metrics: Mapping[str, Any],
+        train_seconds: float,
+        artifact_path: str,
+    ) -> VersionRow:
+        """Training finished: the model file is saved and its metrics are known."""
+        return self._set_version(
+            project_id,
+            name,
+            state=VersionState.TRAINED,
+            trained_at=trained_at,
+            n_labels=n_labels,
+            class_counts=dict(class_counts),
+            metrics=dict(metrics),
+            train_seconds=train_seconds,
+            artifact_path=artifact_path,
+        )
+
+    def mark_scored(self, project_id: int, name: str, *, n_predictions: int) -> VersionRow:
+        """Its predictions are stored (see `save_predictions`); nothing is uploaded yet."""
+        return self._set_version(
+            project_id,
+            name,
+            state=VersionState.SCORED,
+            n_predictions=n_predictions,
+            uploaded_count=0,
+        )
+
+    def set_prediction_count(self, project_id: int, name: str, n_predictions: int) -> VersionRow:
+        """The stored predictions changed before the upload (a task was deleted)."""
+        return self._set_version(project_id, name, n_predictions=n_predictions)
+
+    def mark_uploading(self, project_id: int, name: str) -> VersionRow:
+        """Written before the first batch goes to Label Studio."""
+        return self._set_version(project_id, name, state=VersionState.UPLOADING)
+
+    def record_upload_progress(self, project_id: int, name: str, uploaded_count: int) -> VersionRow:
+        """Positions [0, uploaded_count) of the stored predictions are in Label Studio."""
+        return self._set_version(project_id, name, uploaded_count=uploaded_count)
+
+    def mark_uploaded(self, project_id: int, name: str, *, uploaded_count: int) -> VersionRow:
+        """Label Studio holds exactly the version's predictions: it may become active."""
+        return self._set_version(
+            project_id, name, state=VersionState.UPLOADED, uploaded_count=uploaded_count
+        )
+
+    def mark_active(self, project_id: int, name: str, *, activated_at: float) -> VersionRow:
+        """The project's active version, and the only one: a previous active one is
+        superseded in the same transaction."""
+        with self._transaction(durable=True) as conn:
+            changed = conn.execute(
+                "UPDATE versions SET state = ?, activated_at = ? WHERE project_id = ? AND name = ?",
+                (VersionState.ACTIVE, activated_at, project_id, name),
+            ).rowcount
+            if changed == 0:
+                raise LookupError(f"no version {name!r} for project {project_id}")
+            conn.execute(
+                "UPDATE versions SET state = ? WHERE project_id = ? AND state = ? AND name != ?",
+                (VersionState.SUPERSEDED, project_id, VersionState.ACTIVE, name),
+            )
+        return self.require_version(project_id, name)
+
+    def mark_superseded(self, project_id: int, name: str) -> VersionRow:
+        """Complete but not (or no longer) active: a newer one is, a pin is, or it was empty."""
+        return self._set_version(project_id, name, state=VersionState.SUPERSEDED)
+
+    def mark_pruned(self, project_id: int, name: str, *, pruned_at: float) -> VersionRow:
+        """Its predictions are deleted from Label Studio."""
+        return self._set_version(project_id, name, state=VersionState.PRUNED, pruned_at=pruned_at)
+
+    def mark_failed(self, project_id: int, name: str, *, error: str) -> VersionRow:
+        """Given up for good: never activated, pruned like any other."""
+        return self._set_version(project_id, name, state=VersionState.FAILED, error=error)
+
+    def _set_version(self, project_id: int, name: str, **fields: object) -> VersionRow:
+        """Write some of a version's columns (JSON ones encoded); returns the row as stored."""
+        columns = sorted(fields)
+        values = [to_json(fields[c]) if c in _JSON_FIELDS else fields[c] for c in columns]
+        assignments = ", ".join(f"{column} = ?" for column in columns)
+        with self._transaction(durable=True) as conn:
+            changed = conn.execute(
+                f"UPDATE versions SET {assignments} WHERE project_id = ? AND name = ?",
+                (*values, project_id, name),
+            ).rowcount
+        if changed == 0:
+            raise LookupError(f"no version {name!r} for project {project_id}")
+        return self.require_version(project_id, name)
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def require_version(self, project_id: int, name: str) -> VersionRow:
+        row = self.get_version(project_id, name)
+        if row is None:
+            raise LookupError(f"no version {name!r} for project {project_id}")
+        return row
+
+    def get_version(self, project_id: int, name: str) -> VersionRow | None:
+        with self._reading() as conn:
+            row = conn.execute(
+                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE project_id = ? AND name = ?",
+                (project_id, name),
+            ).fetchone()
+        return None if row is None else _version_row(row)
+
+    def list_versions(self, project_id: int) -> list[VersionRow]:
+        """Every version of the project, oldest number first."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE project_id = ? ORDER BY number",
+                (project_id,),
+            ).fetchall()
+        return [_version_row(row) for row in rows]
+
+    def unfinished_version(self, project_id: int) -> VersionRow | None:
+        """The newest version a crash left between 'training' and 'uploaded', to resume."""
+        marks = placeholders(len(UNFINISHED_STATES))
+        with self._reading() as conn:
+            row = conn.execute(
+                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE project_id = ? "
+                f"AND state IN ({marks}) ORDER BY number DESC LIMIT 1",
+                (project_id, *UNFINISHED_STATES),
+            ).fetchone()
+        return None if row is None else _version_row(row)
+
+    # --- predictions --------------------------------------------------------------------
+
+    def save_predictions(
+        self, project_id: int, version: str, predictions: Sequence[PredictionRecord]
+    ) -> None:
+        """Replace the version's predictions, at positions 0..n-1 in the given order.
+
+        Fixed positions make upload batches the same after any restart. Two predictions
+        for one task raise ValueError: Label Studio must never get two (invariant 2).
+        """
+        duplicates = [t for t, n in Counter(p.task_id for p in predictions).items() if n > 1]
+        if duplicates:
+            raise ValueError(f"more than one prediction for tasks {sorted(duplicates)[:20]}")
+        with self._transaction(durable=True) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM versions WHERE project_id = ? AND name = ?", (project_id, version)
+            ).fetchone()
+            if exists is None:
+                raise LookupError(f"no version {version!r} for project {project_id}")
+            conn.execute(
+                "DELETE FROM predictions WHERE project_id = ? AND version = ?",
+                (project_id, version),
+            )
+            conn.executemany(
+                "INSERT INTO predictions (project_id, version, task_id, position, label, score, "
+                "cluster) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (project_id, version, p.task_id, position, p.label, p.score, p.cluster)
+                    for position, p in enumerate(predictions)
+                ],
+            )
+
+    def load_predictions(self, project_id: int, version: str) -> list[PredictionRecord]:
+        """The version's stored predictions in position order (empty if none)."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT task_id, label, score, cluster FROM predictions "
+                "WHERE project_id = ? AND version = ? ORDER BY position",
+                (project_id, version),
+            ).fetchall()
+        return [
+            PredictionRecord(task_id=row[0], label=row[1], score=row[2], cluster=row[3])
+            for row in rows
+        ]
+
+    def drop_predictions(self, project_id: int, version: str) -> None:
+        """Forget the local copy of a pruned version's predictions; the version row stays."""
+        with self._transaction(durable=True) as conn:
+            conn.execute(
+                "DELETE FROM predictions WHERE project_id = ? AND version = ?",
+                (project_id, version),
+            )
+
+
+def _version_row(row: Sequence[Any]) -> VersionRow:
+    values = dict(
+        zip(("name", "number", "state", "created_at", *_VERSION_FIELDS), row, strict=True)
+    )
+    for column in _JSON_FIELDS & values.keys():
+        values[column] = from_json(values[column])
+    values["state"] = VersionState(values["state"])
+    return VersionRow(**values)

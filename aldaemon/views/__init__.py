@@ -1,0 +1,1 @@
+"""Read-only views of local state: `aldaemon status` and `aldaemon report`."""

@@ -1,0 +1,132 @@
+"""The report's plots, drawn with matplotlib's object API (`Figure`, rendered by Agg).
+
+No pyplot global state and no display needed. matplotlib is the optional `report`
+extra, imported only when a report is drawn.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aldaemon.errors import AldaemonError
+
+if TYPE_CHECKING:
+    from aldaemon.views.report import ReportData
+
+PLOTS = ("quality", "labels", "scores", "agreement")
+SCORE_BINS = 40
+_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+
+
+def load_figure_class() -> Any:
+    """matplotlib's Figure, or an error that says how to get it."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise AldaemonError("the report needs matplotlib: pip install 'aldaemon[report]'") from None
+    return Figure
+
+
+def draw_plots(data: ReportData, out_dir: Path) -> dict[str, str]:
+    """Write one PNG per plot and the 2x2 overview; returns plot name -> file name."""
+    figure_class = load_figure_class()
+    drawers = {
+        "quality": _plot_quality,
+        "labels": _plot_labels,
+        "scores": _plot_scores,
+        "agreement": _plot_agreement,
+    }
+    images: dict[str, str] = {}
+    for name, draw in drawers.items():
+        figure = figure_class(figsize=(7, 4.2), layout="constrained")
+        draw(figure.subplots(), data)
+        figure.savefig(out_dir / f"{name}.png", dpi=110)
+        images[name] = f"{name}.png"
+    overview = figure_class(figsize=(13, 8.4), layout="constrained")
+    for axes, draw in zip(overview.subplots(2, 2).flat, drawers.values(), strict=True):
+        draw(axes, data)
+    overview.suptitle(f"aldaemon: project {data.project_id}", fontsize=14)
+    overview.savefig(out_dir / "overview.png", dpi=100)
+    images["overview"] = "overview.png"
+    return images
+
+
+def _empty(axes: Any, message: str) -> None:
+    axes.text(0.5, 0.5, message, ha="center", va="center", transform=axes.transAxes)
+    axes.set_xticks([])
+    axes.set_yticks([])
+
+
+def _plot_quality(axes: Any, data: ReportData) -> None:
+    axes.set_title("Model quality per version (cross-validated)")
+    measured = [v for v in data.versions if v.n_labels is not None and v.cv_accuracy is not None]
+    if not measured:
+        _empty(axes, "no cross-validated version yet")
+        return
+    labels = [v.n_labels for v in measured]
+    axes.plot(labels, [v.cv_accuracy for v in measured], "o-", label="accuracy")
+    f1 = [(v.n_labels, v.cv_macro_f1) for v in measured if v.cv_macro_f1 is not None]
+    if f1:
+        axes.plot([x for x, _ in f1], [y for _, y in f1], "s--", label="macro-F1")
+    active = [v for v in measured if v.name == data.active_version]
+    if active:
+        axes.plot(
+            [active[0].n_labels],
+            [active[0].cv_accuracy],
+            "*",
+            markersize=16,
+            color="gold",
+            markeredgecolor="black",
+            label=f"active ({active[0].name})",
+        )
+    axes.set_xlabel("labels the version was trained on")
+    axes.set_ylabel("score")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right")
+
+
+def _plot_labels(axes: Any, data: ReportData) -> None:
+    axes.set_title("Labels per class over time (annotations)")
+    if not data.class_timeline:
+        _empty(axes, "no labels yet")
+        return
+    for index, (label, points) in enumerate(data.class_timeline.items()):
+        axes.step(
+            [when for when, _ in points],
+            [count for _, count in points],
+            where="post",
+            label=f"{label} ({points[-1][1]})",
+            color=_COLORS[index % len(_COLORS)],
+        )
+    axes.set_xlabel("time of the annotation's last change (UTC)")
+    axes.set_ylabel("labels")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper left")
+    for tick in axes.get_xticklabels():
+        tick.set_rotation(20)
+
+
+def _plot_scores(axes: Any, data: ReportData) -> None:
+    title = "Scores of " + (data.score_version or "the active version")
+    axes.set_title(title + " (lower = asked first)")
+    if not data.scores:
+        _empty(axes, "no stored predictions")
+        return
+    axes.hist(data.scores, bins=SCORE_BINS, range=(0.0, 1.0), color=_COLORS[0])
+    axes.set_xlabel(f"informativeness score, {len(data.scores)} unlabeled tasks")
+    axes.set_ylabel("tasks")
+    axes.grid(alpha=0.3)
+
+
+def _plot_agreement(axes: Any, data: ReportData) -> None:
+    axes.set_title("Agreement with the previous version (Cohen's kappa)")
+    measured = [a for a in data.agreements if a.kappa is not None and a.newer_n_labels is not None]
+    if not measured:
+        _empty(axes, "needs two versions")
+        return
+    axes.plot([a.newer_n_labels for a in measured], [a.kappa for a in measured], "o-")
+    axes.set_xlabel("labels the newer version was trained on")
+    axes.set_ylabel("kappa")
+    axes.set_ylim(min(0.0, *(a.kappa or 0.0 for a in measured)) - 0.05, 1.05)
+    axes.grid(alpha=0.3)
