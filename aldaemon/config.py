@@ -6,7 +6,8 @@ Every problem is collected (not just the first) and reported with its key path, 
 a typo such as `min_new_anotations` would otherwise silently fall back to a default.
 
 The reader walks the document with a small `_Section` helper that knows its own path and
-records errors instead of raising; `load_config` raises one ConfigError at the end.
+records errors instead of raising; `load_config` raises one ConfigError at the end. Each
+default is written once, on its dataclass field; the reader takes it from there.
 """
 
 from __future__ import annotations
@@ -16,16 +17,16 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
 from aldaemon.errors import ConfigError
+from aldaemon.model.protocol import DEFAULT_FACTORY
 from aldaemon.secret import Secret
+from aldaemon.sync.scoring import STRATEGIES
 
 DEFAULT_CONFIG_PATH = "/etc/aldaemon/config.toml"
-STRATEGIES = ("margin", "least_confidence", "entropy")
-DEFAULT_MODEL = "aldaemon.model.default:make_text_classifier"
 _N = TypeVar("_N", int, float)
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 TOKEN_CREDENTIAL = "labelstudio-token"
@@ -86,7 +87,7 @@ class ViewConfig:
 @dataclass(frozen=True)
 class ProjectConfig:
     id: int
-    model: str = DEFAULT_MODEL
+    model: str = DEFAULT_FACTORY
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     predictions: PredictionsConfig = field(default_factory=PredictionsConfig)
     view: ViewConfig = field(default_factory=ViewConfig)
@@ -102,6 +103,18 @@ class Config:
 
     def project(self, project_id: int) -> ProjectConfig | None:
         return next((p for p in self.projects if p.id == project_id), None)
+
+
+# The defaults the reader falls back to: the dataclasses' own, never written again here.
+_DAEMON = DaemonConfig()
+_RETRAIN = RetrainConfig()
+_PREDICTIONS = PredictionsConfig()
+_VIEW = ViewConfig()
+
+
+def _field_default(cls: type[Any], name: str) -> Any:
+    """The default of one field of a dataclass that cannot be built without arguments."""
+    return next(f.default for f in fields(cls) if f.name == name)
 
 
 def default_config_path() -> str:
@@ -277,8 +290,10 @@ def _read_labelstudio(section: _Section, *, env: Mapping[str, str]) -> LabelStud
             "no API token: set token_file, or ALDAEMON_LABEL_STUDIO_TOKEN, or the systemd "
             f"credential {TOKEN_CREDENTIAL}",
         )
-    timeout = section.number("timeout", 30.0, minimum=1.0)
-    max_attempts = section.integer("max_attempts", 5, minimum=1, maximum=20)
+    timeout = section.number("timeout", _field_default(LabelStudioConfig, "timeout"), minimum=1.0)
+    max_attempts = section.integer(
+        "max_attempts", _field_default(LabelStudioConfig, "max_attempts"), minimum=1, maximum=20
+    )
     section.reject_unknown()
     if token is None:
         return None
@@ -329,10 +344,12 @@ def _read_state(section: _Section, *, env: Mapping[str, str]) -> StateConfig:
 
 
 def _read_daemon(section: _Section, *, env: Mapping[str, str]) -> DaemonConfig:
-    poll_interval = section.number("poll_interval", 30.0, minimum=1.0)
-    resync_interval = section.number("resync_interval", 3600.0, minimum=10.0)
-    listen = section.string("listen", "127.0.0.1:9090")
-    if listen and not _valid_listen(listen):
+    poll_interval = section.number("poll_interval", _DAEMON.poll_interval, minimum=1.0)
+    resync_interval = section.number("resync_interval", _DAEMON.resync_interval, minimum=10.0)
+    listen = section.string("listen", _DAEMON.listen)
+    try:
+        parse_listen(listen)
+    except ValueError:
         section.error("listen", f'must be "HOST:PORT" or "", got {listen!r}')
     secret = _read_secret(
         section,
@@ -342,9 +359,9 @@ def _read_daemon(section: _Section, *, env: Mapping[str, str]) -> DaemonConfig:
         env_var="ALDAEMON_WEBHOOK_SECRET",
         inline_key="webhook_secret",
     )
-    cycle_timeout = section.number("cycle_timeout", 1800.0, minimum=10.0)
-    shutdown_grace = section.number("shutdown_grace", 60.0, minimum=0.0)
-    stale_after = section.number("stale_after", 0.0, minimum=0.0)
+    cycle_timeout = section.number("cycle_timeout", _DAEMON.cycle_timeout, minimum=10.0)
+    shutdown_grace = section.number("shutdown_grace", _DAEMON.shutdown_grace, minimum=0.0)
+    stale_after = section.number("stale_after", _DAEMON.stale_after, minimum=0.0)
     section.reject_unknown()
     return DaemonConfig(
         poll_interval=poll_interval,
@@ -370,9 +387,23 @@ def _valid_cron(expression: str) -> bool:
     return True
 
 
-def _valid_listen(listen: str) -> bool:
-    host, _, port = listen.rpartition(":")
-    return bool(host) and port.isdigit() and 0 <= int(port) <= 65535
+def parse_listen(listen: str) -> tuple[str, int] | None:
+    """`"127.0.0.1:9090"` or `"[::1]:9090"` -> (host, port); `""` -> None (server off).
+
+    Raises ValueError naming the problem. A host is required: binding every interface
+    must be spelled out as "0.0.0.0:9090", never happen by leaving it out. The one parser:
+    `check-config` validates with it and the HTTP server binds with it.
+    """
+    if listen == "":
+        return None
+    host, separator, port_text = listen.rpartition(":")
+    if not separator or not host:
+        raise ValueError(f"listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:9090")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"listen {listen!r}: port must be a number from 0 to 65535")
+    return host, int(port_text)
 
 
 def _read_projects(root: _Section, *, errors: list[str]) -> tuple[ProjectConfig, ...]:
@@ -403,13 +434,13 @@ def _read_project(section: _Section) -> ProjectConfig | None:
     if not section.has("id"):
         section.error("id", "is required")
     project_id = section.integer("id", 0, minimum=1)
-    model = section.string("model", DEFAULT_MODEL)
+    model = section.string("model", DEFAULT_FACTORY)
     if ":" not in model:
         section.error("model", f'must look like "package.module:factory", got {model!r}')
     retrain = _read_retrain(section.table("retrain"))
     predictions = _read_predictions(section.table("predictions"))
     view_section = section.table("view")
-    view = ViewConfig(title=view_section.string("title", ViewConfig.title) or ViewConfig.title)
+    view = ViewConfig(title=view_section.string("title", _VIEW.title) or _VIEW.title)
     view_section.reject_unknown()
     section.reject_unknown()
     if project_id < 1:
@@ -424,9 +455,11 @@ def _read_retrain(section: _Section) -> RetrainConfig:
     if cron is not None and not _valid_cron(cron):
         section.error("cron", f'must be a 5-field cron expression like "0 3 * * *", got {cron!r}')
     config = RetrainConfig(
-        min_new_annotations=section.integer("min_new_annotations", 10, minimum=1),
-        min_interval=section.number("min_interval", 60.0, minimum=0.0),
-        min_per_class=section.integer("min_per_class", 2, minimum=1),
+        min_new_annotations=section.integer(
+            "min_new_annotations", _RETRAIN.min_new_annotations, minimum=1
+        ),
+        min_interval=section.number("min_interval", _RETRAIN.min_interval, minimum=0.0),
+        min_per_class=section.integer("min_per_class", _RETRAIN.min_per_class, minimum=1),
         max_interval=section.optional_number("max_interval", minimum=1.0),
         cron=cron,
     )
@@ -435,23 +468,27 @@ def _read_retrain(section: _Section) -> RetrainConfig:
 
 
 def _read_predictions(section: _Section) -> PredictionsConfig:
-    strategy = section.string("strategy", "margin")
+    strategy = section.string("strategy", _PREDICTIONS.strategy)
     if strategy not in STRATEGIES:
         section.error("strategy", f"must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    prefix = section.string("version_prefix", "aldaemon")
+    prefix = section.string("version_prefix", _PREDICTIONS.version_prefix)
     if not prefix or not prefix.replace("-", "").replace("_", "").isalnum():
         section.error("version_prefix", f"must be letters, digits, - or _, got {prefix!r}")
-    queue_depth = section.integer("queue_depth", 0, minimum=0)
+    queue_depth = section.integer("queue_depth", _PREDICTIONS.queue_depth or 0, minimum=0)
     config = PredictionsConfig(
         strategy=strategy,
-        keep_versions=section.integer("keep_versions", 2, minimum=1),
+        keep_versions=section.integer("keep_versions", _PREDICTIONS.keep_versions, minimum=1),
         version_prefix=prefix,
-        random_fraction=section.number("random_fraction", 0.0, minimum=0.0, maximum=1.0),
-        clusters=section.integer("clusters", 0, minimum=0, maximum=1000),
-        queue_depth=queue_depth or None,
-        show_predictions=section.boolean("show_predictions", True),
-        batch_size=section.integer("batch_size", 20_000, minimum=1, maximum=100_000),
-        prune_per_cycle=section.integer("prune_per_cycle", 1, minimum=0),
+        random_fraction=section.number(
+            "random_fraction", _PREDICTIONS.random_fraction, minimum=0.0, maximum=1.0
+        ),
+        clusters=section.integer("clusters", _PREDICTIONS.clusters, minimum=0, maximum=1000),
+        queue_depth=queue_depth or None,  # 0 in the file means "no limit"
+        show_predictions=section.boolean("show_predictions", _PREDICTIONS.show_predictions),
+        batch_size=section.integer(
+            "batch_size", _PREDICTIONS.batch_size, minimum=1, maximum=100_000
+        ),
+        prune_per_cycle=section.integer("prune_per_cycle", _PREDICTIONS.prune_per_cycle, minimum=0),
     )
     section.reject_unknown()
     return config

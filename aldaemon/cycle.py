@@ -48,16 +48,18 @@ from typing import Any, TypeVar
 import numpy as np
 import structlog
 
-from aldaemon import reconcile
 from aldaemon.config import DaemonConfig, ProjectConfig
 from aldaemon.errors import LabelStudioRefused, LabelStudioUnreachable, ModelError
 from aldaemon.labelstudio.gateway import LabelStudioGateway
 from aldaemon.labelstudio.labeling_config import parse_labeling_config
 from aldaemon.model.worker import ModelWorker
-from aldaemon.policy import TrainingDecision, decide_training
 from aldaemon.records import LabelingSchema, PredictionRecord
-from aldaemon.scoring import select_queue
 from aldaemon.store import Store, VersionRow
+from aldaemon.sync import reconcile
+from aldaemon.sync.policy import TrainingDecision, decide_training
+from aldaemon.sync.scoring import select_queue
+from aldaemon.sync.timestamps import format_ls_datetime, parse_ls_datetime
+from aldaemon.sync.watermark import query_after
 
 log = structlog.get_logger(__name__)
 
@@ -391,7 +393,7 @@ class Cycle:
         sync = store.sync_state(self.project_id)
         # Settled only once a poll ran `settle` seconds after the move: every move of the
         # watermark is followed by at least one re-read of the overlap window.
-        after = reconcile.query_after(
+        after = query_after(
             watermark=sync.watermark,
             moved_at=sync.watermark_moved_at,
             now=sync.last_poll_at if sync.last_poll_at is not None else self.ctx.clock(),
@@ -999,8 +1001,8 @@ def _cap_watermark(
         return outcome
     if started_at is None:
         return dataclasses.replace(outcome, newest_updated_at=None)
-    cap = reconcile.format_ls_datetime(started_at)
-    if reconcile.parse_ls_datetime(newest) <= started_at:
+    cap = format_ls_datetime(started_at)
+    if parse_ls_datetime(newest) <= started_at:
         return outcome
     return dataclasses.replace(outcome, newest_updated_at=cap)
 

@@ -53,6 +53,7 @@ from aldaemon.demo_data import (
     task_data,
     true_label,
 )
+from aldaemon.demo_labelstudio import DemoGateway as LabelStudioGateway
 from aldaemon.demo_labelstudio import (
     DemoUser,
     LocalLabelStudio,
@@ -67,7 +68,7 @@ from aldaemon.errors import (
     LabelStudioError,
     ProjectNotFound,
 )
-from aldaemon.labelstudio import LabelStudioGateway, parse_labeling_config
+from aldaemon.labelstudio import parse_labeling_config
 from aldaemon.logs import configure_logging, register_secret
 from aldaemon.records import LabelingSchema
 from aldaemon.secret import Secret

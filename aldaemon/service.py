@@ -42,7 +42,7 @@ from aldaemon.errors import (
     StateError,
     StateLockedError,
 )
-from aldaemon.labelstudio.gateway import LabelStudioGateway, count_requests
+from aldaemon.labelstudio import LabelStudioGateway, count_requests
 from aldaemon.metrics import Metrics
 from aldaemon.model.worker import ModelWorker
 from aldaemon.store import Store, quarantine_database

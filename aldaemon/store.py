@@ -42,15 +42,10 @@ from typing import Any, ClassVar
 import structlog
 
 from aldaemon.errors import StateError, StateLockedError
-from aldaemon.reconcile import (
-    DeletionDecision,
-    ReconcileOutcome,
-    StoredAnnotation,
-    Watermark,
-    choose_training_label,
-    next_watermark,
-)
 from aldaemon.records import AnnotationRecord, PredictionRecord
+from aldaemon.sync.labels import StoredAnnotation, choose_training_label
+from aldaemon.sync.reconcile import DeletionDecision, ReconcileOutcome
+from aldaemon.sync.watermark import Watermark, next_watermark
 
 log = structlog.get_logger(__name__)
 

@@ -32,8 +32,8 @@ from aldaemon.errors import EX_CONFIG
 from aldaemon.labelstudio import LabelStudioGateway, parse_labeling_config
 from aldaemon.labelstudio.payloads import parse_task
 from aldaemon.model.training import score_pool, train_and_save
-from aldaemon.scoring import STRATEGIES
 from aldaemon.secret import Secret
+from aldaemon.sync.scoring import STRATEGIES
 from tests.conftest import MakeProject
 from tests.lsserver import (
     DEFAULT_LABEL_CONFIG,

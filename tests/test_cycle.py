@@ -22,10 +22,10 @@ from aldaemon.cycle import (
     queue_view_data,
     resume_position,
 )
-from aldaemon.reconcile import ReconcileOutcome
 from aldaemon.service import Runtime
 from aldaemon.status import collect
 from aldaemon.store import Store
+from aldaemon.sync.reconcile import ReconcileOutcome
 from tests.conftest import MakeProject
 from tests.lsserver import LabelStudioClient, LabelStudioServer
 
@@ -641,8 +641,8 @@ class TestWatermarkOfMultiPageScans:
         """A paged scan says how many pages it read and when the server served the first."""
         from aldaemon.labelstudio.gateway import LabelStudioGateway
         from aldaemon.labelstudio.labeling_config import parse_labeling_config
-        from aldaemon.reconcile import parse_ls_datetime
         from aldaemon.secret import Secret
+        from aldaemon.sync.timestamps import parse_ls_datetime
 
         tasks, _ = make_tasks(12)
         project_id = make_project(tasks)

@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
+from aldaemon.demo_labelstudio import DemoGateway
 from aldaemon.errors import (
     LabelStudioAuthError,
     LabelStudioRefused,
@@ -28,9 +29,9 @@ from aldaemon.errors import (
 from aldaemon.labelstudio import LabelStudioGateway, parse_labeling_config
 from aldaemon.labelstudio.auth import TokenKind, access_lifetime, token_kind
 from aldaemon.labelstudio.failures import to_labelstudio_error
-from aldaemon.labelstudio.gateway import RequestTally, count_requests
+from aldaemon.labelstudio.http import RequestTally, count_requests
 from aldaemon.labelstudio.payloads import (
-    format_filter_datetime,
+    choices_result,
     prediction_payloads,
     server_message,
     task_query,
@@ -38,6 +39,7 @@ from aldaemon.labelstudio.payloads import (
 from aldaemon.labelstudio.retry import HttpStatusError, Replay, backoff_seconds, is_retryable
 from aldaemon.records import PredictionRecord
 from aldaemon.secret import Secret
+from aldaemon.sync.timestamps import format_ls_datetime, parse_ls_datetime
 from tests.conftest import MakeProject
 from tests.faultproxy import FaultProxy
 from tests.lsserver import DEFAULT_LABEL_CONFIG, LabelStudioClient, LabelStudioServer, free_port
@@ -375,8 +377,8 @@ class TestListTaskIds:
         project_id = make_project(texts(3))
         first, second, third = ls_client.task_ids(project_id)
 
+        ls_client.call("DELETE", f"/api/tasks/{second}/")
         async with gateway(label_studio, label_studio.pat) as gw:
-            await gw.delete_task(second)
             ids = await gw.list_task_ids(project_id)
 
         assert [first, third] == ids
@@ -788,7 +790,7 @@ class TestNextTask:
         scores = {first: 0.6, second: 0.1, third: 0.9}
         predictions = [PredictionRecord(task_id=t, label="pos", score=s) for t, s in scores.items()]
 
-        async with gateway(label_studio, label_studio.pat) as gw:
+        async with DemoGateway(url=label_studio.url, token=Secret(label_studio.pat)) as gw:
             await gw.import_predictions(
                 project_id, model_version="v1", schema=SCHEMA, predictions=predictions
             )
@@ -803,7 +805,7 @@ class TestNextTask:
         """A project with nothing left to label serves None."""
         project_id = make_project([])
 
-        async with gateway(label_studio, label_studio.pat) as gw:
+        async with DemoGateway(url=label_studio.url, token=Secret(label_studio.pat)) as gw:
             assert await gw.next_task(project_id) is None
 
 
@@ -826,15 +828,19 @@ class TestWebhooksAndAnnotations:
         assert webhook_id > 0
 
     async def test_annotation_helpers_round_trip(
-        self, label_studio: LabelStudioServer, make_project: MakeProject
+        self,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
     ) -> None:
         """An annotation created as 'pos' and updated to 'neg' reads back as 'neg'."""
         project_id = make_project(texts(1))
 
-        async with gateway(label_studio, label_studio.pat) as gw:
+        async with DemoGateway(url=label_studio.url, token=Secret(label_studio.pat)) as gw:
             task_id = (await gw.list_task_ids(project_id))[0]
             annotation_id = await gw.create_annotation(task_id, schema=SCHEMA, label="pos")
-            await gw.update_annotation(annotation_id, schema=SCHEMA, label="neg")
+            neg = choices_result(SCHEMA, "neg")
+            ls_client.call("PATCH", f"/api/annotations/{annotation_id}/", {"result": neg})
             tasks = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
 
         assert ["neg"] == [a.label for a in tasks[0].annotations]
@@ -1043,17 +1049,19 @@ class TestBackoff:
 class TestFilterDatetime:
     def test_fraction_is_added_when_missing(self) -> None:
         """A timestamp without microseconds gets the '.000000Z' Label Studio requires."""
-        assert "2026-01-02T03:04:05.000000Z" == format_filter_datetime("2026-01-02T03:04:05Z")
+        assert "2026-01-02T03:04:05.000000Z" == format_ls_datetime(
+            parse_ls_datetime("2026-01-02T03:04:05Z")
+        )
 
     def test_offset_is_converted_to_utc(self) -> None:
         """A +02:00 timestamp is converted to UTC."""
         expected = "2026-01-02T01:04:05.123456Z"
-        assert expected == format_filter_datetime("2026-01-02T03:04:05.123456+02:00")
+        assert expected == format_ls_datetime(parse_ls_datetime("2026-01-02T03:04:05.123456+02:00"))
 
     def test_label_studio_spelling_is_kept(self) -> None:
         """Label Studio's own spelling passes unchanged."""
         value = "2026-11-27T21:11:36.815556Z"
-        assert value == format_filter_datetime(value)
+        assert value == format_ls_datetime(parse_ls_datetime(value))
 
 
 class TestTaskQuery:

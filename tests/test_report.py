@@ -13,7 +13,6 @@ from aldaemon import cli
 from aldaemon.config import Config, DaemonConfig, LabelStudioConfig, ProjectConfig, StateConfig
 from aldaemon.errors import AldaemonError
 from aldaemon.model.training import train_and_save
-from aldaemon.reconcile import ReconcileOutcome
 from aldaemon.records import AnnotationRecord, PredictionRecord, TaskRecord
 from aldaemon.report import (
     ReportData,
@@ -27,6 +26,7 @@ from aldaemon.report import (
 )
 from aldaemon.secret import Secret
 from aldaemon.store import Store
+from aldaemon.sync.reconcile import ReconcileOutcome
 
 P = 5
 MODEL = "aldaemon.model.default:make_text_classifier"

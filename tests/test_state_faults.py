@@ -23,7 +23,6 @@ import pytest
 
 from aldaemon import cli
 from aldaemon.errors import StateError
-from aldaemon.reconcile import diff
 from aldaemon.records import TaskRecord
 from aldaemon.store import (
     DB_FILENAME,
@@ -33,6 +32,7 @@ from aldaemon.store import (
     Store,
     quarantine_database,
 )
+from aldaemon.sync.reconcile import diff
 from tests.lsserver import LabelStudioClient, LabelStudioServer
 
 EX_CANTCREAT = 73

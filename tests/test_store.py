@@ -16,7 +16,6 @@ import pytest
 
 from aldaemon import store as store_module
 from aldaemon.errors import StateError, StateLockedError
-from aldaemon.reconcile import DeletionDecision, ReconcileOutcome, diff, find_deleted_tasks
 from aldaemon.records import AnnotationRecord, PredictionRecord, TaskRecord
 from aldaemon.store import (
     DB_FILENAME,
@@ -30,6 +29,7 @@ from aldaemon.store import (
     apply_migrations,
     quarantine_database,
 )
+from aldaemon.sync.reconcile import DeletionDecision, ReconcileOutcome, diff, find_deleted_tasks
 
 P = 7  # project id used throughout
 T0 = "2026-11-27T21:11:36.815556Z"

@@ -1,13 +1,10 @@
 """The only package that speaks to Label Studio; everything else sees `aldaemon.records`."""
 
-from aldaemon.labelstudio.gateway import (
-    NOT_GIVEN,
-    SAMPLING_MODES,
-    WEBHOOK_SECRET_HEADER,
-    LabelStudioGateway,
-    NotGiven,
-)
+from aldaemon.labelstudio.gateway import LabelStudioGateway
+from aldaemon.labelstudio.http import count_requests
 from aldaemon.labelstudio.labeling_config import parse_labeling_config
+from aldaemon.labelstudio.projects import NOT_GIVEN, SAMPLING_MODES, NotGiven
+from aldaemon.labelstudio.webhooks import WEBHOOK_SECRET_HEADER
 
 __all__ = [
     "NOT_GIVEN",
@@ -15,5 +12,6 @@ __all__ = [
     "WEBHOOK_SECRET_HEADER",
     "LabelStudioGateway",
     "NotGiven",
+    "count_requests",
     "parse_labeling_config",
 ]

@@ -23,11 +23,11 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 
-from aldaemon import scoring
 from aldaemon.errors import ModelError
 from aldaemon.model.artifacts import load_artifact, save_artifact
 from aldaemon.model.protocol import TextClassifier, build_model
 from aldaemon.model.results import ScoredPool, TrainingResult
+from aldaemon.sync import scoring
 
 __all__ = ["ScoredPool", "TrainingResult", "evaluate", "score_pool", "train_and_save"]
 

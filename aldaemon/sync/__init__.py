@@ -1,0 +1,1 @@
+"""Pure decisions: nothing in this package imports an I/O library."""
