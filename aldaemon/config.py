@@ -5,32 +5,32 @@ Every problem is collected (not just the first) and reported with its key path, 
 `aldaemon check-config` shows the operator everything to fix. Unknown keys are errors:
 a typo such as `min_new_anotations` would otherwise silently fall back to a default.
 
-The reader walks the document with a small `_Section` helper that knows its own path and
-records errors instead of raising; `load_config` raises one ConfigError at the end. Each
-default is written once, on its dataclass field; the reader takes it from there.
+The reader walks the document with a small `Section` helper (`config_section.py`) that
+knows its own path and records errors instead of raising; `load_config` raises one
+ConfigError at the end. Each default is written once, on its dataclass field; the reader
+takes it from there.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from aldaemon.config_section import Section, printable
 from aldaemon.errors import ConfigError
 from aldaemon.model.protocol import DEFAULT_FACTORY
 from aldaemon.secret import Secret
 from aldaemon.sync.scoring import STRATEGIES
 
 DEFAULT_CONFIG_PATH = "/etc/aldaemon/config.toml"
-_N = TypeVar("_N", int, float)
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 TOKEN_CREDENTIAL = "labelstudio-token"
+TOKEN_ENV = "ALDAEMON_LABEL_STUDIO_TOKEN"
 WEBHOOK_SECRET_CREDENTIAL = "webhook-secret"
+WEBHOOK_SECRET_ENV = "ALDAEMON_WEBHOOK_SECRET"
 
 
 @dataclass(frozen=True)
@@ -144,124 +144,10 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
     return config
 
 
-class _Section:
-    """One table of the document, with its key path; records problems instead of raising."""
-
-    def __init__(self, data: Mapping[str, Any], *, path: str, errors: list[str]) -> None:
-        self.data = data
-        self.path = path
-        self.errors = errors
-        self.seen: set[str] = set()
-
-    def key(self, name: str) -> str:
-        shown = name if _BARE_KEY.fullmatch(name) else json.dumps(name)
-        return f"{self.path}.{shown}" if self.path else shown
-
-    def error(self, name: str, message: str) -> None:
-        self.errors.append(f"{self.key(name)}: {message}")
-
-    def _get(self, name: str) -> Any:
-        self.seen.add(name)
-        return self.data.get(name)
-
-    def has(self, name: str) -> bool:
-        return name in self.data
-
-    def string(self, name: str, default: str | None = None, *, required: bool = False) -> str:
-        value = self._get(name)
-        if value is None:
-            if required:
-                self.error(name, "is required")
-            return default or ""
-        if not isinstance(value, str):
-            self.error(name, f"must be a string, got {_type_name(value)}")
-            return default or ""
-        return value
-
-    def optional_string(self, name: str) -> str | None:
-        if self._get(name) is None:
-            return None
-        return self.string(name)
-
-    def integer(self, name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
-        value = self._get(name)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.error(name, f"must be an integer, got {_type_name(value)}")
-            return default
-        return _check_range(self, name, value, minimum=minimum, maximum=maximum)
-
-    def number(
-        self, name: str, default: float, *, minimum: float, maximum: float | None = None
-    ) -> float:
-        value = self._get(name)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.error(name, f"must be a number, got {_type_name(value)}")
-            return default
-        return _check_range(self, name, float(value), minimum=minimum, maximum=maximum)
-
-    def optional_number(self, name: str, *, minimum: float) -> float | None:
-        if self._get(name) is None:
-            return None
-        return self.number(name, 0.0, minimum=minimum)
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self._get(name)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            self.error(name, f"must be true or false, got {_type_name(value)}")
-            return default
-        return value
-
-    def table(self, name: str) -> _Section:
-        value = self._get(name)
-        if value is None:
-            value = {}
-        elif not isinstance(value, dict):
-            self.error(name, f"must be a table, got {_type_name(value)}")
-            value = {}
-        return _Section(value, path=self.key(name), errors=self.errors)
-
-    def reject_unknown(self) -> None:
-        for name in self.data:
-            if name not in self.seen:
-                self.error(name, "unknown key")
-
-
-def _check_range(section: _Section, name: str, value: _N, *, minimum: _N, maximum: _N | None) -> _N:
-    if value < minimum:
-        integer_one = isinstance(minimum, int) and minimum == 1
-        comparison = "> 0" if integer_one else f">= {minimum:g}"
-        section.error(name, f"must be {comparison}, got {value}")
-    elif maximum is not None and value > maximum:
-        section.error(name, f"must be <= {maximum}, got {value}")
-    return value
-
-
-def _printable(text: str) -> str:
-    """User text inside an error line: quoted when it could break or forge a line."""
-    return text if text.isprintable() else json.dumps(text)
-
-
-def _type_name(value: object) -> str:
-    return {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "an array",
-        dict: "a table",
-    }.get(type(value), type(value).__name__)
-
-
 def _build_config(
     document: Mapping[str, Any], *, path: str, env: Mapping[str, str], errors: list[str]
 ) -> Config | None:
-    root = _Section(document, path="", errors=errors)
+    root = Section(document, path="", errors=errors)
     labelstudio = _read_labelstudio(root.table("labelstudio"), env=env)
     state = _read_state(root.table("state"), env=env)
     daemon = _read_daemon(root.table("daemon"), env=env)
@@ -272,7 +158,7 @@ def _build_config(
     return Config(path=path, labelstudio=labelstudio, state=state, daemon=daemon, projects=projects)
 
 
-def _read_labelstudio(section: _Section, *, env: Mapping[str, str]) -> LabelStudioConfig | None:
+def _read_labelstudio(section: Section, *, env: Mapping[str, str]) -> LabelStudioConfig | None:
     url = section.string("url", required=True).rstrip("/")
     if url and not url.startswith(("http://", "https://")):
         section.error("url", f"must start with http:// or https://, got {url!r}")
@@ -281,13 +167,13 @@ def _read_labelstudio(section: _Section, *, env: Mapping[str, str]) -> LabelStud
         env=env,
         credential=TOKEN_CREDENTIAL,
         file_key="token_file",
-        env_var="ALDAEMON_LABEL_STUDIO_TOKEN",
+        env_var=TOKEN_ENV,
         inline_key="token",
     )
     if token is None:
         section.error(
             "token",
-            "no API token: set token_file, or ALDAEMON_LABEL_STUDIO_TOKEN, or the systemd "
+            f"no API token: set token_file, or {TOKEN_ENV}, or the systemd "
             f"credential {TOKEN_CREDENTIAL}",
         )
     timeout = section.number("timeout", _field_default(LabelStudioConfig, "timeout"), minimum=1.0)
@@ -301,7 +187,7 @@ def _read_labelstudio(section: _Section, *, env: Mapping[str, str]) -> LabelStud
 
 
 def _read_secret(
-    section: _Section,
+    section: Section,
     *,
     env: Mapping[str, str],
     credential: str,
@@ -324,26 +210,26 @@ def _read_secret(
     return None
 
 
-def _secret_from_file(section: _Section, key: str, path: Path) -> Secret | None:
+def _secret_from_file(section: Section, key: str, path: Path) -> Secret | None:
     try:
         value = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        section.error(key, f"cannot read {_printable(str(path))}: {exc.strerror}")
+        section.error(key, f"cannot read {printable(str(path))}: {exc.strerror}")
         return None
     if not value:
-        section.error(key, f"{_printable(str(path))} is empty")
+        section.error(key, f"{printable(str(path))} is empty")
         return None
     return Secret(value, source=str(path))
 
 
-def _read_state(section: _Section, *, env: Mapping[str, str]) -> StateConfig:
+def _read_state(section: Section, *, env: Mapping[str, str]) -> StateConfig:
     default = env.get("STATE_DIRECTORY", "").split(":")[0] or "./.aldaemon"
     state_dir = section.string("dir", default) or default
     section.reject_unknown()
     return StateConfig(dir=Path(state_dir).expanduser())
 
 
-def _read_daemon(section: _Section, *, env: Mapping[str, str]) -> DaemonConfig:
+def _read_daemon(section: Section, *, env: Mapping[str, str]) -> DaemonConfig:
     poll_interval = section.number("poll_interval", _DAEMON.poll_interval, minimum=1.0)
     resync_interval = section.number("resync_interval", _DAEMON.resync_interval, minimum=10.0)
     listen = section.string("listen", _DAEMON.listen)
@@ -356,7 +242,7 @@ def _read_daemon(section: _Section, *, env: Mapping[str, str]) -> DaemonConfig:
         env=env,
         credential=WEBHOOK_SECRET_CREDENTIAL,
         file_key="webhook_secret_file",
-        env_var="ALDAEMON_WEBHOOK_SECRET",
+        env_var=WEBHOOK_SECRET_ENV,
         inline_key="webhook_secret",
     )
     cycle_timeout = section.number("cycle_timeout", _DAEMON.cycle_timeout, minimum=10.0)
@@ -406,8 +292,8 @@ def parse_listen(listen: str) -> tuple[str, int] | None:
     return host, int(port_text)
 
 
-def _read_projects(root: _Section, *, errors: list[str]) -> tuple[ProjectConfig, ...]:
-    raw = root._get("projects")
+def _read_projects(root: Section, *, errors: list[str]) -> tuple[ProjectConfig, ...]:
+    raw = root.get("projects")
     if raw is None:
         root.error("projects", "at least one [[projects]] table is required")
         return ()
@@ -419,7 +305,7 @@ def _read_projects(root: _Section, *, errors: list[str]) -> tuple[ProjectConfig,
     projects: list[ProjectConfig] = []
     seen_ids: set[int] = set()
     for index, item in enumerate(raw):
-        section = _Section(item, path=f"projects[{index}]", errors=errors)
+        section = Section(item, path=f"projects[{index}]", errors=errors)
         project = _read_project(section)
         if project is None:
             continue
@@ -430,7 +316,7 @@ def _read_projects(root: _Section, *, errors: list[str]) -> tuple[ProjectConfig,
     return tuple(projects)
 
 
-def _read_project(section: _Section) -> ProjectConfig | None:
+def _read_project(section: Section) -> ProjectConfig | None:
     if not section.has("id"):
         section.error("id", "is required")
     project_id = section.integer("id", 0, minimum=1)
@@ -450,7 +336,7 @@ def _read_project(section: _Section) -> ProjectConfig | None:
     )
 
 
-def _read_retrain(section: _Section) -> RetrainConfig:
+def _read_retrain(section: Section) -> RetrainConfig:
     cron = section.optional_string("cron")
     if cron is not None and not _valid_cron(cron):
         section.error("cron", f'must be a 5-field cron expression like "0 3 * * *", got {cron!r}')
@@ -467,7 +353,7 @@ def _read_retrain(section: _Section) -> RetrainConfig:
     return config
 
 
-def _read_predictions(section: _Section) -> PredictionsConfig:
+def _read_predictions(section: Section) -> PredictionsConfig:
     strategy = section.string("strategy", _PREDICTIONS.strategy)
     if strategy not in STRATEGIES:
         section.error("strategy", f"must be one of {', '.join(STRATEGIES)}, got {strategy!r}")

@@ -88,9 +88,9 @@ class LabelStudioHttp:
         *,
         url: str,
         token: Secret,
-        timeout: float = 30.0,
-        max_attempts: int = 5,
-        max_backoff: float = 30.0,
+        timeout: float,
+        max_attempts: int,
+        max_backoff: float,
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout

@@ -2,8 +2,8 @@
 
 Everything Label Studio-shaped is built or read here, so the gateway only moves bytes and
 the rest of the daemon only sees records. Each function is pure and tested without a
-server; the facts they encode were checked against Label Studio 1.23.2 (see
-/work/shared/LABEL_STUDIO.md and the gateway tests).
+server; the facts they encode were checked against Label Studio 1.23.2 (see the gateway
+tests, which run against a real server).
 """
 
 from __future__ import annotations

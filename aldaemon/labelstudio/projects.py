@@ -13,7 +13,8 @@ from aldaemon.labelstudio.http import GatewayPart
 from aldaemon.labelstudio.retry import Replay
 from aldaemon.records import ProjectInfo, ViewInfo
 
-SAMPLING_MODES = frozenset({"Sequential sampling", "Uniform sampling", "Uncertainty sampling"})
+UNCERTAINTY_SAMPLING = "Uncertainty sampling"  # serves the lowest prediction score first
+SAMPLING_MODES = frozenset({"Sequential sampling", "Uniform sampling", UNCERTAINTY_SAMPLING})
 
 
 class NotGiven(enum.Enum):

@@ -88,7 +88,7 @@ def score_pool(
     clusters: int = 0,
     seed: int = 0,
 ) -> ScoredPool:
-    """Predict every task's label and score it with `strategy` (see aldaemon.scoring).
+    """Predict every task's label and score it with `strategy` (see aldaemon.sync.scoring).
 
     `random_fraction` of the tasks get a uniform random score instead (seeded by `seed`;
     vary it per version, or the same tasks get the random slots every time).
