@@ -42,6 +42,7 @@ from tests.lsserver import (
     LabelStudioServer,
     LabelStudioServerError,
 )
+from tests.test_gateway import changed_tasks
 
 EXAMPLE_CONFIG = REPO_ROOT / "config.example.toml"
 SCHEMA = parse_labeling_config(DEFAULT_LABEL_CONFIG)
@@ -673,6 +674,6 @@ class TestLoneSurrogateInTaskData:
             max_backoff=0.2,
         )
         async with gateway:
-            tasks = await gateway.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+            tasks = await changed_tasks(gateway, project_id, schema=SCHEMA, updated_after=None)
 
         assert ["fine"] == [task.text for task in tasks]

@@ -32,20 +32,6 @@ class TaskReads(GatewayPart):
     # past this many per scan, the poll fails as it would have without the search.
     MAX_ISOLATION_REQUESTS = 64
 
-    async def fetch_changed_tasks(
-        self,
-        project_id: int,
-        *,
-        schema: LabelingSchema,
-        updated_after: str | None,
-        page_size: int = 500,
-    ) -> list[TaskRecord]:
-        """The tasks of `fetch_changes`, for callers that need no scan details."""
-        changes = await self.fetch_changes(
-            project_id, schema=schema, updated_after=updated_after, page_size=page_size
-        )
-        return changes.tasks
-
     async def fetch_changes(
         self,
         project_id: int,
