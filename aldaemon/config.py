@@ -5,31 +5,32 @@ Every problem is collected (not just the first) and reported with its key path, 
 `aldaemon check-config` shows the operator everything to fix. Unknown keys are errors:
 a typo such as `min_new_anotations` would otherwise silently fall back to a default.
 
-The reader walks the document with a small `_Section` helper that knows its own path and
-records errors instead of raising; `load_config` raises one ConfigError at the end.
+The reader walks the document with a small `Section` helper (`config_section.py`) that
+knows its own path and records errors instead of raising; `load_config` raises one
+ConfigError at the end. Each default is written once, on its dataclass field; the reader
+takes it from there.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from aldaemon.config_section import Section, printable
 from aldaemon.errors import ConfigError
+from aldaemon.model.protocol import DEFAULT_FACTORY
 from aldaemon.secret import Secret
+from aldaemon.sync.scoring import STRATEGIES
 
 DEFAULT_CONFIG_PATH = "/etc/aldaemon/config.toml"
-STRATEGIES = ("margin", "least_confidence", "entropy")
-DEFAULT_MODEL = "aldaemon.model.default:make_text_classifier"
-_N = TypeVar("_N", int, float)
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 TOKEN_CREDENTIAL = "labelstudio-token"
+TOKEN_ENV = "ALDAEMON_LABEL_STUDIO_TOKEN"
 WEBHOOK_SECRET_CREDENTIAL = "webhook-secret"
+WEBHOOK_SECRET_ENV = "ALDAEMON_WEBHOOK_SECRET"
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class ViewConfig:
 @dataclass(frozen=True)
 class ProjectConfig:
     id: int
-    model: str = DEFAULT_MODEL
+    model: str = DEFAULT_FACTORY
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     predictions: PredictionsConfig = field(default_factory=PredictionsConfig)
     view: ViewConfig = field(default_factory=ViewConfig)
@@ -102,6 +103,18 @@ class Config:
 
     def project(self, project_id: int) -> ProjectConfig | None:
         return next((p for p in self.projects if p.id == project_id), None)
+
+
+# The defaults the reader falls back to: the dataclasses' own, never written again here.
+_DAEMON = DaemonConfig()
+_RETRAIN = RetrainConfig()
+_PREDICTIONS = PredictionsConfig()
+_VIEW = ViewConfig()
+
+
+def _field_default(cls: type[Any], name: str) -> Any:
+    """The default of one field of a dataclass that cannot be built without arguments."""
+    return next(f.default for f in fields(cls) if f.name == name)
 
 
 def default_config_path() -> str:
@@ -131,124 +144,10 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
     return config
 
 
-class _Section:
-    """One table of the document, with its key path; records problems instead of raising."""
-
-    def __init__(self, data: Mapping[str, Any], *, path: str, errors: list[str]) -> None:
-        self.data = data
-        self.path = path
-        self.errors = errors
-        self.seen: set[str] = set()
-
-    def key(self, name: str) -> str:
-        shown = name if _BARE_KEY.fullmatch(name) else json.dumps(name)
-        return f"{self.path}.{shown}" if self.path else shown
-
-    def error(self, name: str, message: str) -> None:
-        self.errors.append(f"{self.key(name)}: {message}")
-
-    def _get(self, name: str) -> Any:
-        self.seen.add(name)
-        return self.data.get(name)
-
-    def has(self, name: str) -> bool:
-        return name in self.data
-
-    def string(self, name: str, default: str | None = None, *, required: bool = False) -> str:
-        value = self._get(name)
-        if value is None:
-            if required:
-                self.error(name, "is required")
-            return default or ""
-        if not isinstance(value, str):
-            self.error(name, f"must be a string, got {_type_name(value)}")
-            return default or ""
-        return value
-
-    def optional_string(self, name: str) -> str | None:
-        if self._get(name) is None:
-            return None
-        return self.string(name)
-
-    def integer(self, name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
-        value = self._get(name)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.error(name, f"must be an integer, got {_type_name(value)}")
-            return default
-        return _check_range(self, name, value, minimum=minimum, maximum=maximum)
-
-    def number(
-        self, name: str, default: float, *, minimum: float, maximum: float | None = None
-    ) -> float:
-        value = self._get(name)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.error(name, f"must be a number, got {_type_name(value)}")
-            return default
-        return _check_range(self, name, float(value), minimum=minimum, maximum=maximum)
-
-    def optional_number(self, name: str, *, minimum: float) -> float | None:
-        if self._get(name) is None:
-            return None
-        return self.number(name, 0.0, minimum=minimum)
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self._get(name)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            self.error(name, f"must be true or false, got {_type_name(value)}")
-            return default
-        return value
-
-    def table(self, name: str) -> _Section:
-        value = self._get(name)
-        if value is None:
-            value = {}
-        elif not isinstance(value, dict):
-            self.error(name, f"must be a table, got {_type_name(value)}")
-            value = {}
-        return _Section(value, path=self.key(name), errors=self.errors)
-
-    def reject_unknown(self) -> None:
-        for name in self.data:
-            if name not in self.seen:
-                self.error(name, "unknown key")
-
-
-def _check_range(section: _Section, name: str, value: _N, *, minimum: _N, maximum: _N | None) -> _N:
-    if value < minimum:
-        integer_one = isinstance(minimum, int) and minimum == 1
-        comparison = "> 0" if integer_one else f">= {minimum:g}"
-        section.error(name, f"must be {comparison}, got {value}")
-    elif maximum is not None and value > maximum:
-        section.error(name, f"must be <= {maximum}, got {value}")
-    return value
-
-
-def _printable(text: str) -> str:
-    """User text inside an error line: quoted when it could break or forge a line."""
-    return text if text.isprintable() else json.dumps(text)
-
-
-def _type_name(value: object) -> str:
-    return {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "an array",
-        dict: "a table",
-    }.get(type(value), type(value).__name__)
-
-
 def _build_config(
     document: Mapping[str, Any], *, path: str, env: Mapping[str, str], errors: list[str]
 ) -> Config | None:
-    root = _Section(document, path="", errors=errors)
+    root = Section(document, path="", errors=errors)
     labelstudio = _read_labelstudio(root.table("labelstudio"), env=env)
     state = _read_state(root.table("state"), env=env)
     daemon = _read_daemon(root.table("daemon"), env=env)
@@ -259,7 +158,7 @@ def _build_config(
     return Config(path=path, labelstudio=labelstudio, state=state, daemon=daemon, projects=projects)
 
 
-def _read_labelstudio(section: _Section, *, env: Mapping[str, str]) -> LabelStudioConfig | None:
+def _read_labelstudio(section: Section, *, env: Mapping[str, str]) -> LabelStudioConfig | None:
     url = section.string("url", required=True).rstrip("/")
     if url and not url.startswith(("http://", "https://")):
         section.error("url", f"must start with http:// or https://, got {url!r}")
@@ -268,17 +167,19 @@ def _read_labelstudio(section: _Section, *, env: Mapping[str, str]) -> LabelStud
         env=env,
         credential=TOKEN_CREDENTIAL,
         file_key="token_file",
-        env_var="ALDAEMON_LABEL_STUDIO_TOKEN",
+        env_var=TOKEN_ENV,
         inline_key="token",
     )
     if token is None:
         section.error(
             "token",
-            "no API token: set token_file, or ALDAEMON_LABEL_STUDIO_TOKEN, or the systemd "
+            f"no API token: set token_file, or {TOKEN_ENV}, or the systemd "
             f"credential {TOKEN_CREDENTIAL}",
         )
-    timeout = section.number("timeout", 30.0, minimum=1.0)
-    max_attempts = section.integer("max_attempts", 5, minimum=1, maximum=20)
+    timeout = section.number("timeout", _field_default(LabelStudioConfig, "timeout"), minimum=1.0)
+    max_attempts = section.integer(
+        "max_attempts", _field_default(LabelStudioConfig, "max_attempts"), minimum=1, maximum=20
+    )
     section.reject_unknown()
     if token is None:
         return None
@@ -286,7 +187,7 @@ def _read_labelstudio(section: _Section, *, env: Mapping[str, str]) -> LabelStud
 
 
 def _read_secret(
-    section: _Section,
+    section: Section,
     *,
     env: Mapping[str, str],
     credential: str,
@@ -309,42 +210,44 @@ def _read_secret(
     return None
 
 
-def _secret_from_file(section: _Section, key: str, path: Path) -> Secret | None:
+def _secret_from_file(section: Section, key: str, path: Path) -> Secret | None:
     try:
         value = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        section.error(key, f"cannot read {_printable(str(path))}: {exc.strerror}")
+        section.error(key, f"cannot read {printable(str(path))}: {exc.strerror}")
         return None
     if not value:
-        section.error(key, f"{_printable(str(path))} is empty")
+        section.error(key, f"{printable(str(path))} is empty")
         return None
     return Secret(value, source=str(path))
 
 
-def _read_state(section: _Section, *, env: Mapping[str, str]) -> StateConfig:
+def _read_state(section: Section, *, env: Mapping[str, str]) -> StateConfig:
     default = env.get("STATE_DIRECTORY", "").split(":")[0] or "./.aldaemon"
     state_dir = section.string("dir", default) or default
     section.reject_unknown()
     return StateConfig(dir=Path(state_dir).expanduser())
 
 
-def _read_daemon(section: _Section, *, env: Mapping[str, str]) -> DaemonConfig:
-    poll_interval = section.number("poll_interval", 30.0, minimum=1.0)
-    resync_interval = section.number("resync_interval", 3600.0, minimum=10.0)
-    listen = section.string("listen", "127.0.0.1:9090")
-    if listen and not _valid_listen(listen):
+def _read_daemon(section: Section, *, env: Mapping[str, str]) -> DaemonConfig:
+    poll_interval = section.number("poll_interval", _DAEMON.poll_interval, minimum=1.0)
+    resync_interval = section.number("resync_interval", _DAEMON.resync_interval, minimum=10.0)
+    listen = section.string("listen", _DAEMON.listen)
+    try:
+        parse_listen(listen)
+    except ValueError:
         section.error("listen", f'must be "HOST:PORT" or "", got {listen!r}')
     secret = _read_secret(
         section,
         env=env,
         credential=WEBHOOK_SECRET_CREDENTIAL,
         file_key="webhook_secret_file",
-        env_var="ALDAEMON_WEBHOOK_SECRET",
+        env_var=WEBHOOK_SECRET_ENV,
         inline_key="webhook_secret",
     )
-    cycle_timeout = section.number("cycle_timeout", 1800.0, minimum=10.0)
-    shutdown_grace = section.number("shutdown_grace", 60.0, minimum=0.0)
-    stale_after = section.number("stale_after", 0.0, minimum=0.0)
+    cycle_timeout = section.number("cycle_timeout", _DAEMON.cycle_timeout, minimum=10.0)
+    shutdown_grace = section.number("shutdown_grace", _DAEMON.shutdown_grace, minimum=0.0)
+    stale_after = section.number("stale_after", _DAEMON.stale_after, minimum=0.0)
     section.reject_unknown()
     return DaemonConfig(
         poll_interval=poll_interval,
@@ -370,13 +273,27 @@ def _valid_cron(expression: str) -> bool:
     return True
 
 
-def _valid_listen(listen: str) -> bool:
-    host, _, port = listen.rpartition(":")
-    return bool(host) and port.isdigit() and 0 <= int(port) <= 65535
+def parse_listen(listen: str) -> tuple[str, int] | None:
+    """`"127.0.0.1:9090"` or `"[::1]:9090"` -> (host, port); `""` -> None (server off).
+
+    Raises ValueError naming the problem. A host is required: binding every interface
+    must be spelled out as "0.0.0.0:9090", never happen by leaving it out. The one parser:
+    `check-config` validates with it and the HTTP server binds with it.
+    """
+    if listen == "":
+        return None
+    host, separator, port_text = listen.rpartition(":")
+    if not separator or not host:
+        raise ValueError(f"listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:9090")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"listen {listen!r}: port must be a number from 0 to 65535")
+    return host, int(port_text)
 
 
-def _read_projects(root: _Section, *, errors: list[str]) -> tuple[ProjectConfig, ...]:
-    raw = root._get("projects")
+def _read_projects(root: Section, *, errors: list[str]) -> tuple[ProjectConfig, ...]:
+    raw = root.get("projects")
     if raw is None:
         root.error("projects", "at least one [[projects]] table is required")
         return ()
@@ -388,7 +305,7 @@ def _read_projects(root: _Section, *, errors: list[str]) -> tuple[ProjectConfig,
     projects: list[ProjectConfig] = []
     seen_ids: set[int] = set()
     for index, item in enumerate(raw):
-        section = _Section(item, path=f"projects[{index}]", errors=errors)
+        section = Section(item, path=f"projects[{index}]", errors=errors)
         project = _read_project(section)
         if project is None:
             continue
@@ -399,17 +316,17 @@ def _read_projects(root: _Section, *, errors: list[str]) -> tuple[ProjectConfig,
     return tuple(projects)
 
 
-def _read_project(section: _Section) -> ProjectConfig | None:
+def _read_project(section: Section) -> ProjectConfig | None:
     if not section.has("id"):
         section.error("id", "is required")
     project_id = section.integer("id", 0, minimum=1)
-    model = section.string("model", DEFAULT_MODEL)
+    model = section.string("model", DEFAULT_FACTORY)
     if ":" not in model:
         section.error("model", f'must look like "package.module:factory", got {model!r}')
     retrain = _read_retrain(section.table("retrain"))
     predictions = _read_predictions(section.table("predictions"))
     view_section = section.table("view")
-    view = ViewConfig(title=view_section.string("title", ViewConfig.title) or ViewConfig.title)
+    view = ViewConfig(title=view_section.string("title", _VIEW.title) or _VIEW.title)
     view_section.reject_unknown()
     section.reject_unknown()
     if project_id < 1:
@@ -419,14 +336,16 @@ def _read_project(section: _Section) -> ProjectConfig | None:
     )
 
 
-def _read_retrain(section: _Section) -> RetrainConfig:
+def _read_retrain(section: Section) -> RetrainConfig:
     cron = section.optional_string("cron")
     if cron is not None and not _valid_cron(cron):
         section.error("cron", f'must be a 5-field cron expression like "0 3 * * *", got {cron!r}')
     config = RetrainConfig(
-        min_new_annotations=section.integer("min_new_annotations", 10, minimum=1),
-        min_interval=section.number("min_interval", 60.0, minimum=0.0),
-        min_per_class=section.integer("min_per_class", 2, minimum=1),
+        min_new_annotations=section.integer(
+            "min_new_annotations", _RETRAIN.min_new_annotations, minimum=1
+        ),
+        min_interval=section.number("min_interval", _RETRAIN.min_interval, minimum=0.0),
+        min_per_class=section.integer("min_per_class", _RETRAIN.min_per_class, minimum=1),
         max_interval=section.optional_number("max_interval", minimum=1.0),
         cron=cron,
     )
@@ -434,24 +353,28 @@ def _read_retrain(section: _Section) -> RetrainConfig:
     return config
 
 
-def _read_predictions(section: _Section) -> PredictionsConfig:
-    strategy = section.string("strategy", "margin")
+def _read_predictions(section: Section) -> PredictionsConfig:
+    strategy = section.string("strategy", _PREDICTIONS.strategy)
     if strategy not in STRATEGIES:
         section.error("strategy", f"must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    prefix = section.string("version_prefix", "aldaemon")
+    prefix = section.string("version_prefix", _PREDICTIONS.version_prefix)
     if not prefix or not prefix.replace("-", "").replace("_", "").isalnum():
         section.error("version_prefix", f"must be letters, digits, - or _, got {prefix!r}")
-    queue_depth = section.integer("queue_depth", 0, minimum=0)
+    queue_depth = section.integer("queue_depth", _PREDICTIONS.queue_depth or 0, minimum=0)
     config = PredictionsConfig(
         strategy=strategy,
-        keep_versions=section.integer("keep_versions", 2, minimum=1),
+        keep_versions=section.integer("keep_versions", _PREDICTIONS.keep_versions, minimum=1),
         version_prefix=prefix,
-        random_fraction=section.number("random_fraction", 0.0, minimum=0.0, maximum=1.0),
-        clusters=section.integer("clusters", 0, minimum=0, maximum=1000),
-        queue_depth=queue_depth or None,
-        show_predictions=section.boolean("show_predictions", True),
-        batch_size=section.integer("batch_size", 20_000, minimum=1, maximum=100_000),
-        prune_per_cycle=section.integer("prune_per_cycle", 1, minimum=0),
+        random_fraction=section.number(
+            "random_fraction", _PREDICTIONS.random_fraction, minimum=0.0, maximum=1.0
+        ),
+        clusters=section.integer("clusters", _PREDICTIONS.clusters, minimum=0, maximum=1000),
+        queue_depth=queue_depth or None,  # 0 in the file means "no limit"
+        show_predictions=section.boolean("show_predictions", _PREDICTIONS.show_predictions),
+        batch_size=section.integer(
+            "batch_size", _PREDICTIONS.batch_size, minimum=1, maximum=100_000
+        ),
+        prune_per_cycle=section.integer("prune_per_cycle", _PREDICTIONS.prune_per_cycle, minimum=0),
     )
     section.reject_unknown()
     return config

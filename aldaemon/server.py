@@ -41,13 +41,14 @@ import structlog
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from aldaemon.config import parse_listen
+from aldaemon.labelstudio.webhooks import WEBHOOK_SECRET_HEADER as SECRET_HEADER
 from aldaemon.metrics import Metrics
 from aldaemon.secret import Secret
 
 log = structlog.get_logger(__name__)
 
 MAX_WEBHOOK_BYTES = 1024 * 1024
-SECRET_HEADER = "X-Aldaemon-Secret"
 
 # Authentic events that cannot change a task or an annotation. PROJECT_UPDATED matters
 # most: the daemon's own PATCH of model_version fires it, and polling on it would echo.
@@ -90,24 +91,6 @@ class WebhookRejected(Exception):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
-
-
-def parse_listen(listen: str) -> tuple[str, int] | None:
-    """`"127.0.0.1:9090"` or `"[::1]:9090"` -> (host, port); `""` -> None (server off).
-
-    Raises ValueError naming the problem. A host is required: binding every interface
-    must be spelled out as "0.0.0.0:9090", never happen by leaving it out.
-    """
-    if listen == "":
-        return None
-    host, separator, port_text = listen.rpartition(":")
-    if not separator or not host:
-        raise ValueError(f"listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:9090")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"listen {listen!r}: port must be a number from 0 to 65535")
-    return host, int(port_text)
 
 
 def _as_project_id(value: object) -> int | None:

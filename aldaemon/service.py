@@ -34,7 +34,7 @@ from aldaemon.errors import (
     StateError,
     StateLockedError,
 )
-from aldaemon.labelstudio.gateway import LabelStudioGateway, count_requests
+from aldaemon.labelstudio import LabelStudioGateway, count_requests
 from aldaemon.loop.context import CycleContext, CycleReport
 from aldaemon.loop.cycle import Cycle
 from aldaemon.loop.prune import prune_own_versions

@@ -43,7 +43,6 @@ SAMPLE_INTERVAL = 0.05
 DAEMON_LABELS = 100
 FIXED_LABELS = 500
 LABEL_SHARE = 0.10
-DEFAULT_MODEL = "aldaemon.model.default:make_text_classifier"
 
 
 # ---- part 1: the daemon process ----------------------------------------------------------
@@ -196,6 +195,7 @@ def model_job(
     texts: list[str], labels: list[str], pool: list[str], artifact_path: str
 ) -> dict[str, float]:
     """In a fresh process: train, then score the pool; times and this process's peak RSS."""
+    from aldaemon.model.protocol import DEFAULT_FACTORY as DEFAULT_MODEL
     from aldaemon.model.training import score_pool, train_and_save
 
     started = time.perf_counter()

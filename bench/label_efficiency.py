@@ -54,15 +54,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aldaemon.config import DEFAULT_MODEL
-from aldaemon.labelstudio.gateway import LabelStudioGateway
 from aldaemon.model.artifacts import save_artifact
+from aldaemon.model.protocol import DEFAULT_FACTORY as DEFAULT_MODEL
 from aldaemon.model.protocol import build_model
 from aldaemon.model.training import evaluate
 from aldaemon.secret import Secret
 from aldaemon.service import Runtime
 from bench import common, curves
 from demo.data import Review, ReviewSets, load_reviews
+from demo.labelstudio import DemoGateway
 from tests.lsserver import LabelStudioClient, LabelStudioServer
 
 NAME = "label_efficiency"
@@ -187,7 +187,7 @@ async def run_one(
     test_texts, test_labels = [r.text for r in test], [r.label for r in test]
     steps: list[dict[str, Any]] = []
     curve: list[dict[str, float]] = []
-    async with LabelStudioGateway(url=server.url, token=Secret(server.legacy_token)) as annotator:
+    async with DemoGateway(url=server.url, token=Secret(server.legacy_token)) as annotator:
 
         async def label_served(count: int) -> tuple[float, list[int]]:
             """The annotator takes `count` tasks as Label Studio serves them."""

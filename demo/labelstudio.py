@@ -32,14 +32,19 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import structlog
 
 from aldaemon.errors import AldaemonError, LabelStudioRefused, LabelStudioUnreachable
+from aldaemon.labelstudio import LabelStudioGateway, payloads
+from aldaemon.labelstudio.http import NothingLeft
+from aldaemon.labelstudio.retry import Replay
+from aldaemon.records import LabelingSchema
 from aldaemon.secret import Secret
 
 log = structlog.get_logger(__name__)
@@ -48,6 +53,7 @@ LABEL_STUDIO_VERSION = "1.23.2"
 INSTALL_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "install-label-studio.sh"
 STARTUP_TIMEOUT = 900.0  # first start migrates an empty database: ~40 s, minutes on a busy box
 SECRET_KEY_FILE = "aldaemon-secret-key"  # in the data dir, beside Label Studio's database
+_NO_TASKS_LEFT = "There are no tasks"  # the detail of /next's 404 when the queue is empty
 _CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken"\s+value="([^"]+)"')
 
 
@@ -318,3 +324,73 @@ async def _submit_form(client: httpx.AsyncClient, path: str, fields: dict[str, s
     except httpx.HTTPError as exc:
         raise LabelStudioUnreachable(f"{path}: {type(exc).__name__}") from None
     return response.status_code in (301, 302, 303) and "sessionid" in client.cookies
+
+
+# ---- the demo's own writes: a project, its tasks, simulated annotators ---------------------
+
+
+class DemoGateway(LabelStudioGateway):
+    """The daemon's gateway plus what the demo (and the benchmarks' annotators) also do.
+
+    The daemon never creates projects, tasks or annotations, and never takes tasks from the
+    queue; these calls live here so the daemon's gateway holds only the calls it makes.
+    """
+
+    async def create_project(self, *, title: str, label_config: str) -> int:
+        project = await self._http.sdk_call(
+            lambda: self._http.sdk.projects.create(title=title, label_config=label_config),
+            operation="create_project",
+            replay=Replay.IF_NOT_SENT,
+        )
+        return int(project.id)  # type: ignore[arg-type]
+
+    async def import_tasks(self, project_id: int, tasks: Sequence[Mapping[str, object]]) -> int:
+        """Import tasks (each a task `{"data": ...}` or a bare data dict); returns the count.
+
+        Label Studio inserts tasks of one request in one transaction: all or none.
+        """
+        if not tasks:
+            return 0
+        answer = await self._http.request(
+            "POST",
+            f"/api/projects/{project_id}/import",
+            json_body=[dict(task) for task in tasks],
+            operation="import_tasks",
+            project_id=project_id,
+            replay=Replay.IF_NOT_SENT,
+            timeout=max(self._http.timeout, self.IMPORT_TIMEOUT),
+        )
+        return int(answer["task_count"])
+
+    async def create_annotation(
+        self,
+        task_id: int,
+        *,
+        schema: LabelingSchema,
+        label: str | None,
+        was_cancelled: bool = False,
+    ) -> int:
+        """Annotate a task with `label` (None: empty result); returns the annotation id."""
+        result = [] if label is None else payloads.choices_result(schema, label)
+        annotation = await self._http.sdk_call(
+            lambda: self._http.sdk.annotations.create(
+                id=task_id, result=result, was_cancelled=was_cancelled
+            ),
+            operation="create_annotation",
+            replay=Replay.IF_NOT_SENT,
+        )
+        return int(annotation.id)
+
+    async def next_task(self, project_id: int) -> dict[str, Any] | None:
+        """The task Label Studio serves the token's user next (and locks), or None."""
+        try:
+            answer = await self._http.request(
+                "GET",
+                f"/api/projects/{project_id}/next",
+                operation="next_task",
+                project_id=project_id,
+                missing_ok=_NO_TASKS_LEFT,
+            )
+        except NothingLeft:
+            return None
+        return dict(answer)

@@ -23,7 +23,7 @@ import structlog
 
 from aldaemon.config import Config, load_config
 from aldaemon.errors import ConfigError, ProjectNotFound
-from aldaemon.labelstudio import LabelStudioGateway, parse_labeling_config
+from aldaemon.labelstudio import parse_labeling_config
 from aldaemon.logs import register_secret
 from aldaemon.secret import Secret
 from aldaemon.store import Store
@@ -35,6 +35,7 @@ from demo.data import (
     labels_by_review_id,
     task_data,
 )
+from demo.labelstudio import DemoGateway as LabelStudioGateway
 from demo.paths import DemoPaths, read_json, update_json, write_private
 from demo.simulate import AnnotationCounter, ensure_annotators, start_annotators
 from demo.summary import DemoSummary, summarize

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 import structlog
 
 from aldaemon.errors import LabelStudioAuthError, LabelStudioError
-from aldaemon.labelstudio import LabelStudioGateway
 from aldaemon.logs import register_secret
 from aldaemon.records import LabelingSchema
 from aldaemon.secret import Secret
 from demo.data import true_label
+from demo.labelstudio import DemoGateway as LabelStudioGateway
 from demo.labelstudio import annotator_token
 from demo.paths import DemoPaths, read_json, write_private
 

@@ -32,8 +32,8 @@ from aldaemon.errors import EX_CONFIG
 from aldaemon.labelstudio import LabelStudioGateway, parse_labeling_config
 from aldaemon.labelstudio.payloads import parse_task
 from aldaemon.model.training import score_pool, train_and_save
-from aldaemon.scoring import STRATEGIES
 from aldaemon.secret import Secret
+from aldaemon.sync.scoring import STRATEGIES
 from tests.conftest import MakeProject
 from tests.lsserver import (
     DEFAULT_LABEL_CONFIG,
@@ -42,6 +42,7 @@ from tests.lsserver import (
     LabelStudioServer,
     LabelStudioServerError,
 )
+from tests.test_gateway import changed_tasks
 
 EXAMPLE_CONFIG = REPO_ROOT / "config.example.toml"
 SCHEMA = parse_labeling_config(DEFAULT_LABEL_CONFIG)
@@ -673,6 +674,6 @@ class TestLoneSurrogateInTaskData:
             max_backoff=0.2,
         )
         async with gateway:
-            tasks = await gateway.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+            tasks = await changed_tasks(gateway, project_id, schema=SCHEMA, updated_after=None)
 
         assert ["fine"] == [task.text for task in tasks]

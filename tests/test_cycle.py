@@ -15,9 +15,9 @@ import pytest
 from aldaemon.config import Config, load_config
 from aldaemon.loop.context import CycleReport
 from aldaemon.loop.poll import WATERMARK_SETTLE_SECONDS, cap_watermark
-from aldaemon.reconcile import ReconcileOutcome
 from aldaemon.service import Runtime
 from aldaemon.store import Store
+from aldaemon.sync.reconcile import ReconcileOutcome
 from aldaemon.sync.versions import (
     batches,
     label_counts,
@@ -644,8 +644,8 @@ class TestWatermarkOfMultiPageScans:
         """A paged scan says how many pages it read and when the server served the first."""
         from aldaemon.labelstudio.gateway import LabelStudioGateway
         from aldaemon.labelstudio.labeling_config import parse_labeling_config
-        from aldaemon.reconcile import parse_ls_datetime
         from aldaemon.secret import Secret
+        from aldaemon.sync.timestamps import parse_ls_datetime
 
         tasks, _ = make_tasks(12)
         project_id = make_project(tasks)

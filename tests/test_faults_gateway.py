@@ -39,6 +39,7 @@ from aldaemon.service import Runtime
 from tests.conftest import MakeProject
 from tests.faultproxy import FaultKind, FaultProxy
 from tests.lsserver import DEFAULT_LABEL_CONFIG, LabelStudioClient, LabelStudioServer
+from tests.test_gateway import changed_tasks
 
 pytestmark = pytest.mark.labelstudio
 
@@ -90,7 +91,7 @@ class TestForwarding:
         """Without faults, a call through the proxy returns what Label Studio holds."""
         project_id = make_project(texts(3))
         async with gateway_via(proxy, label_studio.legacy_token) as gateway:
-            tasks = await gateway.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+            tasks = await changed_tasks(gateway, project_id, schema=SCHEMA, updated_after=None)
 
         assert ["text number 0", "text number 1", "text number 2"] == [t.text for t in tasks]
 
@@ -142,8 +143,8 @@ class TestTemporaryFailures:
         project_id = make_project(texts(7))
         proxy.reset_next(n=3, method="GET", path_contains="/api/tasks/")
         async with gateway_via(proxy, label_studio.legacy_token, max_attempts=5) as gateway:
-            tasks = await gateway.fetch_changed_tasks(
-                project_id, schema=SCHEMA, updated_after=None, page_size=3
+            tasks = await changed_tasks(
+                gateway, project_id, schema=SCHEMA, updated_after=None, page_size=3
             )
 
         assert [f"text number {n}" for n in range(7)] == [task.text for task in tasks]

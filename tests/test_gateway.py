@@ -28,21 +28,40 @@ from aldaemon.errors import (
 from aldaemon.labelstudio import LabelStudioGateway, parse_labeling_config
 from aldaemon.labelstudio.auth import TokenKind, access_lifetime, token_kind
 from aldaemon.labelstudio.failures import to_labelstudio_error
-from aldaemon.labelstudio.gateway import RequestTally, count_requests
+from aldaemon.labelstudio.http import RequestTally, count_requests
 from aldaemon.labelstudio.payloads import (
-    format_filter_datetime,
+    choices_result,
     prediction_payloads,
     server_message,
     task_query,
 )
 from aldaemon.labelstudio.retry import HttpStatusError, Replay, backoff_seconds, is_retryable
-from aldaemon.records import PredictionRecord
+from aldaemon.records import LabelingSchema, PredictionRecord, TaskRecord
 from aldaemon.secret import Secret
+from aldaemon.sync.timestamps import format_ls_datetime, parse_ls_datetime
+from demo.labelstudio import DemoGateway
 from tests.conftest import MakeProject
 from tests.faultproxy import FaultProxy
 from tests.lsserver import DEFAULT_LABEL_CONFIG, LabelStudioClient, LabelStudioServer, free_port
 
 SCHEMA = parse_labeling_config(DEFAULT_LABEL_CONFIG)
+
+
+async def changed_tasks(
+    gw: LabelStudioGateway,
+    project_id: int,
+    *,
+    schema: LabelingSchema,
+    updated_after: str | None,
+    page_size: int = 500,
+) -> list[TaskRecord]:
+    """The tasks of one `fetch_changes` scan, for tests that need no scan details."""
+    changes = await gw.fetch_changes(
+        project_id, schema=schema, updated_after=updated_after, page_size=page_size
+    )
+    return changes.tasks
+
+
 QUEUE_VIEW = {
     "title": "Active learning queue",
     "filters": {"conjunction": "and", "items": []},
@@ -222,7 +241,7 @@ class TestFetchChangedTasks:
         annotation_id = ls_client.annotate(task_id, "neg")
 
         async with gateway(label_studio, label_studio.pat) as gw:
-            tasks = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+            tasks = await changed_tasks(gw, project_id, schema=SCHEMA, updated_after=None)
 
         annotations = {a.id: (a.task_id, a.label) for t in tasks for a in t.annotations}
         assert {annotation_id: (task_id, "neg")} == annotations
@@ -234,7 +253,7 @@ class TestFetchChangedTasks:
         project_id = make_project([{"text": "first"}, {"text": "second"}])
 
         async with gateway(label_studio, label_studio.pat) as gw:
-            tasks = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+            tasks = await changed_tasks(gw, project_id, schema=SCHEMA, updated_after=None)
 
         assert ["first", "second"] == [task.text for task in tasks]
 
@@ -250,7 +269,7 @@ class TestFetchChangedTasks:
         ls_client.annotate(task_id, "pos", was_cancelled=True)
 
         async with gateway(label_studio, label_studio.pat) as gw:
-            tasks = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+            tasks = await changed_tasks(gw, project_id, schema=SCHEMA, updated_after=None)
 
         assert [(True, None)] == [(a.was_cancelled, a.label) for a in tasks[0].annotations]
 
@@ -268,7 +287,7 @@ class TestFetchChangedTasks:
         ls_client.annotate(second, "neg")
 
         async with gateway(label_studio, label_studio.pat) as gw:
-            tasks = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=watermark)
+            tasks = await changed_tasks(gw, project_id, schema=SCHEMA, updated_after=watermark)
 
         assert [second] == [task.id for task in tasks]
 
@@ -279,8 +298,8 @@ class TestFetchChangedTasks:
         project_id = make_project(texts(2))
 
         async with gateway(label_studio, label_studio.pat) as gw:
-            tasks = await gw.fetch_changed_tasks(
-                project_id, schema=SCHEMA, updated_after="2000-01-01T00:00:00Z"
+            tasks = await changed_tasks(
+                gw, project_id, schema=SCHEMA, updated_after="2000-01-01T00:00:00Z"
             )
 
         assert 2 == len(tasks)
@@ -295,8 +314,8 @@ class TestFetchChangedTasks:
         project_id = make_project(texts(7))
 
         async with gateway(label_studio, label_studio.pat) as gw:
-            tasks = await gw.fetch_changed_tasks(
-                project_id, schema=SCHEMA, updated_after=None, page_size=2
+            tasks = await changed_tasks(
+                gw, project_id, schema=SCHEMA, updated_after=None, page_size=2
             )
 
         assert ls_client.task_ids(project_id) == [task.id for task in tasks]
@@ -308,7 +327,7 @@ class TestFetchChangedTasks:
         project_id = make_project(texts(7))
 
         async with gateway(label_studio, label_studio.legacy_token) as gw:
-            await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None, page_size=2)
+            await changed_tasks(gw, project_id, schema=SCHEMA, updated_after=None, page_size=2)
 
             assert 4 == gw.request_count
 
@@ -323,10 +342,10 @@ class TestFetchChangedTasks:
         ls_client.annotate(ls_client.task_ids(project_id)[1], "pos")
 
         async with gateway(label_studio, label_studio.legacy_token) as gw:
-            tasks = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+            tasks = await changed_tasks(gw, project_id, schema=SCHEMA, updated_after=None)
             newest = max(task.updated_at for task in tasks)
             before = gw.request_count
-            idle = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=newest)
+            idle = await changed_tasks(gw, project_id, schema=SCHEMA, updated_after=newest)
 
             assert ([], 1) == (idle, gw.request_count - before)
 
@@ -344,7 +363,7 @@ class TestFetchChangedTasks:
         ls_client.delete_annotation(annotation_id)
 
         async with gateway(label_studio, label_studio.pat) as gw:
-            tasks = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=watermark)
+            tasks = await changed_tasks(gw, project_id, schema=SCHEMA, updated_after=watermark)
 
         assert [(task_id, ())] == [(task.id, task.annotations) for task in tasks]
 
@@ -375,8 +394,8 @@ class TestListTaskIds:
         project_id = make_project(texts(3))
         first, second, third = ls_client.task_ids(project_id)
 
+        ls_client.call("DELETE", f"/api/tasks/{second}/")
         async with gateway(label_studio, label_studio.pat) as gw:
-            await gw.delete_task(second)
             ids = await gw.list_task_ids(project_id)
 
         assert [first, third] == ids
@@ -422,7 +441,7 @@ class TestUnreadableTasks:
         ls_client.annotate(ids[POISONED[0]], "pos")
 
         async with searching_gateway(label_studio) as gw:
-            tasks = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+            tasks = await changed_tasks(gw, project_id, schema=SCHEMA, updated_after=None)
 
         labels = {ids[2]: ["neg"], ids[16]: ["pos"]}
         expected = {
@@ -444,7 +463,7 @@ class TestUnreadableTasks:
 
         async with searching_gateway(label_studio) as gw:
             with capture_logs() as logs:
-                await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+                await changed_tasks(gw, project_id, schema=SCHEMA, updated_after=None)
 
         expected = [
             (
@@ -469,7 +488,7 @@ class TestUnreadableTasks:
         project_id = make_project(poisoned_texts())
 
         async with searching_gateway(label_studio) as gw:
-            await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+            await changed_tasks(gw, project_id, schema=SCHEMA, updated_after=None)
 
         # Measured 18: the page twice (retried), the ids listing, 15 to search.
         failed_page_and_id_listing = gw.max_attempts + 1
@@ -485,7 +504,7 @@ class TestUnreadableTasks:
         async with searching_gateway(label_studio) as gw:
             gw.MAX_ISOLATION_REQUESTS = 4
             with pytest.raises(LabelStudioUnreachable) as caught:
-                await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+                await changed_tasks(gw, project_id, schema=SCHEMA, updated_after=None)
 
             expected = (500, gw.max_attempts + 1 + 4)
             assert expected == (caught.value.status_code, gw.request_count)
@@ -504,7 +523,7 @@ class TestUnreadableTasks:
                 max_attempts=2,
                 max_backoff=0.05,
             ) as gw:
-                tasks = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+                tasks = await changed_tasks(gw, project_id, schema=SCHEMA, updated_after=None)
 
         skipped = [entry for entry in logs if entry["event"] == "labelstudio.task_unreadable"]
         assert (TWENTY, []) == (len(tasks), skipped)
@@ -520,11 +539,11 @@ class TestUnreadableTasks:
         _, broken = ls_client.task_ids(project_id)
 
         async with searching_gateway(label_studio) as gw:
-            first = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+            first = await changed_tasks(gw, project_id, schema=SCHEMA, updated_after=None)
             watermark = max(task.updated_at for task in first)
             ls_client.annotate(broken, "neg")
             ls_client.call("PATCH", f"/api/tasks/{broken}/", {"data": {"text": "fixed"}})
-            later = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=watermark)
+            later = await changed_tasks(gw, project_id, schema=SCHEMA, updated_after=watermark)
 
         assert [(broken, "fixed", ["neg"])] == [
             (task.id, task.text, [a.label for a in task.annotations]) for task in later
@@ -612,12 +631,12 @@ class TestImportPredictions:
         task_ids = ls_client.task_ids(project_id)
 
         async with gateway(label_studio, label_studio.pat) as gw:
-            tasks = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+            tasks = await changed_tasks(gw, project_id, schema=SCHEMA, updated_after=None)
             newest = max(task.updated_at for task in tasks)
             await gw.import_predictions(
                 project_id, model_version="v1", schema=SCHEMA, predictions=predictions_for(task_ids)
             )
-            changed = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=newest)
+            changed = await changed_tasks(gw, project_id, schema=SCHEMA, updated_after=newest)
 
         assert [] == changed
 
@@ -788,7 +807,7 @@ class TestNextTask:
         scores = {first: 0.6, second: 0.1, third: 0.9}
         predictions = [PredictionRecord(task_id=t, label="pos", score=s) for t, s in scores.items()]
 
-        async with gateway(label_studio, label_studio.pat) as gw:
+        async with DemoGateway(url=label_studio.url, token=Secret(label_studio.pat)) as gw:
             await gw.import_predictions(
                 project_id, model_version="v1", schema=SCHEMA, predictions=predictions
             )
@@ -803,7 +822,7 @@ class TestNextTask:
         """A project with nothing left to label serves None."""
         project_id = make_project([])
 
-        async with gateway(label_studio, label_studio.pat) as gw:
+        async with DemoGateway(url=label_studio.url, token=Secret(label_studio.pat)) as gw:
             assert await gw.next_task(project_id) is None
 
 
@@ -826,16 +845,20 @@ class TestWebhooksAndAnnotations:
         assert webhook_id > 0
 
     async def test_annotation_helpers_round_trip(
-        self, label_studio: LabelStudioServer, make_project: MakeProject
+        self,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
     ) -> None:
         """An annotation created as 'pos' and updated to 'neg' reads back as 'neg'."""
         project_id = make_project(texts(1))
 
-        async with gateway(label_studio, label_studio.pat) as gw:
+        async with DemoGateway(url=label_studio.url, token=Secret(label_studio.pat)) as gw:
             task_id = (await gw.list_task_ids(project_id))[0]
             annotation_id = await gw.create_annotation(task_id, schema=SCHEMA, label="pos")
-            await gw.update_annotation(annotation_id, schema=SCHEMA, label="neg")
-            tasks = await gw.fetch_changed_tasks(project_id, schema=SCHEMA, updated_after=None)
+            neg = choices_result(SCHEMA, "neg")
+            ls_client.call("PATCH", f"/api/annotations/{annotation_id}/", {"result": neg})
+            tasks = await changed_tasks(gw, project_id, schema=SCHEMA, updated_after=None)
 
         assert ["neg"] == [a.label for a in tasks[0].annotations]
 
@@ -941,7 +964,7 @@ class TestNoSearchWhileLabelStudioFails:
         """Task listings answered 503 fail after max_attempts, with no ids listing."""
         async with answering([503] * 10, {}) as url, stand_in_gateway(url) as gw:
             with pytest.raises(LabelStudioUnreachable):
-                await gw.fetch_changed_tasks(1, schema=SCHEMA, updated_after=None)
+                await changed_tasks(gw, 1, schema=SCHEMA, updated_after=None)
 
             assert 4 == gw.request_count
 
@@ -949,7 +972,7 @@ class TestNoSearchWhileLabelStudioFails:
         """When the ids listing also answers 500, the poll fails without bisecting."""
         async with answering([500] * 10, {}) as url, stand_in_gateway(url) as gw:
             with pytest.raises(LabelStudioUnreachable):
-                await gw.fetch_changed_tasks(1, schema=SCHEMA, updated_after=None)
+                await changed_tasks(gw, 1, schema=SCHEMA, updated_after=None)
 
             assert 4 + 4 == gw.request_count
 
@@ -1043,17 +1066,19 @@ class TestBackoff:
 class TestFilterDatetime:
     def test_fraction_is_added_when_missing(self) -> None:
         """A timestamp without microseconds gets the '.000000Z' Label Studio requires."""
-        assert "2026-01-02T03:04:05.000000Z" == format_filter_datetime("2026-01-02T03:04:05Z")
+        assert "2026-01-02T03:04:05.000000Z" == format_ls_datetime(
+            parse_ls_datetime("2026-01-02T03:04:05Z")
+        )
 
     def test_offset_is_converted_to_utc(self) -> None:
         """A +02:00 timestamp is converted to UTC."""
         expected = "2026-01-02T01:04:05.123456Z"
-        assert expected == format_filter_datetime("2026-01-02T03:04:05.123456+02:00")
+        assert expected == format_ls_datetime(parse_ls_datetime("2026-01-02T03:04:05.123456+02:00"))
 
     def test_label_studio_spelling_is_kept(self) -> None:
         """Label Studio's own spelling passes unchanged."""
         value = "2026-11-27T21:11:36.815556Z"
-        assert value == format_filter_datetime(value)
+        assert value == format_ls_datetime(parse_ls_datetime(value))
 
 
 class TestTaskQuery:

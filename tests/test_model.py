@@ -27,7 +27,7 @@ from aldaemon.model.default import make_text_classifier
 from aldaemon.model.protocol import DEFAULT_FACTORY, build_model, load_factory
 from aldaemon.model.training import evaluate, score_pool, train_and_save
 from aldaemon.model.worker import ModelWorker, exit_when_orphaned, exit_with_parent
-from aldaemon.scoring import informativeness
+from aldaemon.sync.scoring import informativeness
 
 POSITIVE_WORDS = ("great", "lovely", "excellent", "superb", "delightful", "wonderful")
 NEGATIVE_WORDS = ("awful", "terrible", "dreadful", "horrible", "nasty", "disgusting")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aldaemon.policy import TrainingDecision, decide_training
+from aldaemon.sync.policy import TrainingDecision, decide_training
 
 LABELS = ("neg", "pos")
 ENOUGH = {"neg": 5, "pos": 5}

@@ -11,20 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aldaemon.reconcile import (
-    DeletionDecision,
-    ReconcileOutcome,
-    StoredAnnotation,
-    Watermark,
-    choose_training_label,
-    diff,
-    find_deleted_tasks,
-    format_ls_datetime,
-    next_watermark,
-    parse_ls_datetime,
-    query_after,
-)
 from aldaemon.records import AnnotationRecord, TaskRecord
+from aldaemon.sync.labels import StoredAnnotation, choose_training_label
+from aldaemon.sync.reconcile import DeletionDecision, ReconcileOutcome, diff, find_deleted_tasks
+from aldaemon.sync.timestamps import format_ls_datetime, parse_ls_datetime
+from aldaemon.sync.watermark import Watermark, next_watermark, query_after
 
 T0 = "2026-11-27T21:11:36.815556Z"
 T1 = "2026-11-27T21:12:00.000001Z"

@@ -14,10 +14,10 @@ from aldaemon.config import Config, DaemonConfig, LabelStudioConfig, ProjectConf
 from aldaemon.errors import AldaemonError
 from aldaemon.loop.poll import record_poll
 from aldaemon.model.training import train_and_save
-from aldaemon.reconcile import ReconcileOutcome
 from aldaemon.records import AnnotationRecord, PredictionRecord, TaskRecord
 from aldaemon.secret import Secret
 from aldaemon.store import Store
+from aldaemon.sync.reconcile import ReconcileOutcome
 from aldaemon.views.report import (
     ReportData,
     collect_report_data,

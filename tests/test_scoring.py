@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from aldaemon.scoring import (
+from aldaemon.sync.scoring import (
     STRATEGIES,
     cohen_kappa,
     informativeness,

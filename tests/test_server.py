@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from aldaemon.config import parse_listen
 from aldaemon.metrics import Metrics
 from aldaemon.secret import Secret
 from aldaemon.server import (
@@ -27,7 +28,6 @@ from aldaemon.server import (
     ServiceServer,
     WebhookEvent,
     WebhookRejected,
-    parse_listen,
     parse_webhook,
 )
 from tests.conftest import MakeProject

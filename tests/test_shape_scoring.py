@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from aldaemon.scoring import STRATEGIES
+from aldaemon.sync.scoring import STRATEGIES
 from aldaemon.sync.shape_scoring import (
     combine_controls,
     multilabel_scores,

@@ -24,7 +24,6 @@ import pytest
 from aldaemon import cli
 from aldaemon.errors import StateError
 from aldaemon.loop.poll import record_poll
-from aldaemon.reconcile import diff
 from aldaemon.records import TaskRecord
 from aldaemon.store import (
     DB_FILENAME,
@@ -34,6 +33,7 @@ from aldaemon.store import (
     Store,
     quarantine_database,
 )
+from aldaemon.sync.reconcile import diff
 from tests.lsserver import LabelStudioClient, LabelStudioServer
 
 EX_CANTCREAT = 73

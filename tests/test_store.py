@@ -16,7 +16,6 @@ import pytest
 
 from aldaemon.errors import StateError, StateLockedError
 from aldaemon.loop.poll import record_poll
-from aldaemon.reconcile import DeletionDecision, ReconcileOutcome, diff, find_deleted_tasks
 from aldaemon.records import AnnotationRecord, PredictionRecord, TaskRecord
 from aldaemon.store import (
     DB_FILENAME,
@@ -31,6 +30,7 @@ from aldaemon.store import (
     quarantine_database,
 )
 from aldaemon.store import meta as store_module
+from aldaemon.sync.reconcile import DeletionDecision, ReconcileOutcome, diff, find_deleted_tasks
 from aldaemon.sync.versions import (
     TrainingExample,
     VersionState,

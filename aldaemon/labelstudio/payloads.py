@@ -2,8 +2,8 @@
 
 Everything Label Studio-shaped is built or read here, so the gateway only moves bytes and
 the rest of the daemon only sees records. Each function is pure and tested without a
-server; the facts they encode were checked against Label Studio 1.23.2 (see
-/work/shared/LABEL_STUDIO.md and the gateway tests).
+server; the facts they encode were checked against Label Studio 1.23.2 (see the gateway
+tests, which run against a real server).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from aldaemon.records import (
@@ -22,26 +21,12 @@ from aldaemon.records import (
     TaskRecord,
     ViewInfo,
 )
-
-# Label Studio answers HTTP 500 to any other spelling of a Datetime filter value.
-FILTER_DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+from aldaemon.sync.timestamps import format_ls_datetime, parse_ls_datetime
 
 # `include` selects task fields AND annotation fields: without result/was_cancelled the
 # annotations come back as bare {id, updated_at}.
 TASK_INCLUDE = "id,updated_at,data,annotations,result,was_cancelled,completed_by"
 TASK_ID_INCLUDE = "id"
-
-
-def format_filter_datetime(value: str) -> str:
-    """Re-spell an ISO timestamp the one way Label Studio's Datetime filter accepts.
-
-    Label Studio itself writes `...:32Z` (no fraction) when the microseconds are zero, so a
-    watermark copied verbatim from a task could make the next poll fail with HTTP 500.
-    """
-    parsed = datetime.fromisoformat(value)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).strftime(FILTER_DATETIME_FORMAT)
 
 
 def task_query(
@@ -60,7 +45,7 @@ def task_query(
                 "filter": "filter:tasks:updated_at",
                 "operator": "greater",
                 "type": "Datetime",
-                "value": format_filter_datetime(updated_after),
+                "value": format_ls_datetime(parse_ls_datetime(updated_after)),
             }
         )
     if after_id is not None:

@@ -26,9 +26,9 @@ from aldaemon.loop import poll, train
 from aldaemon.loop.context import CycleContext, CycleReport
 from aldaemon.loop.publish import Publisher, fail_version
 from aldaemon.loop.schema_change import LabelingConfigWatch
-from aldaemon.policy import TrainingDecision, decide_training
 from aldaemon.records import LabelingSchema
 from aldaemon.store import VersionRow
+from aldaemon.sync.policy import TrainingDecision, decide_training
 from aldaemon.sync.versions import (
     VersionState,
     label_changes_since_training,

@@ -12,10 +12,10 @@ from datetime import datetime
 
 import structlog
 
-from aldaemon import reconcile
 from aldaemon.loop.context import CycleContext, CycleReport
 from aldaemon.records import LabelingSchema
 from aldaemon.store import Store
+from aldaemon.sync import reconcile, timestamps, watermark
 
 # Label Studio on SQLite waits up to 5 s for its write lock, so a row can commit that long
 # after its timestamp; PostgreSQL commit order can differ from timestamp order too.
@@ -26,8 +26,8 @@ WATERMARK_SETTLE_SECONDS = 15.0
 def record_poll(
     store: Store, project_id: int, outcome: reconcile.ReconcileOutcome, *, now: float
 ) -> None:
-    """Store one poll's outcome with the watermark `reconcile.next_watermark` moves to."""
-    moved = reconcile.next_watermark(
+    """Store one poll's outcome with the watermark `watermark.next_watermark` moves to."""
+    moved = watermark.next_watermark(
         current=store.sync_state(project_id).current_watermark,
         newest_updated_at=outcome.newest_updated_at,
         now=now,
@@ -49,7 +49,7 @@ async def poll(
     sync = store.sync_state(project_id)
     # Settled only once a poll ran `settle` seconds after the move: every move of the
     # watermark is followed by at least one re-read of the overlap window.
-    after = reconcile.query_after(
+    after = watermark.query_after(
         watermark=sync.watermark,
         moved_at=sync.watermark_moved_at,
         now=sync.last_poll_at if sync.last_poll_at is not None else ctx.clock(),
@@ -112,7 +112,7 @@ def cap_watermark(
         return outcome
     if started_at is None:
         return dataclasses.replace(outcome, newest_updated_at=None)
-    cap = reconcile.format_ls_datetime(started_at)
-    if reconcile.parse_ls_datetime(newest) <= started_at:
+    cap = timestamps.format_ls_datetime(started_at)
+    if timestamps.parse_ls_datetime(newest) <= started_at:
         return outcome
     return dataclasses.replace(outcome, newest_updated_at=cap)

@@ -15,6 +15,7 @@ from pathlib import Path
 import structlog
 
 from aldaemon.errors import LabelStudioRefused
+from aldaemon.labelstudio import UNCERTAINTY_SAMPLING
 from aldaemon.loop.context import CycleContext, CycleReport
 from aldaemon.records import LabelingSchema, PredictionRecord
 from aldaemon.store import VersionRow
@@ -22,7 +23,6 @@ from aldaemon.sync.versions import VersionState, batches, queue_view_data, resum
 
 log = structlog.get_logger(__name__)
 
-UNCERTAINTY_SAMPLING = "Uncertainty sampling"
 
 
 class Publisher:

@@ -14,8 +14,8 @@ from aldaemon.loop.context import CycleContext, CycleReport
 from aldaemon.loop.publish import fail_version
 from aldaemon.loop.schema_change import LabelingConfigWatch
 from aldaemon.records import LabelingSchema, PredictionRecord
-from aldaemon.scoring import select_queue
 from aldaemon.store import VersionRow
+from aldaemon.sync.scoring import select_queue
 from aldaemon.sync.versions import own_version_number, training_examples, version_name
 
 

@@ -23,11 +23,11 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 
-from aldaemon import scoring
 from aldaemon.errors import ModelError
 from aldaemon.model.artifacts import load_artifact, save_artifact
 from aldaemon.model.protocol import TextClassifier, build_model
 from aldaemon.model.results import ScoredPool, TrainingResult
+from aldaemon.sync import scoring
 
 __all__ = ["ScoredPool", "TrainingResult", "evaluate", "score_pool", "train_and_save"]
 
@@ -88,7 +88,7 @@ def score_pool(
     clusters: int = 0,
     seed: int = 0,
 ) -> ScoredPool:
-    """Predict every task's label and score it with `strategy` (see aldaemon.scoring).
+    """Predict every task's label and score it with `strategy` (see aldaemon.sync.scoring).
 
     `random_fraction` of the tasks get a uniform random score instead (seeded by `seed`;
     vary it per version, or the same tasks get the random slots every time).

@@ -170,15 +170,6 @@ class ModelWorker:
         )
         return cast(ScoredPool, result)
 
-    async def evaluate(
-        self, *, artifact_path: str, texts: Sequence[str], labels: Sequence[str]
-    ) -> dict[str, float]:
-        """training.evaluate in the worker process."""
-        result = await self._run(
-            "evaluate", artifact_path=artifact_path, texts=list(texts), labels=list(labels)
-        )
-        return cast(dict[str, float], result)
-
     def shutdown(self, *, wait: bool = True, kill_running: bool = False) -> None:
         """Stop the worker; queued jobs are cancelled, later calls raise ModelError.
 

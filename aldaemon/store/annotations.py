@@ -7,10 +7,12 @@ from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from aldaemon.reconcile import DeletionDecision, ReconcileOutcome, StoredAnnotation, Watermark
 from aldaemon.records import AnnotationRecord
 from aldaemon.store.sqlite import SqliteConnection, chunks, placeholders
+from aldaemon.sync.labels import StoredAnnotation
+from aldaemon.sync.reconcile import DeletionDecision, ReconcileOutcome
 from aldaemon.sync.versions import AnnotatedTask
+from aldaemon.sync.watermark import Watermark
 
 
 @dataclass(frozen=True)

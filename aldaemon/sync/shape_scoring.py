@@ -36,7 +36,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from aldaemon import scoring
+from aldaemon.sync import scoring
 
 FloatArray = npt.NDArray[np.float64]
 

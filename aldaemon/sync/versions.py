@@ -23,8 +23,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aldaemon.reconcile import StoredAnnotation, choose_training_label
 from aldaemon.records import LabelingSchema
+from aldaemon.sync.labels import StoredAnnotation, choose_training_label
 
 
 class VersionState(enum.StrEnum):

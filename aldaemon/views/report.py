@@ -29,15 +29,16 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import structlog
 
 from aldaemon.config import Config
 from aldaemon.errors import AldaemonError, ModelError
-from aldaemon.scoring import cohen_kappa
 from aldaemon.store import DB_FILENAME, Store, VersionRow
+from aldaemon.sync.scoring import cohen_kappa
+from aldaemon.sync.timestamps import parse_ls_datetime
 from aldaemon.sync.versions import VersionState, is_trained, label_counts, training_examples
 from aldaemon.views import plots
 
@@ -98,14 +99,8 @@ def cumulative_by_class(
     series: dict[str, list[tuple[datetime, int]]] = {}
     for stamp, label in sorted(timeline):
         counts[label] = counts.get(label, 0) + 1
-        series.setdefault(label, []).append((parse_timestamp(stamp), counts[label]))
+        series.setdefault(label, []).append((parse_ls_datetime(stamp), counts[label]))
     return dict(sorted(series.items()))
-
-
-def parse_timestamp(stamp: str) -> datetime:
-    """Label Studio's ISO timestamp ("...36.815556Z") as an aware UTC datetime."""
-    parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def version_points(rows: Sequence[VersionRow]) -> tuple[VersionPoint, ...]:

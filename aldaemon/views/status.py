@@ -12,8 +12,8 @@ import time
 from typing import Any
 
 from aldaemon.config import Config, ProjectConfig
-from aldaemon.scoring import cohen_kappa
 from aldaemon.store import Store, VersionRow
+from aldaemon.sync.scoring import cohen_kappa
 from aldaemon.sync.versions import (
     LIVE_STATES,
     VersionState,

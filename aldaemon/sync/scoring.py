@@ -21,7 +21,6 @@ import numpy as np
 import numpy.typing as npt
 
 STRATEGIES = ("margin", "least_confidence", "entropy")
-DEFAULT_STRATEGY = "margin"
 
 # predict_proba rows are normalized in float64, but a float32 model or a softmax with
 # rounding may miss 1 by a few ulps; anything further off is a bug upstream.

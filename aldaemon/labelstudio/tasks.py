@@ -1,0 +1,302 @@
+"""Reading tasks: the changed-task poll and the full id listing, paged by id.
+
+Both are one scan of `/api/tasks/` with a Data Manager `query` (see `payloads.task_query`),
+page 1 each time with `id > last id seen`, so an annotator's work between two pages can
+neither shift a task out of the scan nor show it twice. The scan also reads around a task
+Label Studio cannot serve (bisecting the page), so one broken task cannot stall the poll.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+import structlog
+
+from aldaemon.errors import LabelStudioRefused, LabelStudioUnreachable
+from aldaemon.labelstudio import payloads
+from aldaemon.labelstudio.http import GatewayPart, Http500
+from aldaemon.records import LabelingSchema, TaskRecord
+
+log = structlog.get_logger(__name__)
+
+
+class TaskReads(GatewayPart):
+    """The task listings of `LabelStudioGateway`."""
+
+    # Reading around tasks Label Studio cannot serve costs ~log2(page) requests each;
+    # past this many per scan, the poll fails as it would have without the search.
+    MAX_ISOLATION_REQUESTS = 64
+
+    async def fetch_changes(
+        self,
+        project_id: int,
+        *,
+        schema: LabelingSchema,
+        updated_after: str | None,
+        page_size: int = 500,
+    ) -> ChangedTasks:
+        """Every task updated after `updated_after` (None: all), with all its annotations.
+
+        A scan of several pages is not one snapshot: a task on an early page annotated
+        while later pages are read carries a new `updated_at` the scan never saw, yet later
+        pages may hold newer timestamps. `ChangedTasks.started_at` (the server's clock when
+        the first page was served, less a second) is the highest watermark such a scan
+        can safely claim.
+
+        Pages by id on page 1 (`id > last id seen`), so an annotator's work between two
+        pages can neither shift a task out of the scan nor show it twice, and an idle poll
+        costs exactly one request.
+
+        A task Label Studio cannot serve is skipped, not allowed to stall the poll: one
+        such task (a lone surrogate in its text, say) makes every listing that includes it
+        answer HTTP 500. It is logged once per poll as `labelstudio.task_unreadable` and
+        the other tasks are returned (see `_read_around_unreadable`). The caller's
+        watermark may then pass the skipped task, and that loses nothing: fixing the task
+        in Label Studio gives it a new `updated_at`, so a later poll reads it with every
+        annotation it has, those made while it was unreadable included; deleting it is
+        found by `list_task_ids` like any deletion.
+        """
+        stats = _ScanStats()
+        raw_tasks = await self._scan_tasks(
+            project_id,
+            include=payloads.TASK_INCLUDE,
+            updated_after=updated_after,
+            page_size=page_size,
+            operation="fetch_changed_tasks",
+            skip_unreadable=True,
+            stats=stats,
+        )
+        return ChangedTasks(
+            tasks=[payloads.parse_task(task, schema) for task in raw_tasks],
+            pages=stats.pages,
+            started_at=stats.started_at,
+        )
+
+    async def list_task_ids(self, project_id: int, *, page_size: int = 1000) -> list[int]:
+        """Ids of every task in the project, ascending: how deleted tasks are found."""
+        raw_tasks = await self._scan_tasks(
+            project_id,
+            include=payloads.TASK_ID_INCLUDE,
+            updated_after=None,
+            page_size=page_size,
+            operation="list_task_ids",
+        )
+        return [int(task["id"]) for task in raw_tasks]
+
+    async def _scan_tasks(
+        self,
+        project_id: int,
+        *,
+        include: str,
+        updated_after: str | None,
+        page_size: int,
+        operation: str,
+        skip_unreadable: bool = False,
+        stats: _ScanStats | None = None,
+    ) -> list[dict[str, Any]]:
+        stats = stats or _ScanStats()
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        scan = _TaskScan(
+            project_id=project_id,
+            include=include,
+            updated_after=updated_after,
+            page_size=page_size,
+            operation=operation,
+        )
+        budget = _Budget(self.MAX_ISOLATION_REQUESTS)
+        tasks: list[dict[str, Any]] = []
+        after_id: int | None = None
+        while True:
+            try:
+                answer = await self._http.request(
+                    "GET",
+                    "/api/tasks/",
+                    params=scan.params(after_id=after_id),
+                    operation=operation,
+                    project_id=project_id,
+                    report_500=skip_unreadable,
+                    on_response=stats.note_response,
+                )
+                page: list[dict[str, Any]] = list(answer.get("tasks") or [])
+                listed = [int(task["id"]) for task in page]
+            except Http500 as failure:
+                # Only a server that still lists the page's ids gets its tasks isolated.
+                answer = await self._http.request(
+                    "GET",
+                    "/api/tasks/",
+                    params=scan.params(after_id=after_id, include=payloads.TASK_ID_INCLUDE),
+                    operation=operation,
+                    project_id=project_id,
+                )
+                listed = [int(task["id"]) for task in answer.get("tasks") or []]
+                page = await self._read_around_unreadable(
+                    scan, listed, after_id=after_id, budget=budget, failure=failure.error
+                )
+            tasks.extend(page)
+            stats.pages += 1
+            # `total` counts what matches this request's filters: all of it came back.
+            if not listed or len(listed) >= int(answer.get("total", 0)):
+                return tasks
+            last_id = listed[-1]
+            if after_id is not None and last_id <= after_id:
+                raise LabelStudioRefused(
+                    f"{operation}: Label Studio ignored the id filter (page ended at "
+                    f"{last_id} after {after_id}); refusing to loop"
+                )
+            after_id = last_id
+
+    async def _read_around_unreadable(
+        self,
+        scan: _TaskScan,
+        listed: list[int],
+        *,
+        after_id: int | None,
+        budget: _Budget,
+        failure: LabelStudioUnreachable,
+    ) -> list[dict[str, Any]]:
+        """The tasks of one page that Label Studio can serve, found by bisection.
+
+        The page, the id range (after_id, listed[-1]], answered 500 after all retries while
+        its ids-only listing answered: some task in it cannot be serialized. The range is
+        cut in two at its middle listed id and the left half is read on its own. If it
+        answers, the right half must hold the culprit and is cut again without being asked;
+        if not, both halves are searched. A range holding one task is then read by itself
+        and the task skipped if that fails: every skip rests on two failed listings, the
+        last of the task alone, so one passing 500 never skips a good task. Ranges rather
+        than id lists keep the halves tiling the page, gaps included.
+
+        Cost: log2(n) to 2*log2(n) requests per unreadable task in a page of n (measured:
+        15 for 2 among 20, 41 for 3 among 500), on top of the failed page and the ids
+        listing. A 500 is not retried inside the search; anything else (connection lost,
+        502, 503) is, and if it persists the poll fails as usual. When the scan's budget is
+        spent, the poll fails with the page's own error.
+        """
+
+        async def read(low: int | None, high: int) -> list[dict[str, Any]] | None:
+            """Tasks in (low, high], or None when Label Studio answered 500."""
+            if not budget.spend():
+                gave_up = LabelStudioUnreachable(
+                    f"{failure}; gave up isolating the tasks Label Studio cannot serve after "
+                    f"{budget.limit} extra requests",
+                    status_code=failure.status_code,
+                )
+                self._http.note_unreachable(gave_up)
+                raise gave_up
+            try:
+                answer = await self._http.request(
+                    "GET",
+                    "/api/tasks/",
+                    params=scan.params(after_id=low, up_to_id=high),
+                    operation=scan.operation,
+                    project_id=scan.project_id,
+                    report_500=True,
+                    retry_500=False,
+                )
+            except Http500:
+                return None
+            return list(answer.get("tasks") or [])
+
+        async def isolate(low: int | None, ids: list[int]) -> list[dict[str, Any]]:
+            """The readable tasks of (low, ids[-1]], a range known to answer 500."""
+            if len(ids) == 1:
+                alone = await read(low, ids[0])
+                if alone is not None:
+                    return alone
+                log.error(
+                    "labelstudio.task_unreadable",
+                    project_id=scan.project_id,
+                    task_id=ids[0],
+                    status=failure.status_code,
+                    action=f"fix or delete task {ids[0]} in Label Studio; "
+                    "aldaemon skips it until then",
+                )
+                return []
+            middle = len(ids) // 2
+            left, right = ids[:middle], ids[middle:]
+            left_tasks = await read(low, left[-1])
+            if left_tasks is None:
+                return await isolate(low, left) + await read_or_isolate(left[-1], right)
+            # The whole range failed and its left half did not: the right half holds it.
+            return left_tasks + await isolate(left[-1], right)
+
+        async def read_or_isolate(low: int | None, ids: list[int]) -> list[dict[str, Any]]:
+            tasks = await read(low, ids[-1])
+            return tasks if tasks is not None else await isolate(low, ids)
+
+        if not listed:
+            return []
+        return await isolate(after_id, listed)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _TaskScan:
+    """What every request of one task scan shares; its pages differ by id range only."""
+
+    project_id: int
+    include: str
+    updated_after: str | None
+    page_size: int
+    operation: str
+
+    def params(
+        self, *, after_id: int | None, up_to_id: int | None = None, include: str | None = None
+    ) -> dict[str, str | int]:
+        query = payloads.task_query(
+            updated_after=self.updated_after, after_id=after_id, up_to_id=up_to_id
+        )
+        return {
+            "project": self.project_id,
+            "page": 1,
+            "page_size": self.page_size,
+            "fields": "all",
+            "include": include or self.include,
+            "query": query,
+        }
+
+
+@dataclasses.dataclass
+class _Budget:
+    """Extra requests one scan may spend reading around unreadable tasks."""
+
+    limit: int
+    spent: int = 0
+
+    def spend(self) -> bool:
+        """Take one request from the budget; False when none is left."""
+        if self.spent >= self.limit:
+            return False
+        self.spent += 1
+        return True
+
+
+@dataclass(frozen=True)
+class ChangedTasks:
+    """What one scan for changed tasks read."""
+
+    tasks: list[TaskRecord]
+    pages: int
+    started_at: datetime | None  # server clock at the first page, less 1 s; None if unknown
+
+
+@dataclass
+class _ScanStats:
+    pages: int = 0
+    started_at: datetime | None = None
+
+    def note_response(self, response: httpx.Response) -> None:
+        if self.started_at is not None:
+            return
+        date = response.headers.get("date")
+        try:
+            served = parsedate_to_datetime(date) if date else None
+        except (TypeError, ValueError):
+            served = None
+        if served is not None and served.tzinfo is not None:
+            # `Date` has whole seconds and is written after the query ran: step back one.
+            self.started_at = served.astimezone(UTC) - timedelta(seconds=1)

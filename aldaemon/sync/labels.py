@@ -1,0 +1,47 @@
+"""Which label a task trains with, from the annotations local state holds for it.
+
+Several annotators may answer the same task, skip it, or edit an answer later; the rule
+that picks one training label lives here, beside the stored form it reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aldaemon.sync.timestamps import parse_ls_datetime
+
+
+@dataclass(frozen=True)
+class StoredAnnotation:
+    """An annotation as local state holds it: what the diff compares fetched ones against."""
+
+    id: int
+    task_id: int
+    label: str | None
+    was_cancelled: bool
+    updated_at: str
+    deleted: bool = False
+
+
+def carries_label(*, label: str | None, was_cancelled: bool) -> bool:
+    """Whether an annotation contributes a training label (a skip never does)."""
+    return label is not None and not was_cancelled
+
+
+def choose_training_label(annotations: Sequence[StoredAnnotation]) -> str | None:
+    """The label a task trains with: its newest live annotation that carries a label.
+
+    Newest by `updated_at` as an instant, then by id (Label Studio ids grow), so a re-edit
+    by any annotator wins over older opinions. Skips, deleted annotations and annotations
+    without a choice never decide. None when no annotation carries a label.
+    """
+    candidates = [
+        a
+        for a in annotations
+        if not a.deleted and carries_label(label=a.label, was_cancelled=a.was_cancelled)
+    ]
+    if not candidates:
+        return None
+    newest = max(candidates, key=lambda a: (parse_ls_datetime(a.updated_at), a.id))
+    return newest.label
