@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 from sklearn.datasets import load_digits
 
 from aldaemon.labelstudio import ml_backends
@@ -264,7 +265,7 @@ def start_backend(label_studio: LabelStudioServer) -> Iterator[StartBackend]:
         process.wait(timeout=10)
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="function")  # the tests' own loop, not the session's
 async def ls_http(label_studio: LabelStudioServer) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client prepared as the gateway will: base URL and auth header."""
     async with httpx.AsyncClient(
