@@ -1,0 +1,1 @@
+"""Examples a user can copy; not part of the installed package."""

@@ -1,0 +1,184 @@
+"""The HTTP side of the example backend: the four routes Label Studio 1.23 calls.
+
+    GET  /health    {"status": "UP"}; Label Studio calls it (1 s timeout) on every read
+                    of the backend, and before it accepts the backend at all
+    POST /setup     {"project": "<id>.<ts>", "schema": label_config, ...}
+                    -> {"model_version": "..."}; also called on every read, 3 s timeout
+    POST /predict   {"tasks": [...], "project": "<id>.<ts>", "label_config": ..., "params": {}}
+                    -> {"results": [{"result": [...], "score": 0.7, "model_version": "..."}]}
+                    one result per task, in the order of the tasks
+    POST /webhook   {"action": "START_TRAINING", "project": {"id": ..., "label_config": ...}}
+                    -> 201 {"status": "ok", "model_version": ...} or 500 {"error": ...}
+
+Why a failed training also fails /setup: Label Studio stores "Error" and the message when
+/webhook fails, but re-runs /health and /setup on every later read of the backend and
+overwrites both when /setup succeeds. Failing /setup until a training succeeds keeps the
+failure visible to whoever reads the backend (the UI, or aldaemon after asking to train).
+Label Studio keeps only the HTTP status line of a failed call (requests' message
+"500 Server Error: <reason> for url: ..."), so the message also goes in the reason phrase.
+
+Test switches (environment variables): FAIL_TRAINING=1 makes every training fail with a
+message; NO_SCORE=1 leaves "score" out of predictions; SHORT_ANSWER=1 answers one result
+fewer than there are tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from examples.ml_backend.model import ProjectModel, TrainingFailed, read_target
+
+log = logging.getLogger("examples.ml_backend")
+_MODELS = web.AppKey("models", dict[str, ProjectModel])
+_PAGE_SIZE = 500
+
+
+def flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
+def create_app() -> web.Application:
+    app = web.Application(client_max_size=256 * 1024**2)
+    app[_MODELS] = {}
+    app.router.add_get("/health", health)
+    app.router.add_get("/", health)
+    app.router.add_post("/setup", setup)
+    app.router.add_post("/predict", predict)
+    app.router.add_post("/webhook", webhook)
+    return app
+
+
+def _project_id(project: object) -> str:
+    """Label Studio names a project "<id>.<created timestamp>" in /setup and /predict."""
+    if isinstance(project, Mapping):
+        return str(project.get("id"))
+    return str(project).split(".", 1)[0]
+
+
+def _model_for(app: web.Application, project_id: str, label_config: str) -> ProjectModel:
+    """The project's model; a changed labeling config starts a fresh, untrained one."""
+    models = app[_MODELS]
+    target = read_target(label_config)
+    model = models.get(project_id)
+    if model is None or model.target != target:
+        model = models[project_id] = ProjectModel(target=target)
+    return model
+
+
+def _error(status: int, message: str) -> web.Response:
+    # A reason phrase is one latin-1 line: keep what Label Studio will show readable.
+    reason = " ".join(message.split()).encode("latin-1", "replace").decode("latin-1")[:200]
+    return web.json_response({"error": message}, status=status, reason=reason)
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "UP", "model_class": "ExampleChoicesModel"})
+
+
+async def setup(request: web.Request) -> web.Response:
+    body = await request.json()
+    try:
+        model = _model_for(request.app, _project_id(body.get("project")), body.get("schema", ""))
+    except (ValueError, SyntaxError) as error:
+        return _error(400, f"cannot serve this labeling config: {error}")
+    if model.last_error is not None:
+        return _error(500, f"last training failed: {model.last_error}")
+    return web.json_response({"model_version": model.version})
+
+
+async def predict(request: web.Request) -> web.Response:
+    body = await request.json()
+    tasks = body.get("tasks") or []
+    try:
+        model = _model_for(request.app, _project_id(body.get("project")), body["label_config"])
+        results = await asyncio.to_thread(model.predict, tasks)
+    except (KeyError, ValueError, SyntaxError) as error:
+        return _error(400, f"cannot predict: {error}")
+    if flag("NO_SCORE"):
+        for result in results:
+            result.pop("score", None)
+            for region in result["result"]:
+                region.pop("score", None)
+    if flag("SHORT_ANSWER") and results:
+        results = results[:-1]
+    return web.json_response({"results": results})
+
+
+async def webhook(request: web.Request) -> web.Response:
+    body = await request.json()
+    if body.get("action") != "START_TRAINING":
+        return web.json_response({"status": "ignored", "action": body.get("action")})
+    project = body.get("project") or {}
+    project_id = _project_id(project)
+    model = _model_for(request.app, project_id, project.get("label_config", ""))
+    try:
+        if flag("FAIL_TRAINING"):
+            raise TrainingFailed("FAIL_TRAINING is set: this backend refuses to train")
+        examples = await read_annotations(project_id, model.target.control)
+        version = await asyncio.to_thread(model.train, examples)
+    except (TrainingFailed, aiohttp.ClientError) as error:
+        model.last_error = str(error)
+        log.warning("training of project %s failed: %s", project_id, error)
+        return _error(500, f"training failed: {error}")
+    log.info("project %s trained on %d annotations: %s", project_id, len(examples), version)
+    return web.json_response(
+        {"status": "ok", "model_version": version, "annotations": len(examples)}, status=201
+    )
+
+
+async def read_annotations(project_id: str, control: str) -> list[tuple[dict[str, Any], str]]:
+    """(task data, chosen label) for every task annotated in the project, read from the API.
+
+    LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (a legacy token, sent as `Token`) say where.
+    Skipped annotations and annotations without this control are left out; a task with
+    several annotations counts its latest.
+    """
+    url = os.environ.get("LABEL_STUDIO_URL", "").rstrip("/")
+    key = os.environ.get("LABEL_STUDIO_API_KEY", "")
+    if not url or not key:
+        raise TrainingFailed("set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY to train")
+    headers = {"Authorization": f"Token {key}"}
+    examples: list[tuple[dict[str, Any], str]] = []
+    async with aiohttp.ClientSession(headers=headers) as session:
+        page = 1
+        while True:
+            params = {
+                "project": project_id,
+                "page": str(page),
+                "page_size": str(_PAGE_SIZE),
+                "fields": "all",
+            }
+            async with session.get(f"{url}/api/tasks/", params=params) as response:
+                if response.status == 404 and page > 1:
+                    break  # Label Studio answers 404 past the last page
+                if response.status != 200:
+                    text = await response.text()
+                    raise TrainingFailed(f"Label Studio answered {response.status}: {text[:200]}")
+                answer = await response.json()
+            tasks = answer.get("tasks", [])
+            for task in tasks:
+                example = _labelled(task, control)
+                if example is not None:
+                    examples.append(example)
+            if len(tasks) < _PAGE_SIZE:
+                break
+            page += 1
+    return examples
+
+
+def _labelled(task: Mapping[str, Any], control: str) -> tuple[dict[str, Any], str] | None:
+    for annotation in sorted(task.get("annotations") or [], key=lambda a: a.get("id", 0))[::-1]:
+        if annotation.get("was_cancelled"):
+            continue
+        for region in annotation.get("result") or []:
+            choices = region.get("value", {}).get("choices") or []
+            if region.get("from_name") == control and choices:
+                return dict(task.get("data") or {}), str(choices[0])
+    return None
