@@ -24,8 +24,8 @@ test: $(STAMP) label-studio lint typecheck
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check aldaemon demo tests bench
-	$(BIN)/ruff format --check aldaemon demo tests bench
+	$(BIN)/ruff check aldaemon demo examples tests bench
+	$(BIN)/ruff format --check aldaemon demo examples tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
