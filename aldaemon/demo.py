@@ -68,9 +68,9 @@ from aldaemon.errors import (
     ProjectNotFound,
 )
 from aldaemon.labelstudio import LabelStudioGateway, parse_labeling_config
-from aldaemon.logs import configure_logging, register_secret
 from aldaemon.records import LabelingSchema
 from aldaemon.secret import Secret
+from aldaemon.service.logs import configure_logging, register_secret
 from aldaemon.store import Store
 
 log = structlog.get_logger(__name__)
@@ -522,8 +522,8 @@ async def run_session(
     `on_ready(project_id)` is called once the project and config exist, before the daemon
     starts: the command prints its banner there.
     """
-    from aldaemon.daemon import Daemon  # the service shell; imported when a session runs
-    from aldaemon.service import Runtime
+    from aldaemon.service.daemon import Daemon  # the service shell; imported when a session runs
+    from aldaemon.service.runtime import Runtime
 
     register_secret(token.reveal())
     async with LabelStudioGateway(url=url, token=token) as gateway:

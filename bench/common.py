@@ -35,8 +35,8 @@ import sklearn
 from aldaemon.config import Config, load_config
 from aldaemon.demo_data import LABEL_CONFIG, Review, load_reviews
 from aldaemon.labelstudio.labeling_config import parse_labeling_config
-from aldaemon.logs import configure_logging
 from aldaemon.records import LabelingSchema
+from aldaemon.service.logs import configure_logging
 from tests.lsserver import LabelStudioClient, LabelStudioServer, http_json
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

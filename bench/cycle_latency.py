@@ -38,7 +38,7 @@ from typing import Any
 
 from aldaemon.config import Config, ProjectConfig
 from aldaemon.cycle import WATERMARK_OVERLAP_SECONDS, prune_own_versions
-from aldaemon.service import Runtime
+from aldaemon.service.runtime import Runtime
 from bench import common
 from tests.lsserver import LabelStudioClient, LabelStudioServer
 

@@ -61,7 +61,7 @@ from aldaemon.model.artifacts import save_artifact
 from aldaemon.model.protocol import build_model
 from aldaemon.model.training import evaluate
 from aldaemon.secret import Secret
-from aldaemon.service import Runtime
+from aldaemon.service.runtime import Runtime
 from bench import common, curves
 from tests.lsserver import LabelStudioClient, LabelStudioServer
 

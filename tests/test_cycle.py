@@ -23,7 +23,7 @@ from aldaemon.cycle import (
     resume_position,
 )
 from aldaemon.reconcile import ReconcileOutcome
-from aldaemon.service import Runtime
+from aldaemon.service.runtime import Runtime
 from aldaemon.status import collect
 from aldaemon.store import Store
 from tests.conftest import MakeProject

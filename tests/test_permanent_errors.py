@@ -34,10 +34,9 @@ from aldaemon.cycle import (
     schema_change,
     schema_change_notices,
 )
-from aldaemon.daemon import health_report
 from aldaemon.records import LabelingSchema, PredictionRecord
-from aldaemon.server import HealthReport
-from aldaemon.service import Runtime
+from aldaemon.service.health import HealthReport
+from aldaemon.service.runtime import Runtime
 from aldaemon.store import Store, VersionRow
 from tests.lsserver import LabelStudioClient, LabelStudioServer
 from tests.test_cycle import make_tasks, review
@@ -128,7 +127,7 @@ def status_json(config_path: Path) -> dict[int, dict[str, Any]]:
 
 def health_now(runtime: Runtime) -> HealthReport:
     now = time.time()
-    return health_report(runtime, now=now, started_at=now)
+    return runtime.health_report(now=now, started_at=now)
 
 
 def annotate(client: LabelStudioClient, task_ids: Sequence[int], labels: Sequence[str]) -> None:

@@ -1,4 +1,4 @@
-"""`aldaemon run`: the service shell around `Runtime.run_cycle`.
+"""`aldaemon run`: the service shell around the runtime's `ProjectRunner`s.
 
     start: open state -> HTTP server -> scheduler -> READY=1
     every poll_interval (+jitter), per project ........ run_cycle      (APScheduler job)
@@ -19,7 +19,11 @@ misfire cut-off, so a run late because the loop was busy still happens once.
 Why a webhook for a busy project is not a `job.modify(next_run_time=now)`: APScheduler
 refuses a run while the previous one of the same job is still going (max_instances) and
 drops it, so a change made during a long training would wait a whole poll_interval.
-The running job instead loops once more (`_rerun_requested`).
+The running job instead loops once more (`ProjectRunner.request_rerun`).
+
+The shell holds no per-project state: each project's lock, rerun flag, health and prune
+task live in its runner; the shell owns the scheduler, the webhook debouncer, signals,
+reload, the watchdog and the HTTP edge.
 """
 
 from __future__ import annotations
@@ -27,8 +31,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections import Counter
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,12 +42,14 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from aldaemon import systemd
 from aldaemon.config import Config, ProjectConfig, load_config
 from aldaemon.errors import AldaemonError, ConfigError
-from aldaemon.logs import register_secret
-from aldaemon.server import HealthReport, PollDebouncer, ServiceServer
-from aldaemon.service import ProjectHealth, Runtime
+from aldaemon.service import systemd
+from aldaemon.service.debounce import PollDebouncer
+from aldaemon.service.health import stale_after
+from aldaemon.service.http import HttpEdge
+from aldaemon.service.logs import register_secret
+from aldaemon.service.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
@@ -61,61 +66,6 @@ def poll_job_id(project_id: int) -> str:
 
 def cron_job_id(project_id: int) -> str:
     return f"cron-{project_id}"
-
-
-def stale_after(config: Config) -> float:
-    """How old a project's last success may be before /healthz says 503."""
-    daemon = config.daemon
-    return daemon.stale_after or 3 * daemon.poll_interval + daemon.cycle_timeout
-
-
-def assess_health(
-    *,
-    project_ids: Iterable[int],
-    health: Mapping[int, ProjectHealth],
-    busy: frozenset[int],
-    now: float,
-    started_at: float,
-    stale_limit: float,
-) -> HealthReport:
-    """Healthy when no project failed permanently, none lost Label Studio, all succeeded lately.
-
-    A project that has not succeeded yet is measured from the daemon's start, so a fresh
-    daemon is healthy until it has had `stale_limit` seconds to prove itself.
-    """
-    reasons: list[str] = []
-    projects: dict[str, object] = {}
-    for project_id in project_ids:
-        state = health.get(project_id)
-        last = state.last_success_at if state else None
-        age = now - (last if last is not None else started_at)
-        entry: dict[str, object] = {
-            "last_success_age_s": None if last is None else round(now - last, 1),
-            "busy": project_id in busy,
-        }
-        if state is not None and state.failure:
-            reasons.append(f"project {project_id} failed: {state.failure}")
-            entry["failure"] = state.failure
-        elif state is not None and state.unreachable_since is not None:
-            reasons.append(f"project {project_id}: Label Studio unreachable")
-            entry["unreachable_s"] = round(now - state.unreachable_since, 1)
-        elif age > stale_limit:
-            reasons.append(f"project {project_id}: no successful cycle for {age:.0f} s")
-        projects[str(project_id)] = entry
-    return HealthReport(healthy=not reasons, reasons=tuple(reasons), projects=projects)
-
-
-def health_report(runtime: Runtime, *, now: float, started_at: float) -> HealthReport:
-    """`assess_health` for the runtime's current projects."""
-    project_ids = [p.id for p in runtime.config.projects]
-    return assess_health(
-        project_ids=project_ids,
-        health=runtime.health,
-        busy=frozenset(pid for pid in project_ids if runtime.is_busy(pid)),
-        now=now,
-        started_at=started_at,
-        stale_limit=stale_after(runtime.config),
-    )
 
 
 def watchdog_due(*, busy: bool, seconds_since_progress: float, stale_limit: float) -> bool:
@@ -180,13 +130,8 @@ class Daemon:
         )
         self.scheduler.add_listener(self._on_job_error, EVENT_JOB_ERROR)
         self.debouncer = PollDebouncer(delay=WEBHOOK_DEBOUNCE_SECONDS, fire=self.poll_now)
-        self.server: ServiceServer | None = None
+        self.server: HttpEdge | None = None
         self.last_progress = time.monotonic()
-        # One cycle per project at a time, taken BEFORE checking `stopping`, so a job that
-        # waited for a running cycle does not start a new one once shutdown began.
-        self._turns: dict[int, asyncio.Lock] = {}
-        self._in_progress: Counter[int] = Counter()
-        self._rerun_requested: set[int] = set()
         self._cycle_tasks: set[asyncio.Task[Any]] = set()
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
@@ -237,7 +182,7 @@ class Daemon:
             self.scheduler.pause()
         await self.debouncer.aclose()
         grace = self.runtime.config.daemon.shutdown_grace
-        busy = sorted(pid for pid, count in self._in_progress.items() if count)
+        busy = self.runtime.busy_projects()
         if busy:
             log.info("daemon.waiting_for_cycles", projects=busy, grace_s=grace)
         if not await self._drain(grace):
@@ -290,13 +235,13 @@ class Daemon:
         config = self.runtime.config
         if not config.daemon.listen:
             return
-        server = ServiceServer(
+        server = HttpEdge(
             listen=config.daemon.listen,
             webhook_secret=config.daemon.webhook_secret,
             metrics=self.runtime.metrics,
             known_projects=lambda: [p.id for p in self.runtime.config.projects],
             request_poll=self.debouncer.request,
-            health=lambda: health_report(self.runtime, now=time.time(), started_at=self.started_at),
+            health=lambda: self.runtime.health_report(now=time.time(), started_at=self.started_at),
         )
         try:
             await server.start()
@@ -350,43 +295,34 @@ class Daemon:
 
     async def _run_project(self, project_id: int, *, forced_training: bool = False) -> None:
         """One scheduled run: a cycle, plus one more for each poll requested meanwhile."""
+        runner = self.runtime.runners.get(project_id)
+        if runner is None:  # a job left for a project no reload ever configured
+            return
         task = asyncio.current_task()
         if task is not None:
             task.set_name(f"cycle-{project_id}")
             self._cycle_tasks.add(task)
             task.add_done_callback(self._cycle_tasks.discard)
-        self._in_progress[project_id] += 1
-        turn = self._turns.setdefault(project_id, asyncio.Lock())
         try:
-            forced = forced_training
-            while True:
-                async with turn:
-                    project = self.runtime.config.project(project_id)
-                    if self.stopping.is_set() or project is None:
-                        return
-                    self._rerun_requested.discard(project_id)
-                    await self.runtime.run_cycle(project, forced_training=forced)
-                    self.last_progress = time.monotonic()
-                if project_id not in self._rerun_requested:
-                    return
-                forced = False
-                log.debug("poll.repeated", project_id=project_id, reason="requested during cycle")
+            await runner.run_scheduled(
+                forced_training=forced_training,
+                stopping=self.stopping,
+                on_progress=self._note_progress,
+            )
         except asyncio.CancelledError:
             # Only shutdown cancels a cycle. The task is the scheduler's and nobody awaits
             # it, so ending quietly beats APScheduler logging a traceback for it.
             log.info("cycle.cancelled", project_id=project_id, action="resumes at the next start")
-        finally:
-            self._in_progress[project_id] -= 1
-            if not self._in_progress[project_id]:
-                del self._in_progress[project_id]
+
+    def _note_progress(self) -> None:
+        self.last_progress = time.monotonic()
 
     def poll_now(self, project_id: int) -> None:
         """Poll the project as soon as possible (a webhook said something changed)."""
         if self.stopping.is_set():
             return
-        if self._in_progress.get(project_id):
-            self._rerun_requested.add(project_id)
-            log.debug("poll.requested_after_cycle", project_id=project_id)
+        runner = self.runtime.runners.get(project_id)
+        if runner is not None and runner.request_rerun():
             return
         job = self.scheduler.get_job(poll_job_id(project_id))
         if job is None:
@@ -435,7 +371,6 @@ class Daemon:
         await self.runtime.reload(new)
         for removed in plan.removed:
             self._unschedule_project(removed)
-            self._rerun_requested.discard(removed)
         self._schedule_projects(new.projects)
         if plan.restart_server and self.server is not None:
             await self.server.stop()
@@ -468,7 +403,7 @@ class Daemon:
             await asyncio.sleep(period)
             idle_for = time.monotonic() - self.last_progress
             if watchdog_due(
-                busy=bool(self._in_progress),
+                busy=bool(self.runtime.busy_projects()),
                 seconds_since_progress=idle_for,
                 stale_limit=stale_after(self.runtime.config),
             ):
