@@ -26,10 +26,11 @@ from aldaemon.config import (
     StateConfig,
 )
 from aldaemon.secret import Secret
-from aldaemon.service.daemon import Daemon, plan_reload, poll_job_id, watchdog_due
+from aldaemon.service.daemon import Daemon, plan_reload, watchdog_due
 from aldaemon.service.health import ProjectHealth, assess_health, stale_after
 from aldaemon.service.metrics import Metrics
 from aldaemon.service.runner import ProjectRunner
+from aldaemon.service.schedule import poll_job_id
 
 NOW = 1_000_000.0
 BOUND = 10.0  # seconds any wait below may take before the test fails; not a speed claim

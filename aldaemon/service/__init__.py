@@ -4,7 +4,8 @@
     runner.py    ProjectRunner: one project's lock, scheduled runs, rerun flag, health
                  transitions, `cycle.finished`, prune task
     health.py    ProjectHealth transitions, HealthReport, what /healthz says
-    daemon.py    the shell: scheduler, signals, SIGHUP reload, watchdog, shutdown
+    daemon.py    the shell: signals, SIGHUP reload, watchdog, shutdown
+    schedule.py  the APScheduler jobs: a poll per project, a cron run when configured
     debounce.py  webhook bursts -> one poll request per project
     http.py      HttpEdge: POST /webhook, GET /healthz, GET /metrics
     metrics.py   the Prometheus registry

@@ -11,10 +11,7 @@
                   (grace over, or a second signal: cancel them and kill the training
                   worker; every step is resumable, so the next start carries on)
 
-Each APScheduler run is its own asyncio task, so a slow project never delays another,
-and structlog's context variables (project_id, cycle_id) stay with their own cycle.
-Job defaults: coalesce (a backlog of missed runs becomes one), max_instances=1, and no
-misfire cut-off, so a run late because the loop was busy still happens once.
+The jobs and their defaults are in schedule.py.
 
 Why a webhook for a busy project is not a `job.modify(next_run_time=now)`: APScheduler
 refuses a run while the previous one of the same job is still going (max_instances) and
@@ -33,18 +30,13 @@ import signal
 import time
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
 from aldaemon.config import Config, ProjectConfig, load_config
 from aldaemon.errors import AldaemonError, ConfigError
-from aldaemon.service import systemd
+from aldaemon.service import schedule, systemd
 from aldaemon.service.debounce import PollDebouncer
 from aldaemon.service.health import stale_after
 from aldaemon.service.http import HttpEdge
@@ -56,16 +48,6 @@ log = structlog.get_logger(__name__)
 WEBHOOK_DEBOUNCE_SECONDS = 1.0
 # Without systemd's watchdog the heartbeat still runs, so a stall shows in the log.
 DEFAULT_HEARTBEAT_SECONDS = 15.0
-# A project's first poll after start or reload; staggered so they do not all hit at once.
-STAGGER_SECONDS = 0.5
-
-
-def poll_job_id(project_id: int) -> str:
-    return f"poll-{project_id}"
-
-
-def cron_job_id(project_id: int) -> str:
-    return f"cron-{project_id}"
 
 
 def watchdog_due(*, busy: bool, seconds_since_progress: float, stale_limit: float) -> bool:
@@ -104,10 +86,6 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
     )
 
 
-def _utc_now_plus(seconds: float) -> datetime:
-    return datetime.now(UTC) + timedelta(seconds=seconds)
-
-
 def _register_secrets(config: Config) -> None:
     """Keep this config's secrets out of every log line, even one a library writes."""
     register_secret(config.labelstudio.token.reveal())
@@ -124,11 +102,7 @@ class Daemon:
         self.started_at = time.time()
         self.stopping = asyncio.Event()
         self._forced_stop = asyncio.Event()
-        self.scheduler = AsyncIOScheduler(
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
-            timezone="UTC",
-        )
-        self.scheduler.add_listener(self._on_job_error, EVENT_JOB_ERROR)
+        self.scheduler = schedule.new_scheduler()
         self.debouncer = PollDebouncer(delay=WEBHOOK_DEBOUNCE_SECONDS, fire=self.poll_now)
         self.server: HttpEdge | None = None
         self.last_progress = time.monotonic()
@@ -264,34 +238,12 @@ class Daemon:
 
     def _schedule_projects(self, projects: Iterable[ProjectConfig]) -> None:
         """(Re)create each project's jobs; the first poll comes now, staggered."""
-        interval = self.runtime.config.daemon.poll_interval
-        for index, project in enumerate(projects):
-            self.scheduler.add_job(
-                self._run_project,
-                IntervalTrigger(seconds=interval, jitter=min(interval * 0.1, 5.0)),
-                args=(project.id,),
-                id=poll_job_id(project.id),
-                name=f"poll project {project.id}",
-                replace_existing=True,
-                next_run_time=_utc_now_plus(index * STAGGER_SECONDS),
-            )
-            if project.retrain.cron:
-                self.scheduler.add_job(
-                    self._run_project,
-                    CronTrigger.from_crontab(project.retrain.cron, timezone="UTC"),
-                    args=(project.id,),
-                    kwargs={"forced_training": True},
-                    id=cron_job_id(project.id),
-                    name=f"forced retrain project {project.id}",
-                    replace_existing=True,
-                )
-            elif self.scheduler.get_job(cron_job_id(project.id)) is not None:
-                self.scheduler.remove_job(cron_job_id(project.id))
-
-    def _unschedule_project(self, project_id: int) -> None:
-        for job_id in (poll_job_id(project_id), cron_job_id(project_id)):
-            if self.scheduler.get_job(job_id) is not None:
-                self.scheduler.remove_job(job_id)
+        schedule.schedule_projects(
+            self.scheduler,
+            projects,
+            poll_interval=self.runtime.config.daemon.poll_interval,
+            run=self._run_project,
+        )
 
     async def _run_project(self, project_id: int, *, forced_training: bool = False) -> None:
         """One scheduled run: a cycle, plus one more for each poll requested meanwhile."""
@@ -324,20 +276,7 @@ class Daemon:
         runner = self.runtime.runners.get(project_id)
         if runner is not None and runner.request_rerun():
             return
-        job = self.scheduler.get_job(poll_job_id(project_id))
-        if job is None:
-            return
-        log.debug("poll.requested_early", project_id=project_id)
-        job.modify(next_run_time=_utc_now_plus(0))
-
-    def _on_job_error(self, event: JobExecutionEvent) -> None:
-        # run_cycle never raises for a cycle's own failure: reaching this is a bug.
-        log.error(
-            "scheduler.job_failed",
-            job_id=event.job_id,
-            error=f"{type(event.exception).__name__}: {event.exception}",
-            traceback=event.traceback,
-        )
+        schedule.poll_soon(self.scheduler, project_id)
 
     # --- reload and watchdog --------------------------------------------------------------
 
@@ -370,7 +309,7 @@ class Daemon:
         _register_secrets(new)
         await self.runtime.reload(new)
         for removed in plan.removed:
-            self._unschedule_project(removed)
+            schedule.unschedule_project(self.scheduler, removed)
         self._schedule_projects(new.projects)
         if plan.restart_server and self.server is not None:
             await self.server.stop()
