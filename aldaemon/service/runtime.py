@@ -4,8 +4,9 @@
 daemon's scheduler and from a webhook trigger; it hands the cycle to that project's
 `ProjectRunner`, which owns the lock, the health transitions and the prune task. The
 runtime holds what the runners share, the current config, and the runner of every
-project it has seen (a runner outlives its project's removal by a reload until its
-last cycle and prune are done, so closing a retired gateway can wait for them).
+project it has seen: a reload that removes a project keeps its runner, so a cycle or
+prune still running on it is waited for (shutdown, closing a retired gateway) like any
+other, and a project added back starts with fresh health.
 """
 
 from __future__ import annotations
