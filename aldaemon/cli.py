@@ -1,14 +1,16 @@
-"""The command line; nothing else parses argv.
+"""The command line: argv in, exit status out; nothing else parses argv.
 
-Every command loads the config the same way and maps the error tree of
-aldaemon/errors.py to exit codes, so a user's mistake is one clear line on stderr and
-never a traceback:
+Every command loads the config the same way, calls its function (the one-shot ones live
+in aldaemon/commands.py, `run` in aldaemon/service/daemon.py) and turns an error of
+aldaemon/errors.py into one clear line on stderr, never a traceback, and the exit code
+`errors.exit_code` assigns it:
 
     0   success
     1   a project's cycle failed, or Label Studio refused / was unreachable
     2   usage error (argparse)
     73  local state cannot be created or is locked (EX_CANTCREAT)
     78  invalid configuration (EX_CONFIG; systemd does not restart-loop on it)
+    130 interrupted (Ctrl-C)
 """
 
 from __future__ import annotations
@@ -24,10 +26,9 @@ import structlog
 
 from aldaemon import __version__
 from aldaemon.config import Config, default_config_path, load_config
-from aldaemon.errors import EX_CONFIG, AldaemonError, ConfigError, StateError
-from aldaemon.logs import LOG_FORMATS, configure_logging, register_secret
+from aldaemon.errors import AldaemonError, ConfigError, exit_code
+from aldaemon.service.logs import LOG_FORMATS, configure_logging, register_secret
 
-EX_CANTCREAT = 73
 log = structlog.get_logger(__name__)
 
 
@@ -118,13 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args, config_path)
     except ConfigError as exc:
         _print_config_errors(exc)
-        return EX_CONFIG
-    except StateError as exc:
-        print(f"aldaemon: {exc}", file=sys.stderr)
-        return EX_CANTCREAT
+        return exit_code(exc)
     except AldaemonError as exc:
         print(f"aldaemon: {exc}", file=sys.stderr)
-        return 1
+        return exit_code(exc)
     except KeyboardInterrupt:
         return 130
 
@@ -151,17 +149,17 @@ def _check_config(args: argparse.Namespace, config_path: str) -> int:
 
 
 def _once(args: argparse.Namespace, config_path: str) -> int:
-    from aldaemon import service
+    from aldaemon import commands
 
     config = _load(config_path)
-    results = asyncio.run(service.run_once(config))
+    results = asyncio.run(commands.run_once(config))
     for line in results.lines:
         print(line)
     return 0 if results.all_succeeded else 1
 
 
 def _run(args: argparse.Namespace, config_path: str) -> int:
-    from aldaemon import daemon
+    from aldaemon.service import daemon
 
     config = _load(config_path)
     return asyncio.run(daemon.run_daemon(config, config_path=config_path))
@@ -180,37 +178,37 @@ def _status(args: argparse.Namespace, config_path: str) -> int:
 
 
 def _pin(args: argparse.Namespace, config_path: str) -> int:
-    from aldaemon import service
+    from aldaemon import commands
 
     config = _load(config_path)
     message = asyncio.run(
-        service.pin_version(config, project_id=args.project, version=args.model_version)
+        commands.pin_version(config, project_id=args.project, version=args.model_version)
     )
     print(message)
     return 0
 
 
 def _unpin(args: argparse.Namespace, config_path: str) -> int:
-    from aldaemon import service
+    from aldaemon import commands
 
     config = _load(config_path)
-    print(service.unpin_version(config, project_id=args.project))
+    print(commands.unpin_version(config, project_id=args.project))
     return 0
 
 
 def _webhook(args: argparse.Namespace, config_path: str) -> int:
-    from aldaemon import service
+    from aldaemon import commands
 
     config = _load(config_path)
-    print(asyncio.run(service.install_webhook(config, project_id=args.project, url=args.url)))
+    print(asyncio.run(commands.install_webhook(config, project_id=args.project, url=args.url)))
     return 0
 
 
 def _state(args: argparse.Namespace, config_path: str) -> int:
-    from aldaemon import service
+    from aldaemon import commands
 
     config = _load(config_path)
-    print(asyncio.run(service.rebuild_state(config, project_id=args.project)))
+    print(asyncio.run(commands.rebuild_state(config, project_id=args.project)))
     return 0
 
 

@@ -1,37 +1,56 @@
-"""Every way aldaemon can fail, as one tree.
+"""Every way aldaemon can fail, as one tree, split first by what a retry can do.
 
-    AldaemonError                  base of everything below
-    +-- ConfigError                the TOML file is wrong; carries every problem with its
-    |                              key path; `check-config` exits 78 (EX_CONFIG)
-    +-- StateError                 local state unusable: not writable, locked by another
-    |   |                          daemon, corrupt, or from a newer release
-    |   +-- StateLockedError       a second daemon on the same state dir
-    +-- LabelStudioError           anything while talking to Label Studio
-    |   +-- LabelStudioUnreachable temporary: connection refused/reset, timeout, 408,
-    |   |                          429, 5xx after retries; the next poll tries again
-    |   +-- LabelStudioRefused     permanent: a 4xx the daemon cannot fix by retrying
-    |       |                      (401 bad token, 404 project gone, 400 payload)
-    |       +-- LabelStudioAuthError   401/403: the token is wrong or revoked
-    |       +-- ProjectNotFound        404 on the project itself
-    +-- UnsupportedLabelingConfig  the project's labeling config has no shape the daemon
-    |                              can serve (says which tag is missing)
-    +-- ModelError                 the model could not be built or trained
+    AldaemonError                      base of everything below; exit 1 unless named
+    +-- TemporaryError                 the world may change by the next poll: retry
+    |   +-- LabelStudioUnreachable     connection refused/reset, timeout, 408, 429, 5xx
+    |   |                              after retries (also a LabelStudioError)
+    |   +-- ModelWorkerLost            the worker process died under a job (killed, out
+    |                                  of memory); a fresh one takes the next job
+    |                                  (also a ModelError)
+    +-- PermanentError                 the same call fails the same way: a person acts
+        +-- ConfigError                the TOML file is wrong; carries every problem with
+        |                              its key path; exit 78 (EX_CONFIG)
+        +-- StateError                 local state unusable: not writable, corrupt, or
+        |   |                          from a newer release; exit 73 (EX_CANTCREAT)
+        |   +-- StateLockedError       a second daemon on the same state dir; exit 73
+        +-- LabelStudioRefused         a 4xx retrying will not change (400 payload, ...)
+        |   |                          (also a LabelStudioError)
+        |   +-- LabelStudioAuthError   401/403: the token is wrong or revoked
+        |   +-- ProjectNotFound        404 on the project itself
+        +-- UnsupportedLabelingConfig  no shape the daemon can serve (names the tag)
 
-Temporary errors make a project "degraded" and are retried on the next poll. Permanent
-ones mark the project "failed" in `status` and `/healthz` until the config is fixed and
-reloaded. No message built from these ever contains the API token.
+    Topic bases, across the split (catch them to handle a subsystem as a whole):
+    LabelStudioError = LabelStudioUnreachable | LabelStudioRefused
+    ModelError       = ModelWorkerLost | a ModelError raised as such: the model could
+                       not be built or trained from this data (permanent in effect)
+
+What the runtime does with them: a project whose cycle ends in Label Studio being
+unreachable is "degraded" and simply polled again; any other error marks it "failed" in
+`status` and `/healthz` (logged once, as `project.failed`) until its next successful
+cycle clears it (logged once, as `project.recovered`). `exit_code` and `error_kind` below
+are the one mapping from this tree to exit statuses and to metric/log labels. No message
+built from these ever contains the API token.
 """
 
 from __future__ import annotations
 
 EX_CONFIG = 78  # sysexits.h: systemd's RestartPreventExitStatus keys on it
+EX_CANTCREAT = 73  # sysexits.h: cannot create (or lock) an output file
 
 
 class AldaemonError(Exception):
     """Base class: a failure the daemon knows how to explain."""
 
 
-class ConfigError(AldaemonError):
+class TemporaryError(AldaemonError):
+    """Retrying later may succeed; nothing needs fixing."""
+
+
+class PermanentError(AldaemonError):
+    """Retrying the same thing fails the same way until a person changes something."""
+
+
+class ConfigError(PermanentError):
     """The configuration file is invalid; `problems` lists each with its key path."""
 
     def __init__(self, path: str, problems: list[str]) -> None:
@@ -40,7 +59,7 @@ class ConfigError(AldaemonError):
         super().__init__(f"{path}: " + "; ".join(self.problems))
 
 
-class StateError(AldaemonError):
+class StateError(PermanentError):
     """Local state cannot be used; the message names the path and what to do."""
 
 
@@ -49,18 +68,18 @@ class StateLockedError(StateError):
 
 
 class LabelStudioError(AldaemonError):
-    """Talking to Label Studio failed."""
+    """Talking to Label Studio failed (topic base: see the two branches below)."""
 
     def __init__(self, message: str, *, status_code: int | None = None) -> None:
         self.status_code = status_code
         super().__init__(message)
 
 
-class LabelStudioUnreachable(LabelStudioError):
+class LabelStudioUnreachable(LabelStudioError, TemporaryError):
     """Temporary: retried with backoff, then left for the next poll."""
 
 
-class LabelStudioRefused(LabelStudioError):
+class LabelStudioRefused(LabelStudioError, PermanentError):
     """Permanent: Label Studio said no and retrying will not change its mind."""
 
 
@@ -72,9 +91,47 @@ class ProjectNotFound(LabelStudioRefused):
     """The configured project does not exist (or the token cannot see it)."""
 
 
-class UnsupportedLabelingConfig(AldaemonError):
+class UnsupportedLabelingConfig(PermanentError):
     """The labeling config has no Text + Choices pair the daemon can serve."""
 
 
 class ModelError(AldaemonError):
-    """The model factory failed or training raised."""
+    """The model factory failed or training raised (topic base for model failures)."""
+
+
+class ModelWorkerLost(ModelError, TemporaryError):
+    """The worker process died under a job (killed, out of memory)."""
+
+
+# Most specific first: the first class an error is an instance of decides.
+_EXIT_CODES: tuple[tuple[type[AldaemonError], int], ...] = (
+    (ConfigError, EX_CONFIG),
+    (StateError, EX_CANTCREAT),
+    (AldaemonError, 1),
+)
+
+# The `kind` label of metrics and of `project.failed`; most specific first
+# (`LabelStudioAuthError` is also a `LabelStudioRefused`).
+_KINDS: tuple[tuple[type[AldaemonError], str], ...] = (
+    (LabelStudioUnreachable, "unreachable"),
+    (LabelStudioAuthError, "auth"),
+    (ProjectNotFound, "not_found"),
+    (LabelStudioRefused, "refused"),
+)
+ERROR_KINDS = (*(kind for _, kind in _KINDS), "other")
+
+
+def exit_code(error: AldaemonError) -> int:
+    """The process exit status a command ends with when `error` stops it."""
+    for cls, code in _EXIT_CODES:
+        if isinstance(error, cls):
+            return code
+    return 1
+
+
+def error_kind(error: BaseException) -> str:
+    """A short label for metrics and logs: one of ERROR_KINDS."""
+    for cls, kind in _KINDS:
+        if isinstance(error, cls):
+            return kind
+    return "other"

@@ -34,8 +34,8 @@ import sklearn
 
 from aldaemon.config import Config, load_config
 from aldaemon.labelstudio.labeling_config import parse_labeling_config
-from aldaemon.logs import configure_logging
 from aldaemon.records import LabelingSchema
+from aldaemon.service.logs import configure_logging
 from demo.data import LABEL_CONFIG, Review, load_reviews
 from tests.lsserver import LabelStudioClient, LabelStudioServer, http_json
 

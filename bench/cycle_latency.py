@@ -39,7 +39,7 @@ from typing import Any
 from aldaemon.config import Config, ProjectConfig
 from aldaemon.loop.poll import WATERMARK_OVERLAP_SECONDS
 from aldaemon.loop.prune import prune_own_versions
-from aldaemon.service import Runtime
+from aldaemon.service.runtime import Runtime
 from bench import common
 from tests.lsserver import LabelStudioClient, LabelStudioServer
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from aldaemon.loop.poll import WATERMARK_OVERLAP_SECONDS, WATERMARK_SETTLE_SECONDS
-from aldaemon.service import Runtime
+from aldaemon.service.runtime import Runtime
 from bench import common
 from tests.lsserver import LabelStudioClient, LabelStudioServer
 

@@ -59,7 +59,7 @@ from aldaemon.model.protocol import DEFAULT_FACTORY as DEFAULT_MODEL
 from aldaemon.model.protocol import build_model
 from aldaemon.model.training import evaluate
 from aldaemon.secret import Secret
-from aldaemon.service import Runtime
+from aldaemon.service.runtime import Runtime
 from bench import common, curves
 from demo.data import Review, ReviewSets, load_reviews
 from demo.labelstudio import DemoGateway

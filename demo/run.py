@@ -36,8 +36,8 @@ from typing import Any
 import structlog
 
 from aldaemon.errors import AldaemonError
-from aldaemon.logs import configure_logging, register_secret
 from aldaemon.secret import Secret
+from aldaemon.service.logs import configure_logging, register_secret
 from demo.data import PROJECT_TITLE, ReviewSets, load_reviews
 from demo.labelstudio import DemoUser, LocalLabelStudio, install_label_studio, is_healthy
 from demo.paths import DemoPaths, read_json, update_json, write_private

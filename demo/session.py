@@ -24,8 +24,8 @@ import structlog
 from aldaemon.config import Config, load_config
 from aldaemon.errors import ConfigError, ProjectNotFound
 from aldaemon.labelstudio import parse_labeling_config
-from aldaemon.logs import register_secret
 from aldaemon.secret import Secret
+from aldaemon.service.logs import register_secret
 from aldaemon.store import Store
 from demo.data import (
     LABEL_CONFIG,
@@ -208,8 +208,8 @@ async def run_session(
     `on_ready(project_id)` is called once the project and config exist, before the daemon
     starts: the command prints its banner there.
     """
-    from aldaemon.daemon import Daemon  # the service shell; imported when a session runs
-    from aldaemon.service import Runtime
+    from aldaemon.service.daemon import Daemon  # the service shell; imported when a session runs
+    from aldaemon.service.runtime import Runtime
 
     register_secret(token.reveal())
     async with LabelStudioGateway(url=url, token=token) as gateway:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import structlog
 
 from aldaemon.errors import LabelStudioAuthError, LabelStudioError
-from aldaemon.logs import register_secret
 from aldaemon.records import LabelingSchema
 from aldaemon.secret import Secret
+from aldaemon.service.logs import register_secret
 from demo.data import true_label
 from demo.labelstudio import DemoGateway as LabelStudioGateway
 from demo.labelstudio import annotator_token

@@ -52,7 +52,7 @@ import pytest
 
 from aldaemon.config import Config
 from aldaemon.loop.prune import prune_own_versions
-from aldaemon.service import Runtime
+from aldaemon.service.runtime import Runtime
 from aldaemon.store import UNFINISHED_STATES, Store, VersionRow
 from aldaemon.sync.versions import label_counts, training_examples
 from tests.conftest import MakeProject, project_factory

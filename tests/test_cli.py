@@ -1,4 +1,4 @@
-"""The command line: global flags in either place, and a start without a home directory."""
+"""The command line: global flags in either place, exit codes, a start without a home directory."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from aldaemon import errors
 from aldaemon.cli import build_parser
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -103,3 +104,48 @@ class TestStartWithoutAHomeDirectory:
         )
         readable.cleanup()
         assert (0, "") == (done.returncode, done.stderr)
+
+
+class TestExitCodes:
+    @pytest.mark.parametrize(
+        ("error", "expected"),
+        [
+            (errors.ConfigError("c.toml", ["x: bad"]), errors.EX_CONFIG),
+            (errors.StateError("state dir not writable"), errors.EX_CANTCREAT),
+            (errors.StateLockedError("held by pid 7"), errors.EX_CANTCREAT),
+            (errors.LabelStudioAuthError("401", status_code=401), 1),
+            (errors.LabelStudioUnreachable("down"), 1),
+            (errors.ModelWorkerLost("worker died"), 1),
+            (errors.AldaemonError("anything else"), 1),
+        ],
+    )
+    def test_each_error_class_has_its_exit_code(
+        self, error: errors.AldaemonError, expected: int
+    ) -> None:
+        """A bad config exits 78, unusable state 73, every other failure 1."""
+        assert expected == errors.exit_code(error)
+
+
+class TestErrorTree:
+    def test_a_dead_worker_is_temporary_unlike_a_bad_config(self) -> None:
+        """A worker killed for memory is retried; a bad config needs a person."""
+        lost = errors.ModelWorkerLost("worker died")
+        bad = errors.ConfigError("c.toml", ["x: bad"])
+        assert (True, False, True) == (
+            isinstance(lost, errors.TemporaryError),
+            isinstance(lost, errors.PermanentError),
+            isinstance(bad, errors.PermanentError),
+        )
+
+    def test_every_label_studio_leaf_is_on_one_side(self) -> None:
+        """Unreachable is temporary; refused, auth and not-found are permanent."""
+        sides = [
+            isinstance(cls("x"), errors.TemporaryError)
+            for cls in (
+                errors.LabelStudioUnreachable,
+                errors.LabelStudioRefused,
+                errors.LabelStudioAuthError,
+                errors.ProjectNotFound,
+            )
+        ]
+        assert [True, False, False, False] == sides

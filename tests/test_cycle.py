@@ -15,7 +15,7 @@ import pytest
 from aldaemon.config import Config, load_config
 from aldaemon.loop.context import CycleReport
 from aldaemon.loop.poll import WATERMARK_SETTLE_SECONDS, cap_watermark
-from aldaemon.service import Runtime
+from aldaemon.service.runtime import Runtime
 from aldaemon.store import Store
 from aldaemon.sync.reconcile import ReconcileOutcome
 from aldaemon.sync.versions import (

@@ -33,11 +33,11 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from aldaemon.daemon import WEBHOOK_DEBOUNCE_SECONDS
 from aldaemon.errors import EX_CONFIG
 from aldaemon.labelstudio import LabelStudioGateway
 from aldaemon.model.default import make_text_classifier
 from aldaemon.secret import Secret
+from aldaemon.service.daemon import WEBHOOK_DEBOUNCE_SECONDS
 from tests.conftest import MakeProject
 from tests.lsserver import LabelStudioClient, LabelStudioServer, free_port
 

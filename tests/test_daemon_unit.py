@@ -1,7 +1,8 @@
 """The daemon shell without Label Studio: health, watchdog, reload plans, scheduling, stop.
 
-Cycles here are played by `ScriptedRuntime`, a stand-in for `service.Runtime` whose
-`run_cycle` waits until the test lets it finish. What is under test is the daemon's own
+Cycles here are played by `ScriptedRuntime`, a stand-in for `service.runtime.Runtime`
+whose `run_cycle` waits until the test lets it finish; its runners are real
+`ProjectRunner`s whose cycle is that script. What is under test is the daemon's own
 bookkeeping (when a cycle runs, how many, what a stop does to it); the real Runtime and
 Label Studio are exercised by tests/test_daemon.py.
 """
@@ -24,17 +25,12 @@ from aldaemon.config import (
     RetrainConfig,
     StateConfig,
 )
-from aldaemon.daemon import (
-    Daemon,
-    assess_health,
-    plan_reload,
-    poll_job_id,
-    stale_after,
-    watchdog_due,
-)
-from aldaemon.metrics import Metrics
 from aldaemon.secret import Secret
-from aldaemon.service import ProjectHealth
+from aldaemon.service.daemon import Daemon, plan_reload, watchdog_due
+from aldaemon.service.health import ProjectHealth, assess_health, stale_after
+from aldaemon.service.metrics import Metrics
+from aldaemon.service.runner import ProjectRunner
+from aldaemon.service.schedule import poll_job_id
 
 NOW = 1_000_000.0
 BOUND = 10.0  # seconds any wait below may take before the test fails; not a speed claim
@@ -72,34 +68,44 @@ def config_text(project_ids: tuple[int, ...], state_dir: Path) -> str:
     )
 
 
+class ScriptedRunner(ProjectRunner):
+    """A real runner (lock, scheduled runs, rerun flag) whose cycle is the runtime's script."""
+
+    async def _cycle(  # type: ignore[override]
+        self, project: ProjectConfig, *, force_resync: bool = False, forced_training: bool = False
+    ) -> None:
+        await self._runtime.run_cycle(
+            project, force_resync=force_resync, forced_training=forced_training
+        )
+
+
 class ScriptedRuntime:
-    """Plays `service.Runtime` for the daemon: each cycle waits for `finish_cycles`."""
+    """Plays `service.runtime.Runtime` for the daemon: each cycle waits for `finish_cycles`."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.health = {p.id: ProjectHealth() for p in config.projects}
+        self.runners = {
+            p.id: ScriptedRunner(p.id, runtime=self)  # type: ignore[arg-type]
+            for p in config.projects
+        }
         self.worker = None
         self.started: list[tuple[int, bool]] = []  # (project id, forced_training)
         self.finished: list[int] = []
         self.cancelled: list[int] = []
         self.finish_cycles = asyncio.Event()
         self._cycle_started = asyncio.Event()
-        self._busy: set[int] = set()
 
     async def run_cycle(
         self, project: ProjectConfig, *, force_resync: bool = False, forced_training: bool = False
     ) -> None:
         self.started.append((project.id, forced_training))
-        self._busy.add(project.id)
         self._cycle_started.set()
         try:
             await self.finish_cycles.wait()
         except asyncio.CancelledError:
             self.cancelled.append(project.id)
             raise
-        finally:
-            self._busy.discard(project.id)
         self.finished.append(project.id)
 
     async def cycle_started(self) -> None:
@@ -107,8 +113,8 @@ class ScriptedRuntime:
         await asyncio.wait_for(self._cycle_started.wait(), BOUND)
         self._cycle_started.clear()
 
-    def is_busy(self, project_id: int) -> bool:
-        return project_id in self._busy
+    def busy_projects(self) -> list[int]:
+        return sorted(pid for pid, runner in self.runners.items() if runner.busy)
 
     async def wait_for_prunes(self) -> None:
         return None
@@ -364,7 +370,7 @@ class TestPollNow:
         daemon.scheduler.start()
         try:
             daemon._schedule_projects(runtime.config.projects)
-            await until(lambda: len(runtime.finished) == 1 and not daemon._in_progress)
+            await until(lambda: len(runtime.finished) == 1 and not runtime.busy_projects())
 
             daemon.poll_now(1)
             await until(lambda: len(runtime.finished) == 2)

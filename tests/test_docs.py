@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from aldaemon.cli import build_parser
-from aldaemon.metrics import Metrics
+from aldaemon.service.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = (ROOT / "README.md").read_text() + (ROOT / "deploy" / "README.md").read_text()

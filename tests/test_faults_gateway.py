@@ -35,7 +35,7 @@ from aldaemon.labelstudio import LabelStudioGateway, parse_labeling_config
 from aldaemon.loop.context import CycleReport
 from aldaemon.records import PredictionRecord
 from aldaemon.secret import Secret
-from aldaemon.service import Runtime
+from aldaemon.service.runtime import Runtime
 from tests.conftest import MakeProject
 from tests.faultproxy import FaultKind, FaultProxy
 from tests.lsserver import DEFAULT_LABEL_CONFIG, LabelStudioClient, LabelStudioServer

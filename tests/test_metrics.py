@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from aldaemon import errors
-from aldaemon.metrics import Metrics, labelstudio_error_kind
+from aldaemon.errors import error_kind
+from aldaemon.service.metrics import Metrics
 
 EXPORTED_NAMES = (
     "aldaemon_cycles_total",
@@ -119,7 +120,7 @@ class TestLabelStudioErrorKind:
     )
     def test_each_error_class_maps_to_its_kind(self, error: Exception, expected: str) -> None:
         """The most specific class in the error tree decides the kind label."""
-        assert expected == labelstudio_error_kind(error)
+        assert expected == error_kind(error)
 
     def test_record_counts_under_the_mapped_kind(self) -> None:
         """Recording an auth error increments the project's auth series."""

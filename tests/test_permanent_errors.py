@@ -26,12 +26,11 @@ import structlog
 from structlog.testing import LogCapture
 
 from aldaemon.config import Config, load_config
-from aldaemon.daemon import health_report
 from aldaemon.loop.context import CycleReport
 from aldaemon.loop.poll import WATERMARK_OVERLAP_SECONDS
 from aldaemon.records import LabelingSchema, PredictionRecord
-from aldaemon.server import HealthReport
-from aldaemon.service import Runtime
+from aldaemon.service.health import HealthReport
+from aldaemon.service.runtime import Runtime
 from aldaemon.store import Store, VersionRow
 from aldaemon.sync.versions import (
     SchemaChange,
@@ -129,7 +128,7 @@ def status_json(config_path: Path) -> dict[int, dict[str, Any]]:
 
 def health_now(runtime: Runtime) -> HealthReport:
     now = time.time()
-    return health_report(runtime, now=now, started_at=now)
+    return runtime.health_report(now=now, started_at=now)
 
 
 def annotate(client: LabelStudioClient, task_ids: Sequence[int], labels: Sequence[str]) -> None:

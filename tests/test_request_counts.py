@@ -10,8 +10,8 @@ import pytest
 
 from aldaemon.config import Config, load_config
 from aldaemon.loop.context import CycleReport
-from aldaemon.metrics import Metrics
-from aldaemon.service import Runtime
+from aldaemon.service.metrics import Metrics
+from aldaemon.service.runtime import Runtime
 from tests.conftest import project_factory
 from tests.lsserver import LabelStudioClient, LabelStudioServer
 

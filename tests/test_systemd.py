@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from aldaemon import systemd
+from aldaemon.service import systemd
 
 UNIT_FILE = Path(__file__).resolve().parent.parent / "deploy" / "aldaemon.service"
 INSTALLED_EXECUTABLE = "/opt/aldaemon/venv/bin/aldaemon"

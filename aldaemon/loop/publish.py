@@ -24,7 +24,6 @@ from aldaemon.sync.versions import VersionState, batches, queue_view_data, resum
 log = structlog.get_logger(__name__)
 
 
-
 class Publisher:
     """Uploads and activates one version for one cycle, counting into its report."""
 

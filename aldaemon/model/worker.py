@@ -41,7 +41,7 @@ from typing import Any, cast
 
 import structlog
 
-from aldaemon.errors import ModelError
+from aldaemon.errors import ModelError, ModelWorkerLost
 from aldaemon.model.results import ScoredPool, TrainingResult
 
 log = structlog.get_logger(__name__)
@@ -195,7 +195,7 @@ class ModelWorker:
             if self._closed:
                 raise ModelError(f"model job {job} stopped: the worker was shut down") from exc
             log.warning("model.worker_died", job=job)
-            raise ModelError(
+            raise ModelWorkerLost(
                 f"model job {job} failed: the worker process died (killed, or out of memory?)"
             ) from exc
         except asyncio.CancelledError:

@@ -1,4 +1,4 @@
-"""The service edge: one small HTTP server for Label Studio's webhooks, health and metrics.
+"""The HTTP edge: one small server for Label Studio's webhooks, health and metrics.
 
     POST /webhook   Label Studio says something changed -> 202, and the project's next
                     poll is requested. The webhook is a hint, never data: whatever its
@@ -31,20 +31,19 @@ serializing the project with all its counters inside the annotator's request.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
-from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from aldaemon.config import parse_listen
-from aldaemon.labelstudio.webhooks import WEBHOOK_SECRET_HEADER as SECRET_HEADER
-from aldaemon.metrics import Metrics
+from aldaemon.labelstudio import WEBHOOK_SECRET_HEADER
 from aldaemon.secret import Secret
+from aldaemon.service.health import HealthReport
+from aldaemon.service.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -61,15 +60,6 @@ IGNORED_ACTIONS = frozenset(
         "LABEL_LINK_DELETED",
     }
 )
-
-
-@dataclass(frozen=True)
-class HealthReport:
-    """What `/healthz` reports; built by the daemon, rendered here."""
-
-    healthy: bool
-    reasons: tuple[str, ...] = ()
-    projects: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -153,65 +143,6 @@ def parse_webhook(raw_body: bytes, *, query_project: int | None = None) -> Webho
     return WebhookEvent(project_id=project_id, action=action)
 
 
-class PollDebouncer:
-    """Coalesce poll requests per project: many within `delay` seconds -> one `fire`.
-
-    The window opens at the first request and is NOT extended by later ones: a burst of
-    50 webhooks gives one poll `delay` seconds after the first, and a steady stream still
-    polls every `delay` seconds instead of never. A request after a fire opens a new
-    window. `fire` may be sync or async; its exceptions are logged, never propagated.
-
-        requests:  x x x x x         x x
-        fires:     ---------F        -------F
-                   |<-delay->|
-    """
-
-    def __init__(self, delay: float, fire: Callable[[int], Awaitable[None] | None]) -> None:
-        self._delay = delay
-        self._fire = fire
-        self._timers: dict[int, asyncio.TimerHandle] = {}
-        self._running: set[asyncio.Task[None]] = set()
-
-    def request(self, project_id: int) -> None:
-        """Ask for a fire for `project_id`; a no-op when one is already pending."""
-        if project_id in self._timers:
-            return
-        loop = asyncio.get_running_loop()
-        self._timers[project_id] = loop.call_later(self._delay, self._due, project_id)
-
-    def pending(self) -> frozenset[int]:
-        """Projects with a fire scheduled but not yet started."""
-        return frozenset(self._timers)
-
-    async def aclose(self) -> None:
-        """Drop pending requests and cancel fires in progress (the daemon is stopping)."""
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
-        running = list(self._running)
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
-
-    def _due(self, project_id: int) -> None:
-        del self._timers[project_id]
-        try:
-            result = self._fire(project_id)
-        except Exception:
-            log.exception("debounce.fire_failed", project_id=project_id)
-            return
-        if inspect.isawaitable(result):
-            task = asyncio.create_task(self._await_fire(project_id, result))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-
-    async def _await_fire(self, project_id: int, result: Awaitable[None]) -> None:
-        try:
-            await result
-        except Exception:
-            log.exception("debounce.fire_failed", project_id=project_id)
-
-
 class _StructlogAccessLogger(AbstractAccessLogger):
     """Access log at debug through structlog; the path only (no query, no headers)."""
 
@@ -238,7 +169,7 @@ def _json_response(status: int, payload: Mapping[str, object]) -> web.Response:
     )
 
 
-class ServiceServer:
+class HttpEdge:
     """The aiohttp server behind `[daemon].listen`; `""` leaves it off."""
 
     def __init__(
@@ -269,7 +200,7 @@ class ServiceServer:
     def bound_port(self) -> int:
         """The port actually bound (the one the OS chose for port 0); only after start()."""
         if self._runner is None or not self._runner.addresses:
-            raise RuntimeError("the service server is not listening")
+            raise RuntimeError("the HTTP edge is not listening")
         port: int = self._runner.addresses[0][1]
         return port
 
@@ -300,7 +231,7 @@ class ServiceServer:
             webhook_authenticated=self._webhook_secret is not None,
         )
         if self._webhook_secret is None:
-            log.warning("server.webhook_unauthenticated", header=SECRET_HEADER)
+            log.warning("server.webhook_unauthenticated", header=WEBHOOK_SECRET_HEADER)
 
     async def stop(self) -> None:
         """Stop listening; safe to call twice or without start()."""
@@ -327,7 +258,7 @@ class ServiceServer:
         return None if matches else "wrong_secret"
 
     async def _handle_webhook(self, request: web.Request) -> web.Response:
-        secret_problem = self._secret_problem(request.headers.get(SECRET_HEADER))
+        secret_problem = self._secret_problem(request.headers.get(WEBHOOK_SECRET_HEADER))
         if secret_problem is not None:
             return self._reject(
                 status=401, outcome="unauthorized", reason=secret_problem, remote=request.remote

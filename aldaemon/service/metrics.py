@@ -6,8 +6,8 @@ and a second `Counter("aldaemon_cycles_total", ...)` on the global registry rais
 
 Label conventions, so that dashboards can rely on them:
 - `project` is the Label Studio project id as a decimal string ("1"), see `project_label`.
-- `step` is one of `STEPS`; `kind` (Label Studio errors) is one of `ERROR_KINDS`, chosen
-  by `labelstudio_error_kind` from the exception tree in `aldaemon.errors`.
+- `step` is one of `STEPS`; `kind` (Label Studio errors) is one of `errors.ERROR_KINDS`,
+  chosen by `errors.error_kind` from the exception tree.
 
 `aldaemon_seconds_since_last_success` is computed when Prometheus scrapes, from the
 `aldaemon_last_success_timestamp_seconds` gauge, so an alert such as "no success for an
@@ -23,10 +23,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from aldaemon import errors
+from aldaemon.errors import ERROR_KINDS, error_kind
 
 STEPS = ("poll", "reconcile", "train", "score", "upload", "activate", "view", "prune")
-ERROR_KINDS = ("unreachable", "auth", "not_found", "refused", "other")
 WEBHOOK_OUTCOMES = (
     "accepted",  # a poll was requested
     "ignored",  # authentic, but the action cannot change tasks or annotations
@@ -43,22 +42,6 @@ _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600,
 def project_label(project_id: int) -> str:
     """The `project` label value for a project id; one spelling everywhere."""
     return str(project_id)
-
-
-def labelstudio_error_kind(error: BaseException) -> str:
-    """Map an exception to the `kind` label of `aldaemon_labelstudio_errors_total`.
-
-    Most specific class first: `LabelStudioAuthError` is also a `LabelStudioRefused`.
-    """
-    if isinstance(error, errors.LabelStudioUnreachable):
-        return "unreachable"
-    if isinstance(error, errors.LabelStudioAuthError):
-        return "auth"
-    if isinstance(error, errors.ProjectNotFound):
-        return "not_found"
-    if isinstance(error, errors.LabelStudioRefused):
-        return "refused"
-    return "other"
 
 
 class _SecondsSinceLastSuccess:
@@ -171,7 +154,7 @@ class Metrics:
     def record_labelstudio_error(self, project_id: int, error: BaseException) -> None:
         """Count one failed Label Studio call under the kind its exception maps to."""
         self.labelstudio_errors.labels(
-            project=project_label(project_id), kind=labelstudio_error_kind(error)
+            project=project_label(project_id), kind=error_kind(error)
         ).inc()
 
     def last_success_timestamps(self) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""`aldaemon run`: the service shell around `Runtime.run_cycle`.
+"""`aldaemon run`: the service shell around the runtime's `ProjectRunner`s.
 
     start: open state -> HTTP server -> scheduler -> READY=1
     every poll_interval (+jitter), per project ........ run_cycle      (APScheduler job)
@@ -11,15 +11,16 @@
                   (grace over, or a second signal: cancel them and kill the training
                   worker; every step is resumable, so the next start carries on)
 
-Each APScheduler run is its own asyncio task, so a slow project never delays another,
-and structlog's context variables (project_id, cycle_id) stay with their own cycle.
-Job defaults: coalesce (a backlog of missed runs becomes one), max_instances=1, and no
-misfire cut-off, so a run late because the loop was busy still happens once.
+The jobs and their defaults are in schedule.py.
 
 Why a webhook for a busy project is not a `job.modify(next_run_time=now)`: APScheduler
 refuses a run while the previous one of the same job is still going (max_instances) and
 drops it, so a change made during a long training would wait a whole poll_interval.
-The running job instead loops once more (`_rerun_requested`).
+The running job instead loops once more (`ProjectRunner.request_rerun`).
+
+The shell holds no per-project state: each project's lock, rerun flag, health and prune
+task live in its runner; the shell owns the scheduler, the webhook debouncer, signals,
+reload, the watchdog and the HTTP edge.
 """
 
 from __future__ import annotations
@@ -27,95 +28,26 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections import Counter
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
-from aldaemon import systemd
 from aldaemon.config import Config, ProjectConfig, load_config
 from aldaemon.errors import AldaemonError, ConfigError
-from aldaemon.logs import register_secret
-from aldaemon.server import HealthReport, PollDebouncer, ServiceServer
-from aldaemon.service import ProjectHealth, Runtime
+from aldaemon.service import schedule, systemd
+from aldaemon.service.debounce import PollDebouncer
+from aldaemon.service.health import stale_after
+from aldaemon.service.http import HttpEdge
+from aldaemon.service.logs import register_secret
+from aldaemon.service.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
 WEBHOOK_DEBOUNCE_SECONDS = 1.0
 # Without systemd's watchdog the heartbeat still runs, so a stall shows in the log.
 DEFAULT_HEARTBEAT_SECONDS = 15.0
-# A project's first poll after start or reload; staggered so they do not all hit at once.
-STAGGER_SECONDS = 0.5
-
-
-def poll_job_id(project_id: int) -> str:
-    return f"poll-{project_id}"
-
-
-def cron_job_id(project_id: int) -> str:
-    return f"cron-{project_id}"
-
-
-def stale_after(config: Config) -> float:
-    """How old a project's last success may be before /healthz says 503."""
-    daemon = config.daemon
-    return daemon.stale_after or 3 * daemon.poll_interval + daemon.cycle_timeout
-
-
-def assess_health(
-    *,
-    project_ids: Iterable[int],
-    health: Mapping[int, ProjectHealth],
-    busy: frozenset[int],
-    now: float,
-    started_at: float,
-    stale_limit: float,
-) -> HealthReport:
-    """Healthy when no project failed permanently, none lost Label Studio, all succeeded lately.
-
-    A project that has not succeeded yet is measured from the daemon's start, so a fresh
-    daemon is healthy until it has had `stale_limit` seconds to prove itself.
-    """
-    reasons: list[str] = []
-    projects: dict[str, object] = {}
-    for project_id in project_ids:
-        state = health.get(project_id)
-        last = state.last_success_at if state else None
-        age = now - (last if last is not None else started_at)
-        entry: dict[str, object] = {
-            "last_success_age_s": None if last is None else round(now - last, 1),
-            "busy": project_id in busy,
-        }
-        if state is not None and state.failure:
-            reasons.append(f"project {project_id} failed: {state.failure}")
-            entry["failure"] = state.failure
-        elif state is not None and state.unreachable_since is not None:
-            reasons.append(f"project {project_id}: Label Studio unreachable")
-            entry["unreachable_s"] = round(now - state.unreachable_since, 1)
-        elif age > stale_limit:
-            reasons.append(f"project {project_id}: no successful cycle for {age:.0f} s")
-        projects[str(project_id)] = entry
-    return HealthReport(healthy=not reasons, reasons=tuple(reasons), projects=projects)
-
-
-def health_report(runtime: Runtime, *, now: float, started_at: float) -> HealthReport:
-    """`assess_health` for the runtime's current projects."""
-    project_ids = [p.id for p in runtime.config.projects]
-    return assess_health(
-        project_ids=project_ids,
-        health=runtime.health,
-        busy=frozenset(pid for pid in project_ids if runtime.is_busy(pid)),
-        now=now,
-        started_at=started_at,
-        stale_limit=stale_after(runtime.config),
-    )
 
 
 def watchdog_due(*, busy: bool, seconds_since_progress: float, stale_limit: float) -> bool:
@@ -154,10 +86,6 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
     )
 
 
-def _utc_now_plus(seconds: float) -> datetime:
-    return datetime.now(UTC) + timedelta(seconds=seconds)
-
-
 def _register_secrets(config: Config) -> None:
     """Keep this config's secrets out of every log line, even one a library writes."""
     register_secret(config.labelstudio.token.reveal())
@@ -174,19 +102,10 @@ class Daemon:
         self.started_at = time.time()
         self.stopping = asyncio.Event()
         self._forced_stop = asyncio.Event()
-        self.scheduler = AsyncIOScheduler(
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
-            timezone="UTC",
-        )
-        self.scheduler.add_listener(self._on_job_error, EVENT_JOB_ERROR)
+        self.scheduler = schedule.new_scheduler()
         self.debouncer = PollDebouncer(delay=WEBHOOK_DEBOUNCE_SECONDS, fire=self.poll_now)
-        self.server: ServiceServer | None = None
+        self.server: HttpEdge | None = None
         self.last_progress = time.monotonic()
-        # One cycle per project at a time, taken BEFORE checking `stopping`, so a job that
-        # waited for a running cycle does not start a new one once shutdown began.
-        self._turns: dict[int, asyncio.Lock] = {}
-        self._in_progress: Counter[int] = Counter()
-        self._rerun_requested: set[int] = set()
         self._cycle_tasks: set[asyncio.Task[Any]] = set()
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
@@ -237,7 +156,7 @@ class Daemon:
             self.scheduler.pause()
         await self.debouncer.aclose()
         grace = self.runtime.config.daemon.shutdown_grace
-        busy = sorted(pid for pid, count in self._in_progress.items() if count)
+        busy = self.runtime.busy_projects()
         if busy:
             log.info("daemon.waiting_for_cycles", projects=busy, grace_s=grace)
         if not await self._drain(grace):
@@ -290,13 +209,13 @@ class Daemon:
         config = self.runtime.config
         if not config.daemon.listen:
             return
-        server = ServiceServer(
+        server = HttpEdge(
             listen=config.daemon.listen,
             webhook_secret=config.daemon.webhook_secret,
             metrics=self.runtime.metrics,
             known_projects=lambda: [p.id for p in self.runtime.config.projects],
             request_poll=self.debouncer.request,
-            health=lambda: health_report(self.runtime, now=time.time(), started_at=self.started_at),
+            health=lambda: self.runtime.health_report(now=time.time(), started_at=self.started_at),
         )
         try:
             await server.start()
@@ -319,89 +238,45 @@ class Daemon:
 
     def _schedule_projects(self, projects: Iterable[ProjectConfig]) -> None:
         """(Re)create each project's jobs; the first poll comes now, staggered."""
-        interval = self.runtime.config.daemon.poll_interval
-        for index, project in enumerate(projects):
-            self.scheduler.add_job(
-                self._run_project,
-                IntervalTrigger(seconds=interval, jitter=min(interval * 0.1, 5.0)),
-                args=(project.id,),
-                id=poll_job_id(project.id),
-                name=f"poll project {project.id}",
-                replace_existing=True,
-                next_run_time=_utc_now_plus(index * STAGGER_SECONDS),
-            )
-            if project.retrain.cron:
-                self.scheduler.add_job(
-                    self._run_project,
-                    CronTrigger.from_crontab(project.retrain.cron, timezone="UTC"),
-                    args=(project.id,),
-                    kwargs={"forced_training": True},
-                    id=cron_job_id(project.id),
-                    name=f"forced retrain project {project.id}",
-                    replace_existing=True,
-                )
-            elif self.scheduler.get_job(cron_job_id(project.id)) is not None:
-                self.scheduler.remove_job(cron_job_id(project.id))
-
-    def _unschedule_project(self, project_id: int) -> None:
-        for job_id in (poll_job_id(project_id), cron_job_id(project_id)):
-            if self.scheduler.get_job(job_id) is not None:
-                self.scheduler.remove_job(job_id)
+        schedule.schedule_projects(
+            self.scheduler,
+            projects,
+            poll_interval=self.runtime.config.daemon.poll_interval,
+            run=self._run_project,
+        )
 
     async def _run_project(self, project_id: int, *, forced_training: bool = False) -> None:
         """One scheduled run: a cycle, plus one more for each poll requested meanwhile."""
+        runner = self.runtime.runners.get(project_id)
+        if runner is None:  # a job left for a project no reload ever configured
+            return
         task = asyncio.current_task()
         if task is not None:
             task.set_name(f"cycle-{project_id}")
             self._cycle_tasks.add(task)
             task.add_done_callback(self._cycle_tasks.discard)
-        self._in_progress[project_id] += 1
-        turn = self._turns.setdefault(project_id, asyncio.Lock())
         try:
-            forced = forced_training
-            while True:
-                async with turn:
-                    project = self.runtime.config.project(project_id)
-                    if self.stopping.is_set() or project is None:
-                        return
-                    self._rerun_requested.discard(project_id)
-                    await self.runtime.run_cycle(project, forced_training=forced)
-                    self.last_progress = time.monotonic()
-                if project_id not in self._rerun_requested:
-                    return
-                forced = False
-                log.debug("poll.repeated", project_id=project_id, reason="requested during cycle")
+            await runner.run_scheduled(
+                forced_training=forced_training,
+                stopping=self.stopping,
+                on_progress=self._note_progress,
+            )
         except asyncio.CancelledError:
             # Only shutdown cancels a cycle. The task is the scheduler's and nobody awaits
             # it, so ending quietly beats APScheduler logging a traceback for it.
             log.info("cycle.cancelled", project_id=project_id, action="resumes at the next start")
-        finally:
-            self._in_progress[project_id] -= 1
-            if not self._in_progress[project_id]:
-                del self._in_progress[project_id]
+
+    def _note_progress(self) -> None:
+        self.last_progress = time.monotonic()
 
     def poll_now(self, project_id: int) -> None:
         """Poll the project as soon as possible (a webhook said something changed)."""
         if self.stopping.is_set():
             return
-        if self._in_progress.get(project_id):
-            self._rerun_requested.add(project_id)
-            log.debug("poll.requested_after_cycle", project_id=project_id)
+        runner = self.runtime.runners.get(project_id)
+        if runner is not None and runner.request_rerun():
             return
-        job = self.scheduler.get_job(poll_job_id(project_id))
-        if job is None:
-            return
-        log.debug("poll.requested_early", project_id=project_id)
-        job.modify(next_run_time=_utc_now_plus(0))
-
-    def _on_job_error(self, event: JobExecutionEvent) -> None:
-        # run_cycle never raises for a cycle's own failure: reaching this is a bug.
-        log.error(
-            "scheduler.job_failed",
-            job_id=event.job_id,
-            error=f"{type(event.exception).__name__}: {event.exception}",
-            traceback=event.traceback,
-        )
+        schedule.poll_soon(self.scheduler, project_id)
 
     # --- reload and watchdog --------------------------------------------------------------
 
@@ -434,8 +309,7 @@ class Daemon:
         _register_secrets(new)
         await self.runtime.reload(new)
         for removed in plan.removed:
-            self._unschedule_project(removed)
-            self._rerun_requested.discard(removed)
+            schedule.unschedule_project(self.scheduler, removed)
         self._schedule_projects(new.projects)
         if plan.restart_server and self.server is not None:
             await self.server.stop()
@@ -468,7 +342,7 @@ class Daemon:
             await asyncio.sleep(period)
             idle_for = time.monotonic() - self.last_progress
             if watchdog_due(
-                busy=bool(self._in_progress),
+                busy=bool(self.runtime.busy_projects()),
                 seconds_since_progress=idle_for,
                 stale_limit=stale_after(self.runtime.config),
             ):
