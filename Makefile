@@ -26,6 +26,7 @@ test: $(STAMP) label-studio lint typecheck
 lint: $(STAMP)
 	$(BIN)/ruff check aldaemon demo examples tests bench
 	$(BIN)/ruff format --check aldaemon demo examples tests bench
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
