@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -12,97 +11,24 @@ from typing import Any
 
 import pytest
 
-from aldaemon.config import Config, load_config
-from aldaemon.loop.context import CycleReport
 from aldaemon.loop.poll import WATERMARK_SETTLE_SECONDS, cap_watermark
-from aldaemon.service.runtime import Runtime
 from aldaemon.store import Store
 from aldaemon.sync.reconcile import ReconcileOutcome
 from aldaemon.sync.versions import (
-    batches,
     label_counts,
-    own_version_number,
     queue_view_data,
-    resume_position,
     training_examples,
 )
 from aldaemon.views.status import collect
-from tests.conftest import MakeProject
+from tests.conftest import MakeProject, project_factory
+from tests.helpers import (
+    annotate_some,
+    make_tasks,
+    one_cycle,
+    predictions_by_version,
+    write_config,
+)
 from tests.lsserver import LabelStudioClient, LabelStudioServer
-
-POSITIVE = ["great", "wonderful", "excellent", "love", "tasty", "perfect", "fresh", "yummy"]
-NEGATIVE = ["awful", "terrible", "bad", "hate", "stale", "broken", "bland", "gross"]
-
-
-def review(rng: random.Random, label: str) -> str:
-    """A text leaning to `label`, with some words of the other side so scores vary."""
-    own, other = (POSITIVE, NEGATIVE) if label == "pos" else (NEGATIVE, POSITIVE)
-    words = rng.sample(own, 3) + rng.sample(other, rng.randint(0, 2)) + ["food", "box"]
-    rng.shuffle(words)
-    return " ".join(words)
-
-
-def make_tasks(n: int, *, seed: int = 0) -> tuple[list[dict[str, object]], list[str]]:
-    rng = random.Random(seed)
-    labels = ["pos" if i % 2 == 0 else "neg" for i in range(n)]  # every prefix has both classes
-    return [{"text": review(rng, label)} for label in labels], labels
-
-
-def write_config(
-    tmp_path: Path,
-    server: LabelStudioServer,
-    project_id: int,
-    *,
-    token: str | None = None,
-    extra: str = "",
-    retrain: str = "min_new_annotations = 4\nmin_interval = 0\nmin_per_class = 2",
-    predictions: str = "",
-) -> Config:
-    path = tmp_path / "config.toml"
-    path.write_text(
-        f"""
-[labelstudio]
-url = "{server.url}"
-token = "{token or server.legacy_token}"
-max_attempts = 2
-
-[state]
-dir = "{tmp_path / "state"}"
-
-[daemon]
-listen = ""
-{extra}
-
-[[projects]]
-id = {project_id}
-[projects.retrain]
-{retrain}
-[projects.predictions]
-{predictions}
-"""
-    )
-    return load_config(path, env={})
-
-
-async def one_cycle(config: Config, **kwargs: Any) -> CycleReport:
-    async with Runtime(config) as runtime:
-        report = await runtime.run_cycle(config.projects[0], **kwargs)
-        await runtime.wait_for_prunes()  # leaving the Runtime cancels a prune still running
-        return report
-
-
-def annotate_some(
-    client: LabelStudioClient, task_ids: list[int], labels: list[str], count: int
-) -> list[int]:
-    return [client.annotate(task_ids[i], labels[i]) for i in range(count)]
-
-
-def predictions_by_version(client: LabelStudioClient, project_id: int) -> dict[str, list[int]]:
-    grouped: dict[str, list[int]] = {}
-    for prediction in client.predictions(project_id):
-        grouped.setdefault(prediction["model_version"], []).append(prediction["task"])
-    return grouped
-
 
 pytestmark = pytest.mark.labelstudio
 
@@ -446,78 +372,6 @@ class TestPublishing:
         assert (37, 1) == (len(per_task), max(per_task.values()))
 
 
-class KilledHere(BaseException):
-    """Stands for a SIGKILL at this point: no handler of the daemon's runs after it."""
-
-
-class TestResumingARepairedUpload:
-    def test_a_kill_while_resending_lost_predictions_resumes_without_a_duplicate(
-        self,
-        tmp_path: Path,
-        label_studio: LabelStudioServer,
-        ls_client: LabelStudioClient,
-        make_project: MakeProject,
-    ) -> None:
-        """Predictions lost before the final count are re-sent; a kill then loses nothing.
-
-        After the last batch, everything but the third batch's predictions is deleted in
-        Label Studio (a real deletion), so the check finds them missing and sends them
-        again; the process dies after the first of those batches. The rerun must resume
-        from what the store says was sent, not send the third batch's tasks a second time.
-        """
-        tasks, labels = make_tasks(110, seed=23)
-        project_id = make_project(tasks)
-        annotate_some(ls_client, ls_client.task_ids(project_id), labels, 10)
-        config = write_config(tmp_path, label_studio, project_id, predictions="batch_size = 25")
-        version = "aldaemon-v1"
-
-        async def run_killed_during_the_resend() -> None:
-            async with Runtime(config) as runtime:
-                gateway, store = runtime.gateway, runtime.store
-                assert gateway is not None and store is not None
-                count_versions, import_predictions = (
-                    gateway.model_version_counts,
-                    gateway.import_predictions,
-                )
-                resent: list[int] = []
-
-                async def counts_after_losing_predictions(project: int) -> dict[str, int]:
-                    stored = store.get_version(project_id, version)
-                    if stored is not None and stored.state == "uploading" and not resent:
-                        third_batch = {
-                            p.task_id for p in store.load_predictions(project, version)[50:75]
-                        }
-                        for prediction in ls_client.predictions(project):
-                            if prediction["task"] not in third_batch:
-                                ls_client.call("DELETE", f"/api/predictions/{prediction['id']}/")
-                        resent.append(0)
-                    return await count_versions(project)
-
-                async def import_then_die(project: int, **kwargs: Any) -> int:
-                    if resent:
-                        resent.append(len(kwargs["predictions"]))
-                        if len(resent) == 3:
-                            raise KilledHere
-                    return await import_predictions(project, **kwargs)
-
-                gateway.model_version_counts = counts_after_losing_predictions  # type: ignore[method-assign]
-                gateway.import_predictions = import_then_die  # type: ignore[method-assign]
-                with pytest.raises(KilledHere):
-                    await runtime.run_cycle(config.projects[0])
-
-        asyncio.run(run_killed_during_the_resend())
-        report = asyncio.run(one_cycle(config))
-
-        per_task = Counter(
-            (p["task"], p["model_version"]) for p in ls_client.predictions(project_id)
-        )
-        assert (100, 1) == (len(per_task), max(per_task.values()))
-        assert ("ok", version) == (
-            report.outcome,
-            ls_client.get_project(project_id)["model_version"],
-        )
-
-
 class TestColdStartAndBadData:
     def test_one_class_only_publishes_nothing_and_status_says_why(
         self,
@@ -584,32 +438,6 @@ class TestColdStartAndBadData:
         assert labels_sent <= {"pos", "neg"}
 
 
-class TestResumeArithmetic:
-    def test_batches_cover_every_position_once(self) -> None:
-        """Batch cuts are contiguous and cover 0..n exactly."""
-        assert [(0, 3), (3, 6), (6, 7)] == batches(7, 3)
-
-    def test_batch_that_did_not_land_is_sent_again(self) -> None:
-        """Server count equal to what was recorded: resume at the recorded position."""
-        assert 3 == resume_position(uploaded_count=3, server_count=3, cuts=batches(7, 3))
-
-    def test_batch_that_landed_is_skipped(self) -> None:
-        """Server count one batch ahead: that batch landed, resume after it."""
-        assert 6 == resume_position(uploaded_count=3, server_count=6, cuts=batches(7, 3))
-
-    def test_unexplained_count_asks_for_a_listing(self) -> None:
-        """A count matching neither case returns None (the caller lists predictions)."""
-        assert resume_position(uploaded_count=3, server_count=5, cuts=batches(7, 3)) is None
-
-    def test_own_version_names_are_recognised_by_prefix(self) -> None:
-        """Only "<prefix>-v<n>" is ours; other names are not."""
-        assert (4, None, None) == (
-            own_version_number("aldaemon", "aldaemon-v4"),
-            own_version_number("aldaemon", "other-v4"),
-            own_version_number("aldaemon", "aldaemon-v4-copy"),
-        )
-
-
 def outcome_with_newest(updated_at: str) -> ReconcileOutcome:
     """A reconcile outcome whose newest task was updated at `updated_at`, nothing else."""
     return ReconcileOutcome(
@@ -665,3 +493,56 @@ class TestWatermarkOfMultiPageScans:
         assert changes.started_at is not None
         # `Date` has whole seconds (floored): the server clock was below Date + 1 s.
         assert (newest - changes.started_at).total_seconds() < 2.0
+
+
+# ---- the same behaviours against Label Studio on PostgreSQL -----------------------------
+# Why again on PostgreSQL: the daemon leans on server behaviour that differs by database.
+# Commit order can differ from `updated_at` order (the watermark's overlap exists for it),
+# NULL scores sort last instead of first in uncertainty sampling, and the Data Manager's
+# ordering and filters are SQL the ORM writes differently per backend. The test bodies
+# above are borrowed by name, not copied; `OnPostgreSQL` overrides the fixtures they ask
+# for, so the same code runs against the `label_studio_pg` server. Only a representative
+# subset runs there, to keep the added time modest.
+
+
+class OnPostgreSQL:
+    """Fixtures that make "the" Label Studio of a test class the one on PostgreSQL."""
+
+    @pytest.fixture
+    def label_studio(self, label_studio_pg: LabelStudioServer) -> LabelStudioServer:
+        return label_studio_pg
+
+    @pytest.fixture
+    def ls_client(self, label_studio_pg: LabelStudioServer) -> LabelStudioClient:
+        return LabelStudioClient(label_studio_pg)
+
+    @pytest.fixture
+    def make_project(
+        self, ls_client: LabelStudioClient, request: pytest.FixtureRequest
+    ) -> MakeProject:
+        return project_factory(ls_client, request)
+
+
+@pytest.mark.postgres
+class TestReadingOnPostgreSQL(OnPostgreSQL):
+    test_first_poll_records_every_annotation_and_idle_poll_costs_two_requests = (
+        TestReading.test_first_poll_records_every_annotation_and_idle_poll_costs_two_requests
+    )
+    test_updates_skips_and_deletions_land = TestReading.test_updates_skips_and_deletions_land
+    test_deleted_task_is_found_by_the_resync = TestReading.test_deleted_task_is_found_by_the_resync
+
+
+@pytest.mark.postgres
+class TestPublishingOnPostgreSQL(OnPostgreSQL):
+    test_crossing_the_threshold_publishes_an_active_sorted_version = (
+        TestPublishing.test_crossing_the_threshold_publishes_an_active_sorted_version
+    )
+    test_queue_view_lists_unlabeled_tasks_by_ascending_score = (
+        TestPublishing.test_queue_view_lists_unlabeled_tasks_by_ascending_score
+    )
+    test_three_trainings_keep_two_own_versions_and_spare_foreign_ones = (
+        TestPublishing.test_three_trainings_keep_two_own_versions_and_spare_foreign_ones
+    )
+    test_queue_view_holds_only_the_active_version_not_one_it_is_a_prefix_of = (
+        TestPublishing.test_queue_view_holds_only_the_active_version_not_one_it_is_a_prefix_of
+    )

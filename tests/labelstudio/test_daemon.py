@@ -39,10 +39,9 @@ from aldaemon.model.default import make_text_classifier
 from aldaemon.secret import Secret
 from aldaemon.service.daemon import WEBHOOK_DEBOUNCE_SECONDS
 from tests.conftest import MakeProject
-from tests.lsserver import LabelStudioClient, LabelStudioServer, free_port
+from tests.lsserver import REPO_ROOT, LabelStudioClient, LabelStudioServer, free_port
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SLOW_MODEL = "tests.test_daemon:make_slow_classifier"
+SLOW_MODEL = "tests.labelstudio.test_daemon:make_slow_classifier"
 FIT_DELAY_ENV = "ALDAEMON_TEST_FIT_DELAY"
 WEBHOOK_SECRET = "webhook-secret-for-daemon-tests-42"
 UNCERTAINTY_SAMPLING = "Uncertainty sampling"

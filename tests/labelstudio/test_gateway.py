@@ -36,30 +36,16 @@ from aldaemon.labelstudio.payloads import (
     task_query,
 )
 from aldaemon.labelstudio.retry import HttpStatusError, Replay, backoff_seconds, is_retryable
-from aldaemon.records import LabelingSchema, PredictionRecord, TaskRecord
+from aldaemon.records import PredictionRecord
 from aldaemon.secret import Secret
 from aldaemon.sync.timestamps import format_ls_datetime, parse_ls_datetime
 from demo.labelstudio import DemoGateway
 from tests.conftest import MakeProject
 from tests.faultproxy import FaultProxy
+from tests.helpers import changed_tasks
 from tests.lsserver import DEFAULT_LABEL_CONFIG, LabelStudioClient, LabelStudioServer, free_port
 
 SCHEMA = parse_labeling_config(DEFAULT_LABEL_CONFIG)
-
-
-async def changed_tasks(
-    gw: LabelStudioGateway,
-    project_id: int,
-    *,
-    schema: LabelingSchema,
-    updated_after: str | None,
-    page_size: int = 500,
-) -> list[TaskRecord]:
-    """The tasks of one `fetch_changes` scan, for tests that need no scan details."""
-    changes = await gw.fetch_changes(
-        project_id, schema=schema, updated_after=updated_after, page_size=page_size
-    )
-    return changes.tasks
 
 
 QUEUE_VIEW = {

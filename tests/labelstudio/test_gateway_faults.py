@@ -9,43 +9,32 @@ non-idempotent import twice; the cycle must then finish that upload without dupl
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from aldaemon.config import (
-    Config,
-    DaemonConfig,
-    LabelStudioConfig,
-    PredictionsConfig,
-    ProjectConfig,
-    RetrainConfig,
-    StateConfig,
-)
 from aldaemon.errors import (
     LabelStudioAuthError,
     LabelStudioUnreachable,
     ProjectNotFound,
 )
 from aldaemon.labelstudio import LabelStudioGateway, parse_labeling_config
-from aldaemon.loop.context import CycleReport
 from aldaemon.records import PredictionRecord
 from aldaemon.secret import Secret
-from aldaemon.service.runtime import Runtime
 from tests.conftest import MakeProject
 from tests.faultproxy import FaultKind, FaultProxy
-from tests.lsserver import DEFAULT_LABEL_CONFIG, LabelStudioClient, LabelStudioServer
-from tests.test_gateway import changed_tasks
+from tests.helpers import IMPORT_PATH, QUICK_BACKOFF, changed_tasks, statuses
+from tests.lsserver import (
+    DEFAULT_LABEL_CONFIG,
+    LabelStudioClient,
+    LabelStudioServer,
+    LabelStudioServerError,
+)
 
 pytestmark = pytest.mark.labelstudio
 
 SCHEMA = parse_labeling_config(DEFAULT_LABEL_CONFIG)
-IMPORT_PATH = "/import/predictions"
-QUICK_BACKOFF = 0.2  # seconds: the cap on waits between attempts, to keep the suite quick
 
 
 @pytest.fixture
@@ -69,11 +58,6 @@ def gateway_via(
         max_attempts=max_attempts,
         max_backoff=max_backoff,
     )
-
-
-def statuses(proxy: FaultProxy, path: str, method: str | None = None) -> list[int | None]:
-    """What each request to `path` got, in order; None where the connection was closed."""
-    return [seen.status for seen in proxy.requests(method=method, path_contains=path)]
 
 
 def texts(count: int) -> list[dict[str, object]]:
@@ -354,118 +338,45 @@ class TestImportPredictionsIsNeverReplayed:
         assert [None] == statuses(proxy, IMPORT_PATH, method="POST")
 
 
-# ---- the lead's cycle, through the proxy -----------------------------------------------
+# ---- task data Label Studio stores but cannot serve ------------------------------------------
 
-TASK_COUNT = 16
-LABELED_COUNT = 6
-BATCH_SIZE = 4  # 10 unlabeled tasks: batches of 4, 4, 2; the first one's answer is lost
+LONE_SURROGATE_TEXT = "broken \ud800 text"  # valid in JSON ("\ud800"), not encodable as UTF-8
 
 
-class QuickRetryRuntime(Runtime):
-    """The real Runtime, with a gateway that waits at most QUICK_BACKOFF between attempts."""
+@pytest.mark.labelstudio
+class TestLoneSurrogateInTaskData:
+    """Label Studio 1.23.2 imports a task whose text holds a lone UTF-16 surrogate, then
+    fails (HTTP 500, UnicodeEncodeError in its log) on every listing that includes `data`."""
 
-    @staticmethod
-    def _make_gateway(config: Config) -> LabelStudioGateway:
-        return LabelStudioGateway(
-            url=config.labelstudio.url,
-            token=config.labelstudio.token,
-            timeout=config.labelstudio.timeout,
-            max_attempts=config.labelstudio.max_attempts,
-            max_backoff=QUICK_BACKOFF,
-        )
-
-
-@dataclass(frozen=True)
-class LostImportRun:
-    """Two cycles of one project, the first one's first import answer dropped."""
-
-    first: CycleReport
-    second: CycleReport
-    unlabeled_task_ids: list[int]
-    predictions: list[dict[str, object]]
-    project: dict[str, object]
-    import_statuses: list[int | None]
-
-
-def cycle_config(*, url: str, token: str, state_dir: Path, project_id: int) -> Config:
-    return Config(
-        path="(built by test_faults_gateway)",
-        labelstudio=LabelStudioConfig(url=url, token=Secret(token), max_attempts=3),
-        state=StateConfig(dir=state_dir),
-        daemon=DaemonConfig(listen=""),
-        projects=(
-            ProjectConfig(
-                id=project_id,
-                retrain=RetrainConfig(min_new_annotations=1, min_interval=0.0, min_per_class=2),
-                predictions=PredictionsConfig(batch_size=BATCH_SIZE),
-            ),
-        ),
-    )
-
-
-async def two_cycles(config: Config) -> tuple[CycleReport, CycleReport]:
-    async with QuickRetryRuntime(config) as runtime:
-        first = await runtime.run_cycle(config.projects[0])
-        second = await runtime.run_cycle(config.projects[0])
-    return first, second
-
-
-@pytest.fixture(scope="module")
-def lost_import_run(
-    label_studio: LabelStudioServer,
-    ls_client: LabelStudioClient,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> LostImportRun:
-    project_id = ls_client.create_project(title="lost import answer")
-    words = ("good", "fine", "bad", "poor")
-    task_ids = ls_client.import_tasks(
-        project_id, [{"text": f"{words[n % 4]} item {n}"} for n in range(TASK_COUNT)]
-    )
-    for index, task_id in enumerate(task_ids[:LABELED_COUNT]):
-        ls_client.annotate(task_id, "pos" if index % 2 == 0 else "neg")
-    with FaultProxy(label_studio.url) as proxy:
-        proxy.drop_response_next(n=1, method="POST", path_contains=IMPORT_PATH)
-        config = cycle_config(
-            url=proxy.url,
-            token=label_studio.legacy_token,
-            state_dir=tmp_path_factory.mktemp("lost-import") / "state",
-            project_id=project_id,
-        )
-        first, second = asyncio.run(two_cycles(config))
-        import_statuses = statuses(proxy, IMPORT_PATH, method="POST")
-    return LostImportRun(
-        first=first,
-        second=second,
-        unlabeled_task_ids=task_ids[LABELED_COUNT:],
-        predictions=ls_client.predictions(project_id),
-        project=ls_client.get_project(project_id),
-        import_statuses=import_statuses,
-    )
-
-
-class TestCycleAfterLostImportAnswer:
-    def test_first_cycle_fails_on_the_lost_answer(self, lost_import_run: LostImportRun) -> None:
-        """The cycle whose import answer was lost ends failed instead of guessing."""
-        assert "failed" == lost_import_run.first.outcome
-
-    def test_next_cycle_resumes_the_same_version(self, lost_import_run: LostImportRun) -> None:
-        """The next cycle finishes the interrupted version instead of training a new one."""
-        assert lost_import_run.first.version == lost_import_run.second.version
-
-    def test_landed_batch_is_not_sent_again(self, lost_import_run: LostImportRun) -> None:
-        """The next cycle sends only the two batches the server did not hold yet."""
-        assert [None, 201, 201] == lost_import_run.import_statuses
-
-    def test_every_task_has_exactly_one_prediction_of_the_version(
-        self, lost_import_run: LostImportRun
+    def test_listing_with_data_fails_in_label_studio(
+        self, ls_client: LabelStudioClient, make_project: MakeProject
     ) -> None:
-        """After the next cycle each unlabeled task has one prediction of the new version."""
-        version = lost_import_run.second.version
-        held = Counter(
-            p["task"] for p in lost_import_run.predictions if p["model_version"] == version
-        )
-        assert dict.fromkeys(lost_import_run.unlabeled_task_ids, 1) == dict(held)
+        """A task listing with data answers 500 once such a task exists (a server fact)."""
+        project_id = make_project([{"text": "fine"}, {"text": LONE_SURROGATE_TEXT}])
 
-    def test_resumed_version_is_active(self, lost_import_run: LostImportRun) -> None:
-        """The version whose upload was resumed becomes the project's active one."""
-        assert lost_import_run.second.version == lost_import_run.project["model_version"]
+        with pytest.raises(LabelStudioServerError, match="-> 500"):
+            ls_client.call("GET", f"/api/tasks/?project={project_id}&fields=all&page=1")
+
+    def test_id_listing_still_works_in_label_studio(
+        self, ls_client: LabelStudioClient, make_project: MakeProject
+    ) -> None:
+        """Listing only ids is unaffected by such a task (a server fact)."""
+        project_id = make_project([{"text": "fine"}, {"text": LONE_SURROGATE_TEXT}])
+
+        assert 2 == len(ls_client.task_ids(project_id))
+
+    async def test_poll_reads_the_other_tasks(
+        self, label_studio: LabelStudioServer, make_project: MakeProject
+    ) -> None:
+        """A project holding one unservable task still has its other tasks polled."""
+        project_id = make_project([{"text": "fine"}, {"text": LONE_SURROGATE_TEXT}])
+        gateway = LabelStudioGateway(
+            url=label_studio.url,
+            token=Secret(label_studio.legacy_token),
+            max_attempts=2,
+            max_backoff=0.2,
+        )
+        async with gateway:
+            tasks = await changed_tasks(gateway, project_id, schema=SCHEMA, updated_after=None)
+
+        assert ["fine"] == [task.text for task in tasks]

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,9 +24,8 @@ from aldaemon.labelstudio.ml_backends import MLBackend, MLBackendState
 from aldaemon.model import ml_backend
 from examples.ml_backend.images import digit_to_data_url
 from tests.conftest import MakeProject
-from tests.lsserver import LabelStudioClient, LabelStudioServer, free_port
+from tests.lsserver import REPO_ROOT, LabelStudioClient, LabelStudioServer, free_port
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 labelstudio = pytest.mark.labelstudio
 
 CHOICES_CONFIG = """<View>

@@ -25,24 +25,18 @@ import pytest
 import structlog
 from structlog.testing import LogCapture
 
-from aldaemon.config import Config, load_config
+from aldaemon.config import Config
 from aldaemon.loop.context import CycleReport
 from aldaemon.loop.poll import WATERMARK_OVERLAP_SECONDS
-from aldaemon.records import LabelingSchema, PredictionRecord
+from aldaemon.records import PredictionRecord
 from aldaemon.service.health import HealthReport
 from aldaemon.service.runtime import Runtime
 from aldaemon.store import Store, VersionRow
 from aldaemon.sync.versions import (
-    SchemaChange,
-    model_misfit,
-    schema_change,
-    schema_change_notices,
     training_examples,
 )
+from tests.helpers import make_tasks, review, write_projects_config
 from tests.lsserver import LabelStudioClient, LabelStudioServer
-from tests.test_cycle import make_tasks, review
-
-RETRAIN = "min_new_annotations = 4\nmin_interval = 0\nmin_per_class = 2"
 
 # Not a real token of this server: Label Studio answers 401 to both kinds.
 WRONG_LEGACY_TOKEN = "0123456789abcdef0123456789abcdef01234567"
@@ -56,36 +50,6 @@ def forged_personal_access_token() -> str:
 
     claims = {"token_type": "refresh", "exp": 4102444800, "iat": 1700000000, "user_id": "1"}
     return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJlLW5vdC12YWxpZA"
-
-
-def write_config(
-    path: Path,
-    server: LabelStudioServer,
-    project_ids: Sequence[int],
-    *,
-    token: str | None = None,
-    retrain: str = RETRAIN,
-) -> Config:
-    """A config with one [[projects]] entry per id, all sharing `state/` next to `path`."""
-    projects = "".join(
-        f"\n[[projects]]\nid = {project_id}\n[projects.retrain]\n{retrain}\n"
-        for project_id in project_ids
-    )
-    path.write_text(
-        f"""
-[labelstudio]
-url = "{server.url}"
-token = "{token or server.legacy_token}"
-max_attempts = 2
-
-[state]
-dir = "{path.parent / "state"}"
-
-[daemon]
-listen = ""
-{projects}"""
-    )
-    return load_config(path, env={})
 
 
 @contextmanager
@@ -198,8 +162,8 @@ def token_scenario(
         project_ids.append(project_id)
     directory = tmp_path_factory.mktemp("token")
     bad_path, good_path = directory / "bad.toml", directory / "good.toml"
-    bad = write_config(bad_path, label_studio, project_ids, token=token)
-    good = write_config(good_path, label_studio, project_ids)
+    bad = write_projects_config(bad_path, label_studio, project_ids, token=token)
+    good = write_projects_config(good_path, label_studio, project_ids)
     seen = TokenScenario(token=token, project_ids=(project_ids[0], project_ids[1]))
 
     async def run() -> None:
@@ -320,8 +284,8 @@ def deleted_project(
     ls_client.import_tasks(doomed, tasks)
     directory = tmp_path_factory.mktemp("deleted")
     both_path = directory / "both.toml"
-    both = write_config(both_path, label_studio, [healthy, doomed])
-    only_healthy = write_config(directory / "one.toml", label_studio, [healthy])
+    both = write_projects_config(both_path, label_studio, [healthy, doomed])
+    only_healthy = write_projects_config(directory / "one.toml", label_studio, [healthy])
     seen = DeletedProjectScenario(healthy=healthy, deleted=doomed)
 
     async def run() -> None:
@@ -456,7 +420,7 @@ def label_added(
     task_ids = ls_client.import_tasks(project_id, tasks)
     annotate(ls_client, task_ids[:12], labels[:12])
     # A threshold the two 'neutral' labels cannot reach: only the config change retrains.
-    config = write_config(
+    config = write_projects_config(
         tmp_path_factory.mktemp("added") / "config.toml",
         label_studio,
         [project_id],
@@ -536,7 +500,7 @@ def label_removed(
     task_ids = ls_client.import_tasks(project_id, tasks + meh_tasks)
     annotate(ls_client, task_ids[:12], labels[:12])
     annotate(ls_client, task_ids[24:28], ["meh"] * 4)
-    config = write_config(
+    config = write_projects_config(
         tmp_path_factory.mktemp("removed") / "config.toml", label_studio, [project_id]
     )
     seen = ConfigChangeScenario(project_id=project_id)
@@ -654,7 +618,7 @@ def text_field_renamed(
     # poll would re-read them anyway and hide whether the rename forced a full read.
     time.sleep(WATERMARK_OVERLAP_SECONDS + 1)
     annotate(ls_client, task_ids[:12], labels[:12])
-    config = write_config(
+    config = write_projects_config(
         tmp_path_factory.mktemp("renamed") / "config.toml", label_studio, [project_id]
     )
     seen = ConfigChangeScenario(project_id=project_id)
@@ -706,65 +670,3 @@ class TestTextFieldRenamed:
 
 
 # --- the pure parts -------------------------------------------------------------------------
-
-
-SCHEMA = LabelingSchema(
-    text_field="text", from_name="sentiment", to_name="text", labels=("pos", "neg")
-)
-STORED = {
-    "text_field": "text",
-    "from_name": "sentiment",
-    "to_name": "text",
-    "labels": ["pos", "neg"],
-}
-
-
-class TestSchemaChange:
-    def test_nothing_stored_yet_is_no_change(self) -> None:
-        """The first config the daemon sees is its baseline, not a change."""
-        assert schema_change(None, SCHEMA) is None
-
-    def test_reordered_labels_are_no_change(self) -> None:
-        """The same labels in another order change nothing the daemon must redo."""
-        assert schema_change({**STORED, "labels": ["neg", "pos"]}, SCHEMA) is None
-
-    def test_added_and_removed_labels_are_named(self) -> None:
-        """A label swap reports the added and the removed label."""
-        assert SchemaChange(added_labels=("neg",), removed_labels=("meh",)) == schema_change(
-            {**STORED, "labels": ["pos", "meh"]}, SCHEMA
-        )
-
-    def test_renamed_text_field_is_reported_with_both_names(self) -> None:
-        """A new `$field` reports the old and the new name."""
-        change = schema_change({**STORED, "text_field": "body"}, SCHEMA)
-        assert ("body", "text", True) == (
-            change.text_field_before if change else None,
-            change.text_field_after if change else None,
-            change.text_field_changed if change else None,
-        )
-
-    def test_removed_label_notice_counts_its_annotations(self) -> None:
-        """The notice for a removed label says how many annotations are left out."""
-        [(what, action)] = schema_change_notices(
-            SchemaChange(removed_labels=("meh",)), min_per_class=2, label_counts={"meh": 3}
-        )
-        assert ("label 'meh' removed", True) == (
-            what,
-            action.startswith("its 3 annotation(s) are left out of training"),
-        )
-
-
-class TestModelMisfit:
-    def test_a_model_with_the_config_labels_fits(self) -> None:
-        """Same label set, any order: no reason to retrain."""
-        assert model_misfit(model_labels={"neg": 3, "pos": 4}, schema_labels=("pos", "neg")) is None
-
-    def test_no_model_is_no_misfit(self) -> None:
-        """Without a model the ordinary first-model rules apply."""
-        assert model_misfit(model_labels=None, schema_labels=("pos", "neg")) is None
-
-    def test_added_and_removed_labels_are_both_reasons(self) -> None:
-        """A model missing a config label and knowing a removed one names both."""
-        assert "label 'neutral' added, label 'meh' removed" == model_misfit(
-            model_labels={"pos": 1, "meh": 1}, schema_labels=("pos", "neutral")
-        )

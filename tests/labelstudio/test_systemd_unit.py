@@ -35,11 +35,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.lsserver import LabelStudioClient, LabelStudioServer, free_port
+from tests.lsserver import REPO_ROOT, LabelStudioClient, LabelStudioServer, free_port
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = REPO_ROOT / "deploy"
 CACHE = Path(os.environ.get("ALDAEMON_TEST_CACHE", "/var/cache/aldaemon-test"))
 MIRROR = os.environ.get("ALDAEMON_TEST_DEBIAN_MIRROR", "http://deb.debian.org/debian")

@@ -9,28 +9,11 @@ from pathlib import Path
 import pytest
 
 from aldaemon.cli import main
-from aldaemon.config import Config
 from tests.conftest import MakeProject
+from tests.helpers import make_tasks, one_cycle, predictions_by_version, train_rounds, write_config
 from tests.lsserver import LabelStudioClient, LabelStudioServer
-from tests.test_cycle import make_tasks, one_cycle, predictions_by_version, write_config
 
 pytestmark = pytest.mark.labelstudio
-
-
-def train_rounds(
-    client: LabelStudioClient,
-    config: Config,
-    *,
-    project_id: int,
-    labels: list[str],
-    rounds: int,
-    per_round: int = 6,
-) -> None:
-    ids = client.task_ids(project_id)
-    for round_number in range(rounds):
-        for i in range(round_number * per_round, (round_number + 1) * per_round):
-            client.annotate(ids[i], labels[i])
-        asyncio.run(one_cycle(config))
 
 
 class TestPinning:

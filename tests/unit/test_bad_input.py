@@ -29,20 +29,14 @@ from hypothesis import strategies as st
 
 from aldaemon import cli
 from aldaemon.errors import EX_CONFIG
-from aldaemon.labelstudio import LabelStudioGateway, parse_labeling_config
+from aldaemon.labelstudio import parse_labeling_config
 from aldaemon.labelstudio.payloads import parse_task
 from aldaemon.model.training import score_pool, train_and_save
-from aldaemon.secret import Secret
 from aldaemon.sync.scoring import STRATEGIES
-from tests.conftest import MakeProject
 from tests.lsserver import (
     DEFAULT_LABEL_CONFIG,
     REPO_ROOT,
-    LabelStudioClient,
-    LabelStudioServer,
-    LabelStudioServerError,
 )
-from tests.test_gateway import changed_tasks
 
 EXAMPLE_CONFIG = REPO_ROOT / "config.example.toml"
 SCHEMA = parse_labeling_config(DEFAULT_LABEL_CONFIG)
@@ -633,47 +627,3 @@ class TestScoringOddTexts:
         scored = score_pool(artifact_path=artifact, task_ids=[1], texts=[text], strategy="margin")
 
         assert (1,) == scored.task_ids
-
-
-# ---- task data Label Studio stores but cannot serve ------------------------------------------
-
-LONE_SURROGATE_TEXT = "broken \ud800 text"  # valid in JSON ("\ud800"), not encodable as UTF-8
-
-
-@pytest.mark.labelstudio
-class TestLoneSurrogateInTaskData:
-    """Label Studio 1.23.2 imports a task whose text holds a lone UTF-16 surrogate, then
-    fails (HTTP 500, UnicodeEncodeError in its log) on every listing that includes `data`."""
-
-    def test_listing_with_data_fails_in_label_studio(
-        self, ls_client: LabelStudioClient, make_project: MakeProject
-    ) -> None:
-        """A task listing with data answers 500 once such a task exists (a server fact)."""
-        project_id = make_project([{"text": "fine"}, {"text": LONE_SURROGATE_TEXT}])
-
-        with pytest.raises(LabelStudioServerError, match="-> 500"):
-            ls_client.call("GET", f"/api/tasks/?project={project_id}&fields=all&page=1")
-
-    def test_id_listing_still_works_in_label_studio(
-        self, ls_client: LabelStudioClient, make_project: MakeProject
-    ) -> None:
-        """Listing only ids is unaffected by such a task (a server fact)."""
-        project_id = make_project([{"text": "fine"}, {"text": LONE_SURROGATE_TEXT}])
-
-        assert 2 == len(ls_client.task_ids(project_id))
-
-    async def test_poll_reads_the_other_tasks(
-        self, label_studio: LabelStudioServer, make_project: MakeProject
-    ) -> None:
-        """A project holding one unservable task still has its other tasks polled."""
-        project_id = make_project([{"text": "fine"}, {"text": LONE_SURROGATE_TEXT}])
-        gateway = LabelStudioGateway(
-            url=label_studio.url,
-            token=Secret(label_studio.legacy_token),
-            max_attempts=2,
-            max_backoff=0.2,
-        )
-        async with gateway:
-            tasks = await changed_tasks(gateway, project_id, schema=SCHEMA, updated_after=None)
-
-        assert ["fine"] == [task.text for task in tasks]

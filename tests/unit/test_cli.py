@@ -13,8 +13,7 @@ import pytest
 
 from aldaemon import errors
 from aldaemon.cli import build_parser
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.lsserver import REPO_ROOT
 
 
 class TestGlobalFlags:

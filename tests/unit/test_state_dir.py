@@ -34,7 +34,7 @@ from aldaemon.store import (
     quarantine_database,
 )
 from aldaemon.sync.reconcile import diff
-from tests.lsserver import LabelStudioClient, LabelStudioServer
+from tests.lsserver import REPO_ROOT, LabelStudioClient, LabelStudioServer
 
 EX_CANTCREAT = 73
 UNREACHABLE_URL = "http://127.0.0.1:9"  # discard port: nothing listens; never reached here
@@ -98,7 +98,7 @@ def run_process(*argv: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=120,
         check=False,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)},
     )
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from aldaemon.service import systemd
+from tests.lsserver import REPO_ROOT
 
-UNIT_FILE = Path(__file__).resolve().parent.parent / "deploy" / "aldaemon.service"
+UNIT_FILE = REPO_ROOT / "deploy" / "aldaemon.service"
 INSTALLED_EXECUTABLE = "/opt/aldaemon/venv/bin/aldaemon"
 
 

@@ -1,0 +1,154 @@
+"""What several test modules share: config writers, task builders, one-cycle runners.
+
+Test modules import from here (and from conftest.py, lsserver.py, faultproxy.py), never
+from one another, so moving or deleting a test never breaks an unrelated one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aldaemon.config import Config, load_config
+from aldaemon.labelstudio.gateway import LabelStudioGateway
+from aldaemon.loop.context import CycleReport
+from aldaemon.records import LabelingSchema, TaskRecord
+from aldaemon.service.runtime import Runtime
+from tests.faultproxy import FaultProxy
+from tests.lsserver import LabelStudioClient, LabelStudioServer
+
+POSITIVE = ["great", "wonderful", "excellent", "love", "tasty", "perfect", "fresh", "yummy"]
+NEGATIVE = ["awful", "terrible", "bad", "hate", "stale", "broken", "bland", "gross"]
+IMPORT_PATH = "/import/predictions"
+QUICK_BACKOFF = 0.2  # seconds: the cap on waits between attempts, to keep the suite quick
+RETRAIN = "min_new_annotations = 4\nmin_interval = 0\nmin_per_class = 2"
+
+
+def review(rng: random.Random, label: str) -> str:
+    """A text leaning to `label`, with some words of the other side so scores vary."""
+    own, other = (POSITIVE, NEGATIVE) if label == "pos" else (NEGATIVE, POSITIVE)
+    words = rng.sample(own, 3) + rng.sample(other, rng.randint(0, 2)) + ["food", "box"]
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+def make_tasks(n: int, *, seed: int = 0) -> tuple[list[dict[str, object]], list[str]]:
+    rng = random.Random(seed)
+    labels = ["pos" if i % 2 == 0 else "neg" for i in range(n)]  # every prefix has both classes
+    return [{"text": review(rng, label)} for label in labels], labels
+
+
+def write_projects_config(
+    path: Path,
+    server: LabelStudioServer,
+    project_ids: Sequence[int],
+    *,
+    token: str | None = None,
+    extra: str = "",
+    retrain: str = RETRAIN,
+    predictions: str = "",
+) -> Config:
+    """A config at `path` with one [[projects]] entry per id, all sharing `state/` beside it."""
+    projects = "".join(
+        f"\n[[projects]]\nid = {project_id}\n[projects.retrain]\n{retrain}\n"
+        f"[projects.predictions]\n{predictions}\n"
+        for project_id in project_ids
+    )
+    path.write_text(
+        f"""
+[labelstudio]
+url = "{server.url}"
+token = "{token or server.legacy_token}"
+max_attempts = 2
+
+[state]
+dir = "{path.parent / "state"}"
+
+[daemon]
+listen = ""
+{extra}
+{projects}"""
+    )
+    return load_config(path, env={})
+
+
+def write_config(
+    directory: Path,
+    server: LabelStudioServer,
+    project_id: int,
+    *,
+    token: str | None = None,
+    extra: str = "",
+    retrain: str = RETRAIN,
+    predictions: str = "",
+) -> Config:
+    """`directory/config.toml` for one project, its state in `directory/state`."""
+    return write_projects_config(
+        directory / "config.toml",
+        server,
+        [project_id],
+        token=token,
+        extra=extra,
+        retrain=retrain,
+        predictions=predictions,
+    )
+
+
+async def one_cycle(config: Config, **kwargs: Any) -> CycleReport:
+    async with Runtime(config) as runtime:
+        report = await runtime.run_cycle(config.projects[0], **kwargs)
+        await runtime.wait_for_prunes()  # leaving the Runtime cancels a prune still running
+        return report
+
+
+def annotate_some(
+    client: LabelStudioClient, task_ids: list[int], labels: list[str], count: int
+) -> list[int]:
+    return [client.annotate(task_ids[i], labels[i]) for i in range(count)]
+
+
+def predictions_by_version(client: LabelStudioClient, project_id: int) -> dict[str, list[int]]:
+    grouped: dict[str, list[int]] = {}
+    for prediction in client.predictions(project_id):
+        grouped.setdefault(prediction["model_version"], []).append(prediction["task"])
+    return grouped
+
+
+def train_rounds(
+    client: LabelStudioClient,
+    config: Config,
+    *,
+    project_id: int,
+    labels: list[str],
+    rounds: int,
+    per_round: int = 6,
+) -> None:
+    """Annotate `per_round` more tasks and run one cycle, `rounds` times."""
+    ids = client.task_ids(project_id)
+    for round_number in range(rounds):
+        for i in range(round_number * per_round, (round_number + 1) * per_round):
+            client.annotate(ids[i], labels[i])
+        asyncio.run(one_cycle(config))
+
+
+async def changed_tasks(
+    gw: LabelStudioGateway,
+    project_id: int,
+    *,
+    schema: LabelingSchema,
+    updated_after: str | None,
+    page_size: int = 500,
+) -> list[TaskRecord]:
+    """The tasks of one `fetch_changes` scan, for tests that need no scan details."""
+    changes = await gw.fetch_changes(
+        project_id, schema=schema, updated_after=updated_after, page_size=page_size
+    )
+    return changes.tasks
+
+
+def statuses(proxy: FaultProxy, path: str, method: str | None = None) -> list[int | None]:
+    """What each request to `path` got, in order; None where the connection was closed."""
+    return [seen.status for seen in proxy.requests(method=method, path_contains=path)]
