@@ -77,3 +77,14 @@ class TestDocumentation:
         subparsers = next(action for action in parser._actions if action.dest == "command")
         commands = list(subparsers.choices)  # type: ignore[attr-defined]
         assert [] == [name for name in commands if f"aldaemon {name}" not in DOCS]
+
+    def test_every_test_module_named_in_the_readme_exists(self) -> None:
+        """The bracketed test modules of "What happens when..." name real files in tests/."""
+        named = {
+            name.strip()
+            for brackets in re.findall(r"\[(test_[a-z_, ]+)\]", DOCS)
+            for name in brackets.split(",")
+        }
+        existing = {path.stem for path in (ROOT / "tests").rglob("test_*.py")}
+        assert named, "the README names no test module any more"
+        assert [] == sorted(named - existing)

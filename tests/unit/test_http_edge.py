@@ -572,9 +572,12 @@ class TestPollDebouncer:
         for _ in range(50):
             debouncer.request(KNOWN_PROJECT)
         await recorder.wait_for_fire()
-        await asyncio.sleep(DELAY * 4)  # room for a wrong second fire to show up
+        # The window has passed once a later request, held as long, has fired: a wrong
+        # second fire of the burst would have come before it.
+        debouncer.request(OTHER_KNOWN_PROJECT)
+        await recorder.wait_for_fire()
         await debouncer.aclose()
-        assert [KNOWN_PROJECT] == recorder.fired
+        assert [KNOWN_PROJECT, OTHER_KNOWN_PROJECT] == recorder.fired
 
     async def test_two_separated_bursts_fire_twice(self) -> None:
         """A burst after the previous fire opens a new window and fires again."""
@@ -651,10 +654,13 @@ class TestPollDebouncer:
         """After aclose, a pending request never fires."""
         recorder = Recorder()
         debouncer = PollDebouncer(DELAY, recorder)
+        witness = PollDebouncer(DELAY, recorder)  # fires once the same window has passed
         debouncer.request(KNOWN_PROJECT)
+        witness.request(OTHER_KNOWN_PROJECT)
         await debouncer.aclose()
-        await asyncio.sleep(DELAY * 4)
-        assert [] == recorder.fired
+        await recorder.wait_for_fire()
+        await witness.aclose()
+        assert [OTHER_KNOWN_PROJECT] == recorder.fired
 
 
 # --- against the real Label Studio: what it actually posts reaches request_poll
