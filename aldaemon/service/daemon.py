@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +93,32 @@ def _register_secrets(config: Config) -> None:
         register_secret(config.daemon.webhook_secret.reveal())
 
 
+class Watchdog:
+    """The systemd watchdog's side of the daemon: the last progress, and the heartbeat that
+    pings only while progress is fresh (see `watchdog_due`)."""
+
+    def __init__(self) -> None:
+        self.last_progress = time.monotonic()
+
+    def note_progress(self) -> None:
+        self.last_progress = time.monotonic()
+
+    async def heartbeat(
+        self, *, busy: Callable[[], bool], stale_limit: Callable[[], float]
+    ) -> None:
+        interval = systemd.watchdog_interval()
+        period = interval / 2 if interval else DEFAULT_HEARTBEAT_SECONDS
+        while True:
+            await asyncio.sleep(period)
+            idle_for = time.monotonic() - self.last_progress
+            if watchdog_due(
+                busy=busy(), seconds_since_progress=idle_for, stale_limit=stale_limit()
+            ):
+                systemd.watchdog()
+            else:
+                log.warning("watchdog.withheld", seconds_without_progress=round(idle_for))
+
+
 class Daemon:
     """Schedules every project's cycles and answers signals; `serve()` runs until stopped."""
 
@@ -105,7 +131,7 @@ class Daemon:
         self.scheduler = schedule.new_scheduler()
         self.debouncer = PollDebouncer(delay=WEBHOOK_DEBOUNCE_SECONDS, fire=self.poll_now)
         self.server: HttpEdge | None = None
-        self.last_progress = time.monotonic()
+        self.watchdog = Watchdog()
         self._cycle_tasks: set[asyncio.Task[Any]] = set()
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
@@ -122,7 +148,13 @@ class Daemon:
             await self._start_server()
             self.scheduler.start()
             self._schedule_projects(self.runtime.config.projects)
-            heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
+            heartbeat = asyncio.create_task(
+                self.watchdog.heartbeat(
+                    busy=lambda: bool(self.runtime.busy_projects()),
+                    stale_limit=lambda: stale_after(self.runtime.config),
+                ),
+                name="heartbeat",
+            )
             systemd.ready()
             self._announce_status()
             log.info(
@@ -259,15 +291,12 @@ class Daemon:
             await runner.run_scheduled(
                 forced_training=forced_training,
                 stopping=self.stopping,
-                on_progress=self._note_progress,
+                on_progress=self.watchdog.note_progress,
             )
         except asyncio.CancelledError:
             # Only shutdown cancels a cycle. The task is the scheduler's and nobody awaits
             # it, so ending quietly beats APScheduler logging a traceback for it.
             log.info("cycle.cancelled", project_id=project_id, action="resumes at the next start")
-
-    def _note_progress(self) -> None:
-        self.last_progress = time.monotonic()
 
     def poll_now(self, project_id: int) -> None:
         """Poll the project as soon as possible (a webhook said something changed)."""
@@ -334,21 +363,6 @@ class Daemon:
             problems=problems,
             action="the previous configuration keeps running",
         )
-
-    async def _heartbeat(self) -> None:
-        interval = systemd.watchdog_interval()
-        period = interval / 2 if interval else DEFAULT_HEARTBEAT_SECONDS
-        while True:
-            await asyncio.sleep(period)
-            idle_for = time.monotonic() - self.last_progress
-            if watchdog_due(
-                busy=bool(self.runtime.busy_projects()),
-                seconds_since_progress=idle_for,
-                stale_limit=stale_after(self.runtime.config),
-            ):
-                systemd.watchdog()
-            else:
-                log.warning("watchdog.withheld", seconds_without_progress=round(idle_for))
 
 
 async def run_daemon(config: Config, *, config_path: str) -> int:

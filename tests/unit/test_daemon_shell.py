@@ -4,7 +4,7 @@ Cycles here are played by `ScriptedRuntime`, a stand-in for `service.runtime.Run
 whose `run_cycle` waits until the test lets it finish; its runners are real
 `ProjectRunner`s whose cycle is that script. What is under test is the daemon's own
 bookkeeping (when a cycle runs, how many, what a stop does to it); the real Runtime and
-Label Studio are exercised by tests/test_daemon.py.
+Label Studio are exercised by tests/labelstudio/test_daemon.py.
 """
 
 from __future__ import annotations
