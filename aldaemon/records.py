@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aldaemon.sync.config_shapes import TextSource
+
 
 @dataclass(frozen=True)
 class AnnotationRecord:
@@ -57,6 +59,8 @@ class LabelingSchema:
     to_name: str  # the Text object's name
     labels: tuple[str, ...]
     multiple: bool = False  # choice="multiple": any subset of labels, one-vs-rest models
+    # How the annotator's text is read from the task (sync.text_of_task); None: the field as is
+    source: TextSource | None = None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from aldaemon.records import (
     TaskRecord,
     ViewInfo,
 )
+from aldaemon.sync.text_of_task import TaskTextError, text_of_task
 from aldaemon.sync.timestamps import format_ls_datetime, parse_ls_datetime
 
 # `include` selects task fields AND annotation fields: without result/was_cancelled the
@@ -135,7 +136,7 @@ def parse_task(raw: Mapping[str, Any], schema: LabelingSchema) -> TaskRecord:
     """One task from a listing made with TASK_INCLUDE."""
     task_id = int(raw["id"])
     data = raw.get("data")
-    text = data.get(schema.text_field) if isinstance(data, Mapping) else None
+    text = _task_text(data, schema)
     annotations = raw.get("annotations") or []
     return TaskRecord(
         id=task_id,
@@ -146,6 +147,22 @@ def parse_task(raw: Mapping[str, Any], schema: LabelingSchema) -> TaskRecord:
             for annotation in annotations
         ),
     )
+
+
+def _task_text(data: object, schema: LabelingSchema) -> object:
+    """What the annotator reads: HTML stripped, dialogue lines joined (sync.text_of_task).
+
+    None when the task has no such text (missing field, wrong type, a link): it is then
+    never scored, and the scorer says so.
+    """
+    if not isinstance(data, Mapping):
+        return None
+    if schema.source is None:
+        return data.get(schema.text_field)
+    try:
+        return text_of_task(data, schema.source)
+    except TaskTextError:
+        return None
 
 
 def choices_result(schema: LabelingSchema, *labels: str) -> list[dict[str, object]]:
