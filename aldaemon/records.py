@@ -9,13 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aldaemon.sync.config_shapes import TextSource
+
 
 @dataclass(frozen=True)
 class AnnotationRecord:
     """One annotation as Label Studio holds it.
 
-    `label` is the first choice of the project's Choices control, or None when the
-    annotation is a skip (`was_cancelled`) or its result carries no choice.
+    `labels` is the annotation's answer for the project's Choices control: None when it
+    has none (a skip, or a single-choice result without a choice), else every selected
+    label in the order Label Studio holds them; in a multi-label project an annotation
+    that selects nothing answers "none of these", the empty tuple. `label` is the first
+    of them (None when there is none); given alone it is the one-label answer.
     """
 
     id: int
@@ -24,6 +29,11 @@ class AnnotationRecord:
     was_cancelled: bool
     updated_at: str  # Label Studio's own ISO timestamp, kept verbatim
     completed_by: int | None = None
+    labels: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.labels is None and self.label is not None:
+            object.__setattr__(self, "labels", (self.label,))
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,9 @@ class LabelingSchema:
     from_name: str  # the Choices control's name
     to_name: str  # the Text object's name
     labels: tuple[str, ...]
+    multiple: bool = False  # choice="multiple": any subset of labels, one-vs-rest models
+    # How the annotator's text is read from the task (sync.text_of_task); None: the field as is
+    source: TextSource | None = None
 
 
 @dataclass(frozen=True)
@@ -68,12 +81,15 @@ class PredictionRecord:
     """One prediction the daemon uploads: the chosen label and its informativeness score.
 
     `score` is in [0, 1]; LOWER means MORE informative (Label Studio serves ascending).
+    `labels` is set for a multi-label project: every label with p >= 0.5 (possibly none);
+    `label` is then the first of them, or "" when there is none.
     """
 
     task_id: int
     label: str
     score: float
     cluster: int | None = None
+    labels: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

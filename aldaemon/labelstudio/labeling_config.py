@@ -86,7 +86,11 @@ def _schema_for(
     if not labels:
         return f"<Choices name='{name}'> has no <Choice value=...> children"
     return LabelingSchema(
-        text_field=field.group(1), from_name=name, to_name=target_name, labels=labels
+        text_field=field.group(1),
+        from_name=name,
+        to_name=target_name,
+        labels=labels,
+        multiple=control.attrib.get("choice") == "multiple",
     )
 
 

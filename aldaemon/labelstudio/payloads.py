@@ -21,6 +21,7 @@ from aldaemon.records import (
     TaskRecord,
     ViewInfo,
 )
+from aldaemon.sync.text_of_task import TaskTextError, text_of_task
 from aldaemon.sync.timestamps import format_ls_datetime, parse_ls_datetime
 
 # `include` selects task fields AND annotation fields: without result/was_cancelled the
@@ -84,12 +85,39 @@ def first_choice(result: object, from_name: str) -> str | None:
     return None
 
 
+def all_choices(result: object, from_name: str) -> tuple[str, ...]:
+    """Every choice the `from_name` control holds in an annotation result, in order."""
+    if not isinstance(result, list):
+        return ()
+    chosen: list[str] = []
+    for region in result:
+        if not isinstance(region, Mapping) or region.get("from_name") != from_name:
+            continue
+        value = region.get("value")
+        choices = value.get("choices") if isinstance(value, Mapping) else None
+        if isinstance(choices, list):
+            chosen += [c for c in choices if isinstance(c, str) and c not in chosen]
+    return tuple(chosen)
+
+
 def parse_annotation(
     raw: Mapping[str, Any], *, task_id: int, schema: LabelingSchema
 ) -> AnnotationRecord:
-    """One annotation from a task listing; a skip never carries a label."""
+    """One annotation from a task listing; a skip never carries a label.
+
+    Single choice: the first choice, or no answer when there is none. Multi-label: every
+    choice; a submitted annotation selecting nothing answers "none of these" (empty).
+    """
     was_cancelled = bool(raw.get("was_cancelled", False))
-    label = None if was_cancelled else first_choice(raw.get("result"), schema.from_name)
+    labels: tuple[str, ...] | None
+    if was_cancelled:
+        labels = None
+    elif schema.multiple:
+        labels = all_choices(raw.get("result"), schema.from_name)
+    else:
+        first = first_choice(raw.get("result"), schema.from_name)
+        labels = (first,) if first is not None else None
+    label = labels[0] if labels else None
     completed_by = raw.get("completed_by")
     if isinstance(completed_by, Mapping):  # some serializers expand the user
         completed_by = completed_by.get("id")
@@ -100,6 +128,7 @@ def parse_annotation(
         was_cancelled=was_cancelled,
         updated_at=str(raw.get("updated_at") or ""),
         completed_by=int(completed_by) if isinstance(completed_by, int) else None,
+        labels=labels,
     )
 
 
@@ -107,7 +136,7 @@ def parse_task(raw: Mapping[str, Any], schema: LabelingSchema) -> TaskRecord:
     """One task from a listing made with TASK_INCLUDE."""
     task_id = int(raw["id"])
     data = raw.get("data")
-    text = data.get(schema.text_field) if isinstance(data, Mapping) else None
+    text = _task_text(data, schema)
     annotations = raw.get("annotations") or []
     return TaskRecord(
         id=task_id,
@@ -120,14 +149,36 @@ def parse_task(raw: Mapping[str, Any], schema: LabelingSchema) -> TaskRecord:
     )
 
 
-def choices_result(schema: LabelingSchema, label: str) -> list[dict[str, object]]:
-    """An annotation/prediction result choosing `label` in the schema's Choices control."""
+def _task_text(data: object, schema: LabelingSchema) -> object:
+    """What the annotator reads: HTML stripped, dialogue lines joined (sync.text_of_task).
+
+    None when the task has no such text (missing field, wrong type, a link): it is then
+    never scored, and the scorer says so.
+    """
+    if not isinstance(data, Mapping):
+        return None
+    if schema.source is None:
+        return data.get(schema.text_field)
+    try:
+        return text_of_task(data, schema.source)
+    except TaskTextError:
+        return None
+
+
+def choices_result(schema: LabelingSchema, *labels: str) -> list[dict[str, object]]:
+    """An annotation/prediction result choosing `labels` in the schema's Choices control.
+
+    No label, no result: a multi-label prediction of "none of these" looks exactly like
+    an annotation that selects nothing.
+    """
+    if not labels:
+        return []
     return [
         {
             "from_name": schema.from_name,
             "to_name": schema.to_name,
             "type": "choices",
-            "value": {"choices": [label]},
+            "value": {"choices": list(labels)},
         }
     ]
 
@@ -149,11 +200,13 @@ def prediction_payloads(
     payloads: list[dict[str, object]] = []
     for prediction in predictions:
         task_id = prediction.task_id
-        if prediction.label not in allowed:
-            raise ValueError(
-                f"prediction for task {task_id} has label {prediction.label!r}, which is not "
-                f"in the labeling config ({', '.join(schema.labels)})"
-            )
+        labels = prediction.labels if prediction.labels is not None else (prediction.label,)
+        for label in labels:
+            if label not in allowed:
+                raise ValueError(
+                    f"prediction for task {task_id} has label {label!r}, which is not "
+                    f"in the labeling config ({', '.join(schema.labels)})"
+                )
         if not (math.isfinite(prediction.score) and 0.0 <= prediction.score <= 1.0):
             raise ValueError(
                 f"prediction for task {task_id} has score {prediction.score!r}, not in [0, 1]"
@@ -165,7 +218,7 @@ def prediction_payloads(
             "task": task_id,
             "model_version": model_version,
             "score": prediction.score,
-            "result": choices_result(schema, prediction.label),
+            "result": choices_result(schema, *labels),
         }
         if prediction.cluster is not None:
             payload["cluster"] = prediction.cluster

@@ -28,11 +28,11 @@ from aldaemon.loop.publish import Publisher, fail_version
 from aldaemon.loop.schema_change import LabelingConfigWatch
 from aldaemon.records import LabelingSchema
 from aldaemon.store import VersionRow
+from aldaemon.sync.label_sets import cold_start_counts
 from aldaemon.sync.policy import TrainingDecision, decide_training
 from aldaemon.sync.versions import (
     VersionState,
     label_changes_since_training,
-    label_counts,
     last_trained,
     model_misfit,
 )
@@ -203,7 +203,7 @@ class Cycle:
         retrain = self.ctx.project.retrain
         versions = store.list_versions(self.project_id)
         last = last_trained(versions)
-        counts = label_counts(store.annotated_tasks(self.project_id))
+        counts = cold_start_counts(store.annotated_tasks(self.project_id), schema)
         changes = label_changes_since_training(
             label_changes=store.sync_state(self.project_id).label_changes, versions=versions
         )

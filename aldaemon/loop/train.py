@@ -15,6 +15,7 @@ from aldaemon.loop.publish import fail_version
 from aldaemon.loop.schema_change import LabelingConfigWatch
 from aldaemon.records import LabelingSchema, PredictionRecord
 from aldaemon.store import VersionRow
+from aldaemon.sync.label_sets import keep_config_labels
 from aldaemon.sync.scoring import select_queue
 from aldaemon.sync.versions import own_version_number, training_examples, version_name
 
@@ -58,7 +59,7 @@ async def train_version(
     allowed = set(schema.labels)
     removed = set((store.get_meta(project_id).schema or {}).get("removed_labels", []))
     # Labels removed from the config were announced once when the config changed.
-    foreign = [e.task_id for e in examples if e.label not in allowed | removed]
+    foreign = [e.task_id for e in examples if not set(e.labels) <= allowed | removed]
     if foreign:
         logger.warning(
             "train.labels_not_in_config",
@@ -66,17 +67,28 @@ async def train_version(
             count=len(foreign),
             action="annotations with labels the config no longer has are left out",
         )
-    examples = [e for e in examples if e.label in allowed]
+    if schema.multiple:  # the example stays; only its unknown labels are dropped
+        examples = keep_config_labels(examples, allowed)
+    else:
+        examples = [e for e in examples if e.label in allowed]
     artifact = ctx.artifacts_dir / f"{name}.joblib"
     artifact.parent.mkdir(parents=True, exist_ok=True)
     logger.info("train.started", version=name, n_labels=len(examples))
     try:
-        result = await ctx.worker.train(
-            factory_ref=ctx.project.model,
-            texts=[e.text for e in examples],
-            labels=[e.label for e in examples],
-            artifact_path=str(artifact),
-        )
+        if schema.multiple:
+            result = await ctx.worker.train_multilabel(
+                texts=[e.text for e in examples],
+                label_sets=[e.labels for e in examples],
+                labels=schema.labels,
+                artifact_path=str(artifact),
+            )
+        else:
+            result = await ctx.worker.train(
+                factory_ref=ctx.project.model,
+                texts=[e.text for e in examples],
+                labels=[e.label for e in examples],
+                artifact_path=str(artifact),
+            )
     except ModelError as exc:
         fail_version(ctx, name, reason=f"training failed: {exc}", logger=logger)
         raise
@@ -139,6 +151,7 @@ async def score_version(
             label=scored.labels[i],
             score=float(scored.scores[i]),
             cluster=scored.clusters[i] if scored.clusters is not None else None,
+            labels=scored.label_sets[i] if scored.label_sets is not None else None,
         )
         for i in sorted(int(i) for i in chosen)
     ]

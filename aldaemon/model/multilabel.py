@@ -27,6 +27,7 @@ import numpy.typing as npt
 from sklearn.base import clone
 
 from aldaemon.model.default import make_text_classifier
+from aldaemon.sync.shape_results import MULTILABEL_THRESHOLD
 
 
 class OneVsRestTextModel:
@@ -88,8 +89,8 @@ class OneVsRestTextModel:
         """The labels with p >= 0.5 per text, in column order (possibly none)."""
         proba = self.predict_proba(texts)
         return [
-            tuple(label for label, p in zip(self.classes_, row, strict=True) if p >= 0.5)
-            for row in proba
+            tuple(label for label, on in zip(self.classes_, row, strict=True) if on)
+            for row in proba >= MULTILABEL_THRESHOLD
         ]
 
 

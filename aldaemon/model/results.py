@@ -24,9 +24,14 @@ class TrainingResult:
 
 @dataclass(frozen=True)
 class ScoredPool:
-    """Per task, in the order given: the predicted label and its informativeness score."""
+    """Per task, in the order given: the predicted label and its informativeness score.
+
+    A multi-label model also gives `label_sets`: per task the labels with p >= 0.5
+    (possibly none); `labels` then holds the first of each, or "".
+    """
 
     task_ids: tuple[int, ...]
     labels: tuple[str, ...]
     scores: tuple[float, ...]  # in [0, 1], LOWER = MORE informative
     clusters: tuple[int, ...] | None
+    label_sets: tuple[tuple[str, ...], ...] | None = None

@@ -25,11 +25,22 @@ from sklearn.pipeline import Pipeline
 
 from aldaemon.errors import ModelError
 from aldaemon.model.artifacts import load_artifact, save_artifact
+from aldaemon.model.multilabel import OneVsRestTextModel
+from aldaemon.model.multilabel_jobs import train_multilabel_and_save
 from aldaemon.model.protocol import TextClassifier, build_model
 from aldaemon.model.results import ScoredPool, TrainingResult
 from aldaemon.sync import scoring
+from aldaemon.sync.shape_results import MULTILABEL_THRESHOLD
+from aldaemon.sync.shape_scoring import multilabel_scores
 
-__all__ = ["ScoredPool", "TrainingResult", "evaluate", "score_pool", "train_and_save"]
+__all__ = [
+    "ScoredPool",
+    "TrainingResult",
+    "evaluate",
+    "score_pool",
+    "train_and_save",
+    "train_multilabel_and_save",
+]
 
 MAX_CV_FOLDS = 5
 # predict_proba on 100k long texts at once builds a 100k x 200k sparse matrix plus its
@@ -110,8 +121,18 @@ def score_pool(
 
     proba, features = _predict(model, texts, keep_features=use_features)
     classes = np.asarray(model.classes_)
-    labels = tuple(str(classes[index]) for index in proba.argmax(axis=1))
-    scores = scoring.informativeness(proba, strategy=strategy)
+    label_sets = None
+    if isinstance(model, OneVsRestTextModel):
+        # independent P(label) per column: the label closest to 0.5 decides (shape_scoring)
+        label_sets = tuple(
+            tuple(str(c) for c, on in zip(classes, row, strict=True) if on)
+            for row in proba >= MULTILABEL_THRESHOLD
+        )
+        labels = tuple(chosen[0] if chosen else "" for chosen in label_sets)
+        scores = multilabel_scores(proba, strategy=strategy)
+    else:
+        labels = tuple(str(classes[index]) for index in proba.argmax(axis=1))
+        scores = scoring.informativeness(proba, strategy=strategy)
     if random_fraction > 0:
         scores = scoring.mix_random(
             scores, fraction=random_fraction, rng=np.random.default_rng(seed)
@@ -124,6 +145,7 @@ def score_pool(
         labels=labels,
         scores=tuple(float(score) for score in scores),
         clusters=cluster_ids,
+        label_sets=label_sets,
     )
 
 

@@ -146,6 +146,26 @@ class ModelWorker:
         )
         return cast(TrainingResult, result)
 
+    async def train_multilabel(
+        self,
+        *,
+        texts: Sequence[str],
+        label_sets: Sequence[Sequence[str]],
+        labels: Sequence[str],
+        artifact_path: str,
+        seed: int = 0,
+    ) -> TrainingResult:
+        """training.train_multilabel_and_save in the worker process."""
+        result = await self._run(
+            "train_multilabel_and_save",
+            texts=list(texts),
+            label_sets=[list(s) for s in label_sets],
+            labels=list(labels),
+            artifact_path=artifact_path,
+            seed=seed,
+        )
+        return cast(TrainingResult, result)
+
     async def score(
         self,
         *,

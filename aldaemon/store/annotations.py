@@ -8,7 +8,13 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from aldaemon.records import AnnotationRecord
-from aldaemon.store.sqlite import SqliteConnection, chunks, placeholders
+from aldaemon.store.sqlite import (
+    SqliteConnection,
+    chunks,
+    decode_labels,
+    encode_labels,
+    placeholders,
+)
 from aldaemon.sync.labels import StoredAnnotation
 from aldaemon.sync.reconcile import DeletionDecision, ReconcileOutcome
 from aldaemon.sync.versions import AnnotatedTask
@@ -69,7 +75,7 @@ class AnnotationTables(SqliteConnection):
         with self._reading() as conn:
             for chunk in chunks(ids):
                 rows = conn.execute(
-                    "SELECT id, task_id, label, was_cancelled, updated_at FROM annotations "
+                    "SELECT id, task_id, label, was_cancelled, updated_at, labels FROM annotations "
                     f"WHERE project_id = ? AND deleted_at IS NULL "
                     f"AND task_id IN ({placeholders(len(chunk))}) ORDER BY id",
                     (project_id, *chunk),
@@ -83,6 +89,7 @@ class AnnotationTables(SqliteConnection):
                             was_cancelled=bool(row[3]),
                             updated_at=row[4],
                             deleted=False,
+                            labels=decode_labels(row[5]),
                         )
                     )
         return known
@@ -104,9 +111,11 @@ class AnnotationTables(SqliteConnection):
             )
             conn.executemany(
                 "INSERT INTO annotations (project_id, id, task_id, label, was_cancelled, "
-                "updated_at, completed_by, deleted_at) VALUES (?, ?, ?, ?, ?, ?, ?, NULL) "
+                "updated_at, completed_by, labels, deleted_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL) "
                 "ON CONFLICT (project_id, id) DO UPDATE SET task_id = excluded.task_id, "
-                "label = excluded.label, was_cancelled = excluded.was_cancelled, "
+                "label = excluded.label, labels = excluded.labels, "
+                "was_cancelled = excluded.was_cancelled, "
                 "updated_at = excluded.updated_at, completed_by = excluded.completed_by, "
                 "deleted_at = NULL",
                 [_annotation_row(project_id, a) for a in (*outcome.created, *outcome.updated)],
@@ -145,7 +154,7 @@ class AnnotationTables(SqliteConnection):
                 marks = placeholders(len(chunk))
                 lost_labels += conn.execute(
                     "SELECT COUNT(*) FROM annotations WHERE project_id = ? AND deleted_at IS NULL "
-                    f"AND was_cancelled = 0 AND label IS NOT NULL AND task_id IN ({marks})",
+                    f"AND was_cancelled = 0 AND labels IS NOT NULL AND task_id IN ({marks})",
                     (project_id, *chunk),
                 ).fetchone()[0]
                 conn.execute(
@@ -176,17 +185,17 @@ class AnnotationTables(SqliteConnection):
         """
         with self._reading() as conn:
             rows = conn.execute(
-                "SELECT t.id, t.text, a.id, a.label, a.was_cancelled, a.updated_at "
+                "SELECT t.id, t.text, a.id, a.label, a.was_cancelled, a.updated_at, a.labels "
                 "FROM tasks t JOIN annotations a "
                 "ON a.project_id = t.project_id AND a.task_id = t.id "
                 "WHERE t.project_id = ? AND t.deleted_at IS NULL AND a.deleted_at IS NULL "
-                "AND a.was_cancelled = 0 AND a.label IS NOT NULL "
+                "AND a.was_cancelled = 0 AND a.labels IS NOT NULL "
                 "AND t.text IS NOT NULL AND TRIM(t.text) != '' ORDER BY t.id",
                 (project_id,),
             ).fetchall()
         texts: dict[int, str] = {}
         annotations: defaultdict[int, list[StoredAnnotation]] = defaultdict(list)
-        for task_id, text, annotation_id, label, was_cancelled, updated_at in rows:
+        for task_id, text, annotation_id, label, was_cancelled, updated_at, labels in rows:
             texts[task_id] = text
             annotations[task_id].append(
                 StoredAnnotation(
@@ -195,6 +204,7 @@ class AnnotationTables(SqliteConnection):
                     label=label,
                     was_cancelled=bool(was_cancelled),
                     updated_at=updated_at,
+                    labels=decode_labels(labels),
                 )
             )
         return [
@@ -238,7 +248,7 @@ class AnnotationTables(SqliteConnection):
 
 def _annotation_row(
     project_id: int, annotation: AnnotationRecord
-) -> tuple[int, int, int, str | None, int, str, int | None]:
+) -> tuple[int, int, int, str | None, int, str, int | None, str | None]:
     return (
         project_id,
         annotation.id,
@@ -247,4 +257,5 @@ def _annotation_row(
         int(annotation.was_cancelled),
         annotation.updated_at,
         annotation.completed_by,
+        encode_labels(annotation.labels),
     )

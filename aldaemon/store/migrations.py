@@ -104,6 +104,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 2: `project_meta.label_set` was never written; the schema's labels live in `schema`.
     ("ALTER TABLE project_meta DROP COLUMN label_set",),
+    # 3: multi-label projects. `annotations.labels` is the annotation's whole answer as a
+    # JSON array (NULL: no answer; []: "none of these"); a stored single-choice label
+    # becomes its one-element set. `predictions.labels` is a multi-label prediction's
+    # labels (NULL for a single-choice one, whose `label` says it all).
+    (
+        "ALTER TABLE annotations ADD COLUMN labels TEXT",
+        "UPDATE annotations SET labels = json_array(label) WHERE label IS NOT NULL",
+        "ALTER TABLE predictions ADD COLUMN labels TEXT",
+    ),
 )
 LATEST_SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -69,6 +69,15 @@ def from_json(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+def encode_labels(labels: Sequence[str] | None) -> str | None:
+    """A label set as stored (a JSON array, order kept); None stays NULL: no answer."""
+    return None if labels is None else json.dumps(list(labels))
+
+
+def decode_labels(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(str(label) for label in json.loads(text))
+
+
 def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
     """SQLITE_CORRUPT or SQLITE_NOTADB (extended codes included): the file is damaged."""
     primary = getattr(exc, "sqlite_errorcode", 0) & 0xFF

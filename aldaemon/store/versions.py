@@ -14,7 +14,14 @@ from typing import Any
 
 from aldaemon.errors import StateError
 from aldaemon.records import PredictionRecord
-from aldaemon.store.sqlite import SqliteConnection, from_json, placeholders, to_json
+from aldaemon.store.sqlite import (
+    SqliteConnection,
+    decode_labels,
+    encode_labels,
+    from_json,
+    placeholders,
+    to_json,
+)
 from aldaemon.sync.versions import UNFINISHED_STATES, VersionRow, VersionState
 
 _VERSION_FIELDS = (
@@ -234,9 +241,18 @@ class VersionTables(SqliteConnection):
             )
             conn.executemany(
                 "INSERT INTO predictions (project_id, version, task_id, position, label, score, "
-                "cluster) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "cluster, labels) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (project_id, version, p.task_id, position, p.label, p.score, p.cluster)
+                    (
+                        project_id,
+                        version,
+                        p.task_id,
+                        position,
+                        p.label,
+                        p.score,
+                        p.cluster,
+                        encode_labels(p.labels),
+                    )
                     for position, p in enumerate(predictions)
                 ],
             )
@@ -245,12 +261,18 @@ class VersionTables(SqliteConnection):
         """The version's stored predictions in position order (empty if none)."""
         with self._reading() as conn:
             rows = conn.execute(
-                "SELECT task_id, label, score, cluster FROM predictions "
+                "SELECT task_id, label, score, cluster, labels FROM predictions "
                 "WHERE project_id = ? AND version = ? ORDER BY position",
                 (project_id, version),
             ).fetchall()
         return [
-            PredictionRecord(task_id=row[0], label=row[1], score=row[2], cluster=row[3])
+            PredictionRecord(
+                task_id=row[0],
+                label=row[1],
+                score=row[2],
+                cluster=row[3],
+                labels=decode_labels(row[4]),
+            )
             for row in rows
         ]
 

@@ -53,7 +53,7 @@ def _differs(fetched: AnnotationRecord, stored: StoredAnnotation) -> bool:
     """
     return (
         fetched.updated_at != stored.updated_at
-        or fetched.label != stored.label
+        or fetched.labels != stored.labels
         or fetched.was_cancelled != stored.was_cancelled
     )
 
@@ -112,20 +112,20 @@ def diff(
             stored = stored_by_id.get(annotation.id)
             if stored is None:
                 created.append(annotation)
-                if carries_label(label=annotation.label, was_cancelled=annotation.was_cancelled):
+                if carries_label(labels=annotation.labels, was_cancelled=annotation.was_cancelled):
                     label_changes += 1
             elif _differs(annotation, stored):
                 updated.append(annotation)
                 if carries_label(
-                    label=annotation.label, was_cancelled=annotation.was_cancelled
-                ) or carries_label(label=stored.label, was_cancelled=stored.was_cancelled):
+                    labels=annotation.labels, was_cancelled=annotation.was_cancelled
+                ) or carries_label(labels=stored.labels, was_cancelled=stored.was_cancelled):
                     label_changes += 1
         fetched_ids = {a.id for a in annotations}
         for stored in sorted(stored_by_id.values(), key=_by_id):
             if stored.id in fetched_ids:
                 continue
             deleted.append(stored.id)
-            if carries_label(label=stored.label, was_cancelled=stored.was_cancelled):
+            if carries_label(labels=stored.labels, was_cancelled=stored.was_cancelled):
                 label_changes += 1
     newest: str | None = None
     for task in tasks:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aldaemon.records import LabelingSchema
-from aldaemon.sync.labels import StoredAnnotation, choose_training_label
+from aldaemon.sync.labels import StoredAnnotation, choose_training_labels
 
 
 class VersionState(enum.StrEnum):
@@ -190,26 +190,43 @@ class AnnotatedTask:
 
 @dataclass(frozen=True)
 class TrainingExample:
-    """One task a model trains on: its text and the label `choose_training_label` picked."""
+    """One task a model trains on: its text and the answer `choose_training_labels` picked.
+
+    `labels` is the whole answer (a multi-label one may be empty: "none of these");
+    `label` is its first label, or "" when it has none.
+    """
 
     task_id: int
     text: str
     label: str
+    labels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.labels and self.label:
+            object.__setattr__(self, "labels", (self.label,))
 
 
 def training_examples(tasks: Iterable[AnnotatedTask]) -> list[TrainingExample]:
-    """The example each task trains with; tasks whose annotations carry no label drop out."""
+    """The example each task trains with; tasks whose annotations carry no answer drop out."""
     examples = []
     for task in tasks:
-        label = choose_training_label(task.annotations)
-        if label is not None:
-            examples.append(TrainingExample(task_id=task.task_id, text=task.text, label=label))
+        labels = choose_training_labels(task.annotations)
+        if labels is not None:
+            examples.append(
+                TrainingExample(
+                    task_id=task.task_id,
+                    text=task.text,
+                    label=labels[0] if labels else "",
+                    labels=labels,
+                )
+            )
     return examples
 
 
 def label_counts(tasks: Iterable[AnnotatedTask]) -> dict[str, int]:
-    """Training examples per label, counted exactly as `training_examples` yields them."""
-    return dict(Counter(example.label for example in training_examples(tasks)))
+    """Training examples per label (a label's positives when an example has several),
+    counted exactly as `training_examples` yields them."""
+    return dict(Counter(label for example in training_examples(tasks) for label in example.labels))
 
 
 # --- labeling-config changes --------------------------------------------------------------
