@@ -77,15 +77,17 @@ class Cycle:
     async def run(self) -> CycleReport:
         store = self.ctx.store
         started_at = self.ctx.clock()
-        store.record_cycle(
-            self.project_id,
-            cycle_id=self.report.cycle_id,
-            started_at=started_at,
-            finished_at=None,
-            outcome="running",
-            summary={},
-        )
         try:
+            # Inside the try: a store that cannot record the start (a full disk) fails
+            # the cycle like any other step, instead of escaping with the report "ok".
+            store.record_cycle(
+                self.project_id,
+                cycle_id=self.report.cycle_id,
+                started_at=started_at,
+                finished_at=None,
+                outcome="running",
+                summary={},
+            )
             await self._run_steps()
         except asyncio.CancelledError:
             self.report.outcome = "cancelled"
