@@ -358,3 +358,53 @@ class TestCountMismatch:
             "count check named": "count check" in stdout,
             "outcome": last_cycle.outcome if last_cycle else None,
         }, stdout
+
+
+# ---- item 9: labels the config does not have ------------------------------------------------
+
+
+@pytest.mark.labelstudio
+class TestStatusCountsWhatTrains:
+    @pytest.fixture
+    def status_with_a_foreign_label(
+        self,
+        tmp_path: Path,
+        make_project: MakeProject,
+        ls_client: LabelStudioClient,
+        label_studio: LabelStudioServer,
+    ) -> tuple[dict[str, Any], str]:
+        """(status --json, status text) after a cycle read 4 config labels and one 'meh'."""
+        project_id = make_project(TASKS)
+        label_tasks(ls_client, project_id, first=0, count=2)
+        label_tasks(ls_client, project_id, first=4, count=2)
+        ls_client.annotate(sorted(ls_client.task_ids(project_id))[8], "meh")
+        config = write_config(
+            tmp_path,
+            state_dir=tmp_path / "state",
+            url=label_studio.url,
+            token=label_studio.legacy_token,
+            project_id=project_id,
+        )
+        assert 0 == run_cli("--config", str(config), "once")[0]
+        _, as_json, _ = run_cli("--config", str(config), "status", "--json")
+        _, as_text, _ = run_cli("--config", str(config), "status")
+        return json.loads(as_json)["projects"][0], as_text
+
+    def test_labels_count_what_trains(
+        self, status_with_a_foreign_label: tuple[dict[str, Any], str]
+    ) -> None:
+        """`labels` is what training uses (4), not every stored label (5)."""
+        project, _ = status_with_a_foreign_label
+
+        assert (4, {"neg": 2, "pos": 2}) == (project["labels"], project["labels_per_class"])
+
+    def test_the_rest_is_listed_apart(
+        self, status_with_a_foreign_label: tuple[dict[str, Any], str]
+    ) -> None:
+        """The label the config lacks is shown on its own line, with its count."""
+        project, text = status_with_a_foreign_label
+
+        assert ({"meh": 1}, True) == (
+            project["labels_not_in_config"],
+            "labels not in the config: meh 1" in text,
+        ), text
