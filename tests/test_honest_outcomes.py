@@ -30,10 +30,14 @@ from aldaemon import cli
 from aldaemon.config import Config, load_config
 from aldaemon.errors import EX_CANTCREAT
 from aldaemon.labelstudio.gateway import LabelStudioGateway
-from aldaemon.records import LabelingSchema, PredictionRecord
+from aldaemon.loop.context import CycleContext
+from aldaemon.loop.cycle import Cycle
+from aldaemon.loop.poll import record_poll
+from aldaemon.records import AnnotationRecord, LabelingSchema, PredictionRecord, TaskRecord
 from aldaemon.service.http import HttpEdge
 from aldaemon.service.runtime import Runtime
 from aldaemon.store import Store
+from aldaemon.sync.reconcile import diff
 from aldaemon.sync.versions import label_counts
 from tests.conftest import MakeProject
 from tests.lsserver import LabelStudioClient, LabelStudioServer, free_port
@@ -408,3 +412,109 @@ class TestStatusCountsWhatTrains:
             project["labels_not_in_config"],
             "labels not in the config: meh 1" in text,
         ), text
+
+
+# ---- item 8: the wall clock steps back -------------------------------------------------------
+
+
+class Clocks:
+    """A wall clock and a monotonic clock the test moves by hand."""
+
+    def __init__(self, *, wall: float, monotonic: float) -> None:
+        self.wall_now = wall
+        self.monotonic_now = monotonic
+
+    def wall(self) -> float:
+        return self.wall_now
+
+    def monotonic(self) -> float:
+        return self.monotonic_now
+
+    def advance(self, seconds: float) -> None:
+        self.wall_now += seconds
+        self.monotonic_now += seconds
+
+
+T_TRAINED = 1_800_000_000.0
+SCHEMA = LabelingSchema(
+    text_field="text", from_name="sentiment", to_name="text", labels=("pos", "neg")
+)
+
+
+def trained_project_context(tmp_path: Path, clocks: Clocks) -> CycleContext:
+    """A store with 8 labels, a version trained at T_TRAINED and 8 label changes since."""
+    path = write_config(tmp_path, state_dir=tmp_path / "state", min_new_annotations=1)
+    path.write_text(path.read_text().replace("min_interval = 0", "min_interval = 60"))
+    config = load_config(path, env={})
+    store = Store.open(config.state.dir)
+    store.create_version(1, name="aldaemon-v1", number=1, label_changes=0, now=T_TRAINED)
+    store.mark_trained(
+        1,
+        "aldaemon-v1",
+        trained_at=T_TRAINED,
+        n_labels=8,
+        class_counts={"pos": 4, "neg": 4},
+        metrics={},
+        train_seconds=1.0,
+        artifact_path="",
+    )
+    tasks = [
+        TaskRecord(
+            id=n,
+            updated_at="2026-11-27T21:11:36.815556Z",
+            text=f"text {n}",
+            annotations=(
+                AnnotationRecord(
+                    id=n,
+                    task_id=n,
+                    label="pos" if n % 2 else "neg",
+                    was_cancelled=False,
+                    updated_at="2026-11-27T21:11:36.815556Z",
+                ),
+            ),
+        )
+        for n in range(1, 9)
+    ]
+    record_poll(store, 1, diff(tasks, {}), now=T_TRAINED)
+    ctx = CycleContext(
+        project=config.projects[0],
+        daemon=config.daemon,
+        gateway=None,  # type: ignore[arg-type]  # deciding needs no Label Studio
+        store=store,
+        worker=None,  # type: ignore[arg-type]
+        artifacts_dir=tmp_path,
+    )
+    ctx.clock = clocks.wall
+    ctx.monotonic = clocks.monotonic
+    return ctx
+
+
+class TestClockStepBack:
+    def test_a_step_back_does_not_hold_training_back_by_its_size(self, tmp_path: Path) -> None:
+        """min_interval 60 s, 10 s after training the clock steps back an hour; 5 s later
+        the wait is 45 s (monotonic), not 3645 s, and `clock.stepped_back` says why, once."""
+        clocks = Clocks(wall=T_TRAINED + 10, monotonic=500.0)
+        ctx = trained_project_context(tmp_path, clocks)
+        try:
+            before = Cycle(ctx)._decide(SCHEMA, text_field_changed=False).reason
+            clocks.wall_now -= 3600
+            clocks.advance(5)
+            with structlog.testing.capture_logs() as logs:
+                after = [Cycle(ctx)._decide(SCHEMA, text_field_changed=False).reason]
+                clocks.advance(50)
+                after.append(Cycle(ctx)._decide(SCHEMA, text_field_changed=False).reason)
+        finally:
+            ctx.store.close()
+
+        stepped = events(logs, "clock.stepped_back")
+        assert {
+            "before": "next training allowed in 50 s",
+            "after": ["next training allowed in 45 s", "8 new labels (threshold 1)"],
+            "stepped_back logged": 1,
+            "step seconds": 3600,
+        } == {
+            "before": before,
+            "after": after,
+            "stepped_back logged": len(stepped),
+            "step seconds": stepped[0].get("seconds") if stepped else None,
+        }
