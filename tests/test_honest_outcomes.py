@@ -37,6 +37,7 @@ from aldaemon.records import AnnotationRecord, LabelingSchema, PredictionRecord,
 from aldaemon.service.http import HttpEdge
 from aldaemon.service.runtime import Runtime
 from aldaemon.store import Store
+from aldaemon.sync.policy import seconds_since_attempt
 from aldaemon.sync.reconcile import diff
 from aldaemon.sync.versions import label_counts
 from tests.conftest import MakeProject
@@ -518,3 +519,27 @@ class TestClockStepBack:
             "stepped_back logged": len(stepped),
             "step seconds": stepped[0].get("seconds") if stepped else None,
         }
+
+
+class TestSecondsSinceAttempt:
+    def test_a_fresh_process_on_a_clock_behind_the_attempt_waits_at_most_the_interval(
+        self,
+    ) -> None:
+        """No anchor yet and the wall clock an hour behind the stored time: 0 s elapsed
+        (so the wait is min_interval at most), and the step is reported."""
+        elapsed = seconds_since_attempt(
+            attempt_at=T_TRAINED, wall_now=T_TRAINED - 3600, monotonic_now=7.0, anchor=None
+        )
+
+        assert (0.0, 3600.0) == (elapsed.seconds, elapsed.wall_behind)
+
+    def test_a_steady_clock_reports_no_step(self) -> None:
+        """Wall and monotonic clocks moving together: the wall time, nothing behind."""
+        first = seconds_since_attempt(
+            attempt_at=T_TRAINED, wall_now=T_TRAINED + 10, monotonic_now=100.0, anchor=None
+        )
+        second = seconds_since_attempt(
+            attempt_at=T_TRAINED, wall_now=T_TRAINED + 40, monotonic_now=130.0, anchor=first.anchor
+        )
+
+        assert (40.0, 0.0) == (second.seconds, second.wall_behind)
