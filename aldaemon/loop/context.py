@@ -12,6 +12,16 @@ from aldaemon.config import DaemonConfig, ProjectConfig
 from aldaemon.labelstudio.gateway import LabelStudioGateway
 from aldaemon.model.worker import ModelWorker
 from aldaemon.store import Store
+from aldaemon.sync.policy import IntervalAnchor
+
+
+@dataclass
+class TrainingClock:
+    """What one project's cycles carry from one to the next to measure `min_interval`
+    on the monotonic clock (see `sync.policy.seconds_since_attempt`)."""
+
+    anchor: IntervalAnchor | None = None
+    reported_behind: float = 0.0  # the step back last logged, so each step is logged once
 
 
 @dataclass
@@ -24,7 +34,9 @@ class CycleContext:
     store: Store
     worker: ModelWorker
     artifacts_dir: Path
-    clock: Callable[[], float] = time.time
+    clock: Callable[[], float] = time.time  # wall clock: stored times, for display too
+    monotonic: Callable[[], float] = time.monotonic  # intervals within this process
+    training_clock: TrainingClock = field(default_factory=TrainingClock)
 
 
 @dataclass

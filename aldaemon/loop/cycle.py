@@ -29,7 +29,12 @@ from aldaemon.loop.schema_change import LabelingConfigWatch
 from aldaemon.records import LabelingSchema
 from aldaemon.store import VersionRow
 from aldaemon.sync.label_sets import cold_start_counts
-from aldaemon.sync.policy import TrainingDecision, decide_training
+from aldaemon.sync.policy import (
+    CLOCK_STEP_TOLERANCE_SECONDS,
+    TrainingDecision,
+    decide_training,
+    seconds_since_attempt,
+)
 from aldaemon.sync.versions import (
     VersionState,
     label_changes_since_training,
@@ -77,15 +82,17 @@ class Cycle:
     async def run(self) -> CycleReport:
         store = self.ctx.store
         started_at = self.ctx.clock()
-        store.record_cycle(
-            self.project_id,
-            cycle_id=self.report.cycle_id,
-            started_at=started_at,
-            finished_at=None,
-            outcome="running",
-            summary={},
-        )
         try:
+            # Inside the try: a store that cannot record the start (a full disk) fails
+            # the cycle like any other step, instead of escaping with the report "ok".
+            store.record_cycle(
+                self.project_id,
+                cycle_id=self.report.cycle_id,
+                started_at=started_at,
+                finished_at=None,
+                outcome="running",
+                summary={},
+            )
             await self._run_steps()
         except asyncio.CancelledError:
             self.report.outcome = "cancelled"
@@ -196,7 +203,26 @@ class Cycle:
             if v.trained_at is not None or v.state == VersionState.FAILED
         ]
         times = [t for t in attempts if t is not None]
-        return self.ctx.clock() - max(times) if times else None
+        if not times:
+            return None
+        clock = self.ctx.training_clock
+        elapsed = seconds_since_attempt(
+            attempt_at=max(times),
+            wall_now=self.ctx.clock(),
+            monotonic_now=self.ctx.monotonic(),
+            anchor=clock.anchor,
+        )
+        clock.anchor = elapsed.anchor
+        step = elapsed.wall_behind - clock.reported_behind
+        if elapsed.wall_behind and abs(step) > CLOCK_STEP_TOLERANCE_SECONDS:
+            self.log.warning(
+                "clock.stepped_back",
+                seconds=round(elapsed.wall_behind),
+                action="min_interval is measured on the monotonic clock; training is not "
+                "held back by the step",
+            )
+        clock.reported_behind = elapsed.wall_behind
+        return elapsed.seconds
 
     def _decide(self, schema: LabelingSchema, *, text_field_changed: bool) -> TrainingDecision:
         store = self.ctx.store

@@ -149,6 +149,11 @@ class Publisher:
                 reason=f"{on_server} predictions in Label Studio, {len(predictions)} expected",
                 logger=self.log,
             )
+            self.report.outcome = "failed"
+            self.report.error = (
+                f"{name} failed its count check ({on_server} predictions in Label Studio, "
+                f"{len(predictions)} expected); not activated, a new version follows"
+            )
             return sent
         self.ctx.store.mark_uploaded(self.project_id, name, uploaded_count=len(predictions))
         return sent

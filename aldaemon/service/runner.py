@@ -153,9 +153,11 @@ class ProjectRunner:
                 cycle.report.outcome = "failed"
                 cycle.report.error = f"cycle took longer than {timeout:g} s"
             except LabelStudioUnreachable as exc:
+                self._mark_failed(cycle.report, exc)
                 self.health.note_unreachable(now=time.time())
                 metrics.record_labelstudio_error(self.project_id, exc)
             except AldaemonError as exc:
+                self._mark_failed(cycle.report, exc)
                 self._note_failure(exc)
                 metrics.record_labelstudio_error(self.project_id, exc)
             except Exception as exc:  # a bug: keep the daemon alive, keep the traceback
@@ -170,10 +172,18 @@ class ProjectRunner:
                 for step, seconds in report.seconds.items():
                     metrics.step_duration.labels(self._label, step).observe(seconds)
 
+    @staticmethod
+    def _mark_failed(report: CycleReport, exc: AldaemonError) -> None:
+        """A cycle that raised failed, whatever step raised (even before its own handling)."""
+        report.outcome = "failed"
+        if report.error is None:
+            report.error = f"{type(exc).__name__}: {exc}"
+
     def _note_failure(self, exc: AldaemonError) -> None:
         message = f"{type(exc).__name__}: {exc}"
-        if self.health.note_failure(message):
-            log.error("project.failed", error=message, kind=error_kind(exc))
+        if not self.health.note_failure(message):
+            return  # logged and stored when it was news; a full disk would only fail again
+        log.error("project.failed", error=message, kind=error_kind(exc))
         store = self._runtime.store
         assert store is not None
         try:

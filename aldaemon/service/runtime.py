@@ -16,7 +16,7 @@ from types import TracebackType
 
 from aldaemon.config import Config, ProjectConfig
 from aldaemon.labelstudio.gateway import LabelStudioGateway
-from aldaemon.loop.context import CycleContext, CycleReport
+from aldaemon.loop.context import CycleContext, CycleReport, TrainingClock
 from aldaemon.model.worker import ModelWorker
 from aldaemon.service.health import HealthReport, ProjectHealth, assess_health, stale_after
 from aldaemon.service.metrics import Metrics
@@ -47,6 +47,8 @@ class Runtime:
             p.id: ProjectRunner(p.id, runtime=self) for p in config.projects
         }
         self._retired_gateways: set[asyncio.Task[None]] = set()
+        # Per project, across its cycles: min_interval on the monotonic clock.
+        self.training_clocks: dict[int, TrainingClock] = {}
 
     async def __aenter__(self) -> Runtime:
         self.store = Store.open(self.config.state.dir)
@@ -125,6 +127,7 @@ class Runtime:
             store=self.store,
             worker=self.worker,
             artifacts_dir=self.config.state.dir / "models" / str(project.id),
+            training_clock=self.training_clocks.setdefault(project.id, TrainingClock()),
         )
 
     async def run_cycle(

@@ -60,8 +60,17 @@ def acquire_lock(lock_path: Path) -> int:
                 "stop it first, or give this one its own [state] dir"
             ) from exc
         raise StateError(f"cannot lock {lock_path}: {exc.strerror or exc}") from exc
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as exc:  # a full disk (ENOSPC), a quota, an I/O error
+        release_lock(fd)
+        raise StateError(
+            f"cannot write the lock file {lock_path}: {exc.strerror or exc}; "
+            "free space on the state directory's file system"
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            else f"cannot write the lock file {lock_path}: {exc.strerror or exc}"
+        ) from exc
     return fd
 
 

@@ -12,6 +12,11 @@ is ordered by a stale model. The rules, in the order they are checked:
    slow trickle of labels still reaches the model.
 
 The reason string is shown in `aldaemon status` and in logs, so it says what is missing.
+
+Intervals are measured on the monotonic clock once the process has seen the training it
+counts from (`seconds_since_attempt`): a wall clock stepped back (NTP, a VM restore) must
+not hold training back by the size of the step. The stored wall-clock times only start the
+measure, and tell how far the wall clock is behind, for the `clock.stepped_back` event.
 """
 
 from __future__ import annotations
@@ -19,6 +24,54 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+CLOCK_STEP_TOLERANCE_SECONDS = 5.0  # less is scheduling jitter and NTP slewing, not a step
+
+
+@dataclass(frozen=True)
+class IntervalAnchor:
+    """At monotonic reading `monotonic`, `elapsed` seconds had passed since `attempt_at`."""
+
+    attempt_at: float  # the stored wall-clock time of the training attempt
+    elapsed: float
+    monotonic: float
+
+
+@dataclass(frozen=True)
+class Elapsed:
+    """Seconds since the last training attempt, and what to measure the next time from."""
+
+    seconds: float
+    anchor: IntervalAnchor
+    wall_behind: float  # how far the wall clock is behind the measure; 0 when not stepped
+
+
+def seconds_since_attempt(
+    *,
+    attempt_at: float,
+    wall_now: float,
+    monotonic_now: float,
+    anchor: IntervalAnchor | None,
+) -> Elapsed:
+    """Time since the attempt at wall time `attempt_at`, on the monotonic clock when known.
+
+    `anchor` is the previous answer's, for the same project in this process. For the same
+    attempt, the measure goes on from it on the monotonic clock, whatever the wall clock
+    did meanwhile. For an attempt not seen before (a new one, or a fresh process), the wall
+    clock starts it; a negative difference (the clock is behind the stored time) counts
+    as 0, so the wait is at most the interval itself.
+    """
+    wall_elapsed = wall_now - attempt_at
+    if anchor is not None and anchor.attempt_at == attempt_at:
+        seconds = anchor.elapsed + max(0.0, monotonic_now - anchor.monotonic)
+    else:
+        seconds = max(0.0, wall_elapsed)
+    behind = seconds - wall_elapsed
+    return Elapsed(
+        seconds=seconds,
+        anchor=IntervalAnchor(attempt_at=attempt_at, elapsed=seconds, monotonic=monotonic_now),
+        wall_behind=behind if behind > CLOCK_STEP_TOLERANCE_SECONDS else 0.0,
+    )
 
 
 @dataclass(frozen=True)

@@ -229,6 +229,20 @@ def label_counts(tasks: Iterable[AnnotatedTask]) -> dict[str, int]:
     return dict(Counter(label for example in training_examples(tasks) for label in example.labels))
 
 
+def split_by_config(
+    counts: Mapping[str, int], config_labels: Collection[str] | None
+) -> tuple[dict[str, int], dict[str, int]]:
+    """(labels the config has, labels it does not): only the first train a model.
+
+    With no known config (`None`: never read yet) every label counts as the config's.
+    """
+    if config_labels is None:
+        return dict(counts), {}
+    kept = {label: n for label, n in counts.items() if label in config_labels}
+    rest = {label: n for label, n in counts.items() if label not in config_labels}
+    return kept, rest
+
+
 # --- labeling-config changes --------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from aldaemon.sync.versions import (
     VersionState,
     label_changes_since_training,
     label_counts,
+    split_by_config,
     trained_versions,
 )
 
@@ -43,12 +44,15 @@ def project_status(store: Store, project: ProjectConfig) -> dict[str, Any]:
     since = label_changes_since_training(label_changes=sync.label_changes, versions=versions)
     active = next((v for v in versions if v.state == VersionState.ACTIVE), None)
     cycle = store.last_cycle(pid)
-    counts = label_counts(store.annotated_tasks(pid))
+    # Count what trains: the stored labeling config's labels; the rest is shown apart.
+    config_labels = meta.schema.get("labels") if meta.schema else None
+    counts, not_in_config = split_by_config(label_counts(store.annotated_tasks(pid)), config_labels)
     return {
         "project_id": pid,
         "failure": meta.failure,
         "labels": sum(counts.values()),
         "labels_per_class": counts,
+        "labels_not_in_config": not_in_config,
         "label_changes_since_training": since,
         "min_new_annotations": project.retrain.min_new_annotations,
         "last_decision": meta.last_decision,
@@ -106,6 +110,9 @@ def render_text(report: dict[str, Any]) -> str:
         )
         per_class = ", ".join(f"{k} {v}" for k, v in sorted(p["labels_per_class"].items()))
         lines.append(f"  labels:          {p['labels']} ({per_class or 'none yet'})")
+        if p["labels_not_in_config"]:
+            others = ", ".join(f"{k} {v}" for k, v in sorted(p["labels_not_in_config"].items()))
+            lines.append(f"  labels not in the config: {others} (not trained on)")
         lines.append(
             f"  since training:  {p['label_changes_since_training']}"
             f" of {p['min_new_annotations']} label changes"
