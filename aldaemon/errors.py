@@ -20,6 +20,7 @@
         |   +-- NotLabelStudio         the URL answers, but not as Label Studio does (an
         |                              HTML login page, another server's 404, a 501)
         +-- UnsupportedLabelingConfig  no shape the daemon can serve (names the tag)
+        +-- ForeignWriter              another daemon publishes versions of our prefix
 
     Topic bases, across the split (catch them to handle a subsystem as a whole):
     LabelStudioError = LabelStudioUnreachable | LabelStudioRefused
@@ -101,6 +102,10 @@ class UnsupportedLabelingConfig(PermanentError):
     """The labeling config has no Text + Choices pair the daemon can serve."""
 
 
+class ForeignWriter(PermanentError):
+    """Another writer (a second state dir) publishes versions named with our prefix."""
+
+
 class ModelError(AldaemonError):
     """The model factory failed or training raised (topic base for model failures)."""
 
@@ -124,6 +129,7 @@ _KINDS: tuple[tuple[type[AldaemonError], str], ...] = (
     (ProjectNotFound, "not_found"),
     (NotLabelStudio, "not_label_studio"),
     (LabelStudioRefused, "refused"),
+    (ForeignWriter, "foreign_writer"),
 )
 ERROR_KINDS = (*(kind for _, kind in _KINDS), "other")
 

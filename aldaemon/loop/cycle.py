@@ -24,6 +24,7 @@ import structlog
 
 from aldaemon.loop import poll, train
 from aldaemon.loop.context import CycleContext, CycleReport
+from aldaemon.loop.ownership import handle_drift
 from aldaemon.loop.publish import Publisher, fail_version
 from aldaemon.loop.schema_change import LabelingConfigWatch
 from aldaemon.records import LabelingSchema
@@ -107,6 +108,9 @@ class Cycle:
 
     async def _run_steps(self) -> None:
         schema, change = await self._step("read_project", self.labeling_config.read())
+        assert self.labeling_config.project is not None
+        if await handle_drift(self.ctx, self.labeling_config.project, logger=self.log):
+            self.forced_training = True  # the active version lost its predictions
         text_field_changed = change is not None and change.text_field_changed
         await self._step(
             "poll",

@@ -110,7 +110,7 @@ class VersionTables(SqliteConnection):
             name,
             state=VersionState.SCORED,
             n_predictions=n_predictions,
-            uploaded_count=0,
+            uploaded_count=None,  # set to 0 by `mark_uploading`: None means never sent
         )
 
     def set_prediction_count(self, project_id: int, name: str, n_predictions: int) -> VersionRow:
@@ -119,7 +119,8 @@ class VersionTables(SqliteConnection):
 
     def mark_uploading(self, project_id: int, name: str) -> VersionRow:
         """Written before the first batch goes to Label Studio."""
-        return self._set_version(project_id, name, state=VersionState.UPLOADING)
+        # uploaded_count 0, not None: "None" means nothing was ever sent (see sync.drift).
+        return self._set_version(project_id, name, state=VersionState.UPLOADING, uploaded_count=0)
 
     def record_upload_progress(self, project_id: int, name: str, uploaded_count: int) -> VersionRow:
         """Positions [0, uploaded_count) of the stored predictions are in Label Studio."""
