@@ -109,8 +109,7 @@ class Cycle:
     async def _run_steps(self) -> None:
         schema, change = await self._step("read_project", self.labeling_config.read())
         assert self.labeling_config.project is not None
-        if await handle_drift(self.ctx, self.labeling_config.project, logger=self.log):
-            self.forced_training = True  # the active version lost its predictions
+        await handle_drift(self.ctx, self.labeling_config.project, logger=self.log)
         text_field_changed = change is not None and change.text_field_changed
         await self._step(
             "poll",

@@ -11,7 +11,7 @@ import structlog
 from aldaemon.errors import ForeignWriter
 from aldaemon.labelstudio import UNCERTAINTY_SAMPLING
 from aldaemon.loop.context import CycleContext
-from aldaemon.loop.publish import activate_version, fail_version
+from aldaemon.loop.publish import activate_version
 from aldaemon.records import ProjectInfo
 from aldaemon.sync.drift import (
     DriftKind,
@@ -33,8 +33,8 @@ def refuse_foreign_writer(ctx: CycleContext, names_on_server: list[str]) -> None
 
 async def handle_drift(
     ctx: CycleContext, info: ProjectInfo, *, logger: structlog.typing.FilteringBoundLogger
-) -> bool:
-    """Find and handle one change a person made; True when a new version must be trained."""
+) -> None:
+    """Find and handle one change a person made (at most one per poll)."""
     store = ctx.store
     project_id = ctx.project.id
     if info.model_version:
@@ -47,7 +47,7 @@ async def handle_drift(
         uncertainty_sampling=UNCERTAINTY_SAMPLING,
     )
     if drift is None:
-        return False
+        return
     logger.warning(
         "drift.detected",
         what=str(drift.what),
@@ -65,12 +65,7 @@ async def handle_drift(
         assert drift.expected is not None
         counts = await ctx.gateway.model_version_counts(project_id)
         if lost_predictions(name=drift.expected, counts=counts):
-            fail_version(
-                ctx,
-                drift.expected,
-                reason="its predictions were deleted in Label Studio",
-                logger=logger,
-            )
-            return True
-        await activate_version(ctx, drift.expected)
-    return False
+            # Its stored predictions are sent again and it is activated again, this cycle.
+            store.mark_for_republish(project_id, drift.expected)
+        else:
+            await activate_version(ctx, drift.expected)

@@ -152,6 +152,10 @@ class VersionTables(SqliteConnection):
         """Complete but not (or no longer) active: a newer one is, a pin is, or it was empty."""
         return self._set_version(project_id, name, state=VersionState.SUPERSEDED)
 
+    def mark_for_republish(self, project_id: int, name: str) -> VersionRow:
+        """Its predictions were deleted in Label Studio: the stored ones are sent again."""
+        return self._set_version(project_id, name, state=VersionState.SCORED, uploaded_count=None)
+
     def mark_pruned(self, project_id: int, name: str, *, pruned_at: float) -> VersionRow:
         """Its predictions are deleted from Label Studio."""
         return self._set_version(project_id, name, state=VersionState.PRUNED, pruned_at=pruned_at)

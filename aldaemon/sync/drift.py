@@ -13,8 +13,8 @@ so each change is found at the next poll without an extra request, and decided h
     another version made active    a person chose it: respected as a pin until
                                    `aldaemon unpin`; new versions are uploaded, not activated
     no active version any more     its predictions were deleted (checked by one count
-                                   request): the version is failed and a new one published;
-                                   else it is activated again
+                                   request): its stored predictions are uploaded again and
+                                   it is activated again; else it is just activated again
 
 A state dir that knows no version at all (a first start, `aldaemon state rebuild`) adopts
 the versions of its prefix it finds: it numbers past them, as a rebuilt state must.
@@ -114,8 +114,8 @@ def detect_drift(
             DriftKind.ACTIVE_LOST,
             found=None,
             expected=active.name,
-            action="checking its predictions: re-activated if they are there, else "
-            "the version is failed and a new one is published",
+            action="re-activated; its stored predictions are uploaded again first if "
+            "they were deleted",
         )
     if found != active.name:
         return Drift(
