@@ -17,7 +17,10 @@
         |   |                          (also a LabelStudioError)
         |   +-- LabelStudioAuthError   401/403: the token is wrong or revoked
         |   +-- ProjectNotFound        404 on the project itself
+        |   +-- NotLabelStudio         the URL answers, but not as Label Studio does (an
+        |                              HTML login page, another server's 404, a 501)
         +-- UnsupportedLabelingConfig  no shape the daemon can serve (names the tag)
+        +-- ForeignWriter              another daemon publishes versions of our prefix
 
     Topic bases, across the split (catch them to handle a subsystem as a whole):
     LabelStudioError = LabelStudioUnreachable | LabelStudioRefused
@@ -91,8 +94,16 @@ class ProjectNotFound(LabelStudioRefused):
     """The configured project does not exist (or the token cannot see it)."""
 
 
+class NotLabelStudio(LabelStudioRefused):
+    """Something answers at the URL, but not Label Studio's API (whose answers are JSON)."""
+
+
 class UnsupportedLabelingConfig(PermanentError):
     """The labeling config has no Text + Choices pair the daemon can serve."""
+
+
+class ForeignWriter(PermanentError):
+    """Another writer (a second state dir) publishes versions named with our prefix."""
 
 
 class ModelError(AldaemonError):
@@ -116,7 +127,9 @@ _KINDS: tuple[tuple[type[AldaemonError], str], ...] = (
     (LabelStudioUnreachable, "unreachable"),
     (LabelStudioAuthError, "auth"),
     (ProjectNotFound, "not_found"),
+    (NotLabelStudio, "not_label_studio"),
     (LabelStudioRefused, "refused"),
+    (ForeignWriter, "foreign_writer"),
 )
 ERROR_KINDS = (*(kind for _, kind in _KINDS), "other")
 

@@ -142,11 +142,12 @@ class LabelStudioAuth(httpx.Auth):
         response = await self._client.post(
             REFRESH_PATH, json={"refresh": self._token.reveal()}, auth=httpx.Auth()
         )
-        if response.status_code != 200:
-            raise HttpStatusError(
-                response.status_code, headers=dict(response.headers), body=_json_or_text(response)
-            )
-        access = str(response.json()["access"])
+        body = _json_or_text(response)
+        access = body.get("access") if isinstance(body, dict) else None
+        if response.status_code != 200 or not isinstance(access, str):
+            # Not a refresh answer (an HTML login page answers 200 too): classified by the
+            # caller like any failed call, so it marks the project failed, not the cycle crashed.
+            raise HttpStatusError(response.status_code, headers=dict(response.headers), body=body)
         self._access = access
         self._access_deadline = started + access_lifetime(access) - REFRESH_MARGIN
 

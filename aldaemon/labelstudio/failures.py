@@ -7,7 +7,9 @@ scrubbed of every credential the gateway holds.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import html
+import re
+from collections.abc import Iterable, Mapping
 
 import httpx
 
@@ -16,11 +18,17 @@ from aldaemon.errors import (
     LabelStudioError,
     LabelStudioRefused,
     LabelStudioUnreachable,
+    NotLabelStudio,
     ProjectNotFound,
 )
 from aldaemon.labelstudio.auth import TokenKind
 from aldaemon.labelstudio.payloads import redact, server_message
 from aldaemon.labelstudio.retry import HttpStatusError, is_retryable_status
+
+# A gateway or proxy in front of a restarting Label Studio answers these with its own
+# (HTML) page: temporary, whatever the body looks like.
+_GATEWAY_STATUSES = frozenset({500, 502, 503, 504})
+_EXCERPT_LIMIT = 80
 
 # SsrfBlockedUrlError's detail (core/utils/exceptions.py): a 403 that is not about the token.
 _SSRF_REFUSAL = "URL was not allowed"
@@ -80,8 +88,16 @@ def _classify(
     if not isinstance(failure, HttpStatusError):
         return LabelStudioRefused(f"{operation}: unexpected failure ({type(failure).__name__})")
     status = failure.status_code
+    foreign = foreign_answer(status=status, headers=failure.headers, body=failure.body)
+    if foreign is not None and status not in _GATEWAY_STATUSES:
+        return NotLabelStudio(
+            f"{operation}: {url} answered {foreign}; this does not look like Label Studio "
+            "(its API answers JSON, errors included): check [labelstudio] url (scheme, host, "
+            "port, no path) and any proxy in front of it",
+            status_code=status,
+        )
     detail = server_message(failure.body)
-    said = f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
+    said = foreign or (f"HTTP {status}: {detail}" if detail else f"HTTP {status}")
     if status == 403 and _SSRF_REFUSAL in detail:
         return LabelStudioRefused(
             f"{operation}: Label Studio at {url} refused the URL ({said}); it blocks local and "
@@ -105,3 +121,34 @@ def _classify(
             f"{operation}: Label Studio at {url} is failing ({said})", status_code=status
         )
     return LabelStudioRefused(f"{operation}: Label Studio refused ({said})", status_code=status)
+
+
+def foreign_answer(*, status: int, headers: Mapping[str, str], body: object) -> str | None:
+    """What was answered, when it is not Label Studio's JSON; None when it is.
+
+    Label Studio's API answers JSON, its errors too (`{"detail": ...}`); a login page, a
+    proxy's error page or another server's 404 is HTML or text. A 2xx/3xx reaching this
+    point was not what the call expects either (JSON without the expected fields).
+    """
+    content_type = next(
+        (value for key, value in headers.items() if key.lower() == "content-type"), ""
+    )
+    kind = content_type.split(";")[0].strip() or "no content type"
+    if isinstance(body, Mapping | list):
+        if status < 300:
+            return f"HTTP {status} ({kind}) without the fields Label Studio sends"
+        return None
+    return f"HTTP {status} ({kind}): {excerpt(body)!r}"
+
+
+def excerpt(body: object) -> str:
+    """A short, readable excerpt of a page: its <title>, else its text without tags."""
+    text = str(body or "")
+    title = re.search(r"<title[^>]*>(.*?)</title>", text, flags=re.IGNORECASE | re.DOTALL)
+    if title:
+        text = title.group(1)
+    else:
+        text = re.sub(r"<(script|style)\b.*?</\1>", " ", text, flags=re.IGNORECASE | re.DOTALL)
+        text = re.sub(r"<[^>]+>", " ", text)
+    text = " ".join(html.unescape(text).split()) or "(empty)"
+    return text if len(text) <= _EXCERPT_LIMIT else text[: _EXCERPT_LIMIT - 3] + "..."

@@ -171,10 +171,9 @@ class LabelStudioHttp:
             if not response.content:
                 return None
             answer = _decode(response)
-            if isinstance(answer, str):
-                raise LabelStudioRefused(
-                    f"{operation}: Label Studio answered HTTP {response.status_code} "
-                    "with something that is not JSON; is the URL right?"
+            if isinstance(answer, str):  # not JSON: classified as "not Label Studio"
+                raise HttpStatusError(
+                    response.status_code, headers=dict(response.headers), body=answer
                 )
             return answer
 

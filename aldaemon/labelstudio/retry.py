@@ -29,7 +29,7 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-RETRYABLE_STATUS = frozenset({408, 429})  # and every 5xx
+RETRYABLE_STATUS = frozenset({408, 429})  # and every 5xx but 501
 FIRST_BACKOFF = 0.5  # seconds before the second attempt, before jitter
 
 
@@ -69,7 +69,8 @@ def is_retryable(error: BaseException, replay: Replay) -> bool:
 
 
 def is_retryable_status(status_code: int) -> bool:
-    return status_code in RETRYABLE_STATUS or status_code >= 500
+    # 501 Not Implemented: the server does not know the method at all; no retry helps.
+    return status_code in RETRYABLE_STATUS or (status_code >= 500 and status_code != 501)
 
 
 def retry_after_seconds(error: BaseException | None) -> float | None:

@@ -24,6 +24,7 @@ import structlog
 
 from aldaemon.loop import poll, train
 from aldaemon.loop.context import CycleContext, CycleReport
+from aldaemon.loop.ownership import handle_drift
 from aldaemon.loop.publish import Publisher, fail_version
 from aldaemon.loop.schema_change import LabelingConfigWatch
 from aldaemon.records import LabelingSchema
@@ -114,6 +115,8 @@ class Cycle:
 
     async def _run_steps(self) -> None:
         schema, change = await self._step("read_project", self.labeling_config.read())
+        assert self.labeling_config.project is not None
+        await handle_drift(self.ctx, self.labeling_config.project, logger=self.log)
         text_field_changed = change is not None and change.text_field_changed
         await self._step(
             "poll",

@@ -15,6 +15,7 @@ import structlog
 from aldaemon.errors import LabelStudioUnreachable
 from aldaemon.loop.context import CycleContext
 from aldaemon.store import VersionRow
+from aldaemon.sync.drift import sent_versions
 from aldaemon.sync.versions import VersionState, own_version_number
 
 log = structlog.get_logger(__name__)
@@ -34,12 +35,15 @@ async def prune_own_versions(ctx: CycleContext) -> list[str]:
     ours = {row.name: row for row in ctx.store.list_versions(project_id)}
     on_server = await ctx.gateway.model_version_counts(project_id)
     _record_deletions_already_done(ctx, ours.values(), on_server)
+    # A version failed before it was sent may share its name with another writer's.
+    sent = sent_versions(ours.values())
     candidates = sorted(
         (
             (number, name)
             for name in on_server
             if (number := own_version_number(options.version_prefix, name)) is not None
             and name in ours
+            and name in sent
         ),
     )
     # Failed versions never count toward keep_versions and go first.

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import structlog
 
-from aldaemon.errors import LabelStudioRefused
+from aldaemon.errors import ForeignWriter, LabelStudioRefused
 from aldaemon.labelstudio import UNCERTAINTY_SAMPLING
 from aldaemon.loop.context import CycleContext, CycleReport
 from aldaemon.records import LabelingSchema, PredictionRecord
 from aldaemon.store import VersionRow
+from aldaemon.sync.drift import foreign_versions, foreign_writer_message
 from aldaemon.sync.versions import VersionState, batches, queue_view_data, resume_position
 
 log = structlog.get_logger(__name__)
@@ -54,6 +55,7 @@ class Publisher:
             return skipped
         batch_size = self.ctx.project.predictions.batch_size
         if version.state == VersionState.SCORED:
+            await self._refuse_taken_name(version.name)
             store.mark_uploading(self.project_id, version.name)
             position = 0
         else:
@@ -80,6 +82,21 @@ class Publisher:
             uploaded = 0
         self.report.count("predictions_uploaded", uploaded)
         return store.require_version(self.project_id, version.name)
+
+    async def _refuse_taken_name(self, name: str) -> None:
+        """Another writer of our prefix may have published this name while we trained it:
+        sending ours too would give its tasks two predictions of one version."""
+        counts = await self.ctx.gateway.model_version_counts(self.project_id)
+        prefix = self.ctx.project.predictions.version_prefix
+        ours = self.ctx.store.list_versions(self.project_id)
+        foreign = foreign_versions(prefix=prefix, names_on_server=list(counts), ours=ours)
+        if name in foreign:
+            # Never sent (uploaded_count stays None): prune leaves the other's version alone.
+            fail_version(
+                self.ctx, name, reason="another writer published this name first", logger=self.log
+            )
+        if foreign:
+            raise ForeignWriter(foreign_writer_message(prefix=prefix, names=foreign))
 
     def _only_live_tasks(
         self, name: str, predictions: list[PredictionRecord]

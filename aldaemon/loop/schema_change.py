@@ -22,7 +22,7 @@ import structlog
 
 from aldaemon.labelstudio.served_config import read_served_schema
 from aldaemon.loop.context import CycleContext
-from aldaemon.records import LabelingSchema
+from aldaemon.records import LabelingSchema, ProjectInfo
 from aldaemon.store import VersionRow
 from aldaemon.sync.versions import (
     SchemaChange,
@@ -42,11 +42,13 @@ class LabelingConfigWatch:
         self.project_id = ctx.project.id
         self.log = logger
         self._schema_to_store: dict[str, Any] | None = None  # see `remember`
+        self.project: ProjectInfo | None = None  # as `read` found it
 
     async def read(self) -> tuple[LabelingSchema, SchemaChange | None]:
         """Read the labeling config, and log once what changed in it and what happens now."""
         store = self.ctx.store
         info = await self.ctx.gateway.get_project(self.project_id)
+        self.project = info
         schema = read_served_schema(info.label_config)
         previous = store.get_meta(self.project_id).schema
         change = schema_change(previous, schema)

@@ -11,6 +11,7 @@ import structlog
 
 from aldaemon.errors import ModelError
 from aldaemon.loop.context import CycleContext, CycleReport
+from aldaemon.loop.ownership import refuse_foreign_writer
 from aldaemon.loop.publish import fail_version
 from aldaemon.loop.schema_change import LabelingConfigWatch
 from aldaemon.records import LabelingSchema, PredictionRecord
@@ -28,6 +29,7 @@ async def next_version_number(ctx: CycleContext) -> int:
     """
     prefix = ctx.project.predictions.version_prefix
     on_server = await ctx.gateway.model_version_counts(ctx.project.id)
+    refuse_foreign_writer(ctx, list(on_server))
     numbers = [own_version_number(prefix, name) for name in on_server]
     highest_remote = max((n for n in numbers if n is not None), default=0)
     return max(ctx.store.next_version_number(ctx.project.id), highest_remote + 1)

@@ -117,7 +117,7 @@ class VersionTables(SqliteConnection):
             name,
             state=VersionState.SCORED,
             n_predictions=n_predictions,
-            uploaded_count=0,
+            uploaded_count=None,  # set to 0 by `mark_uploading`: None means never sent
         )
 
     def set_prediction_count(self, project_id: int, name: str, n_predictions: int) -> VersionRow:
@@ -126,7 +126,8 @@ class VersionTables(SqliteConnection):
 
     def mark_uploading(self, project_id: int, name: str) -> VersionRow:
         """Written before the first batch goes to Label Studio."""
-        return self._set_version(project_id, name, state=VersionState.UPLOADING)
+        # uploaded_count 0, not None: "None" means nothing was ever sent (see sync.drift).
+        return self._set_version(project_id, name, state=VersionState.UPLOADING, uploaded_count=0)
 
     def record_upload_progress(self, project_id: int, name: str, uploaded_count: int) -> VersionRow:
         """Positions [0, uploaded_count) of the stored predictions are in Label Studio."""
@@ -157,6 +158,10 @@ class VersionTables(SqliteConnection):
     def mark_superseded(self, project_id: int, name: str) -> VersionRow:
         """Complete but not (or no longer) active: a newer one is, a pin is, or it was empty."""
         return self._set_version(project_id, name, state=VersionState.SUPERSEDED)
+
+    def mark_for_republish(self, project_id: int, name: str) -> VersionRow:
+        """Its predictions were deleted in Label Studio: the stored ones are sent again."""
+        return self._set_version(project_id, name, state=VersionState.SCORED, uploaded_count=None)
 
     def mark_pruned(self, project_id: int, name: str, *, pruned_at: float) -> VersionRow:
         """Its predictions are deleted from Label Studio."""

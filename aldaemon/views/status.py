@@ -56,7 +56,8 @@ def project_status(store: Store, project: ProjectConfig) -> dict[str, Any]:
         "label_changes_since_training": since,
         "min_new_annotations": project.retrain.min_new_annotations,
         "last_decision": meta.last_decision,
-        "active_version": active.name if active else None,
+        # A version a person made active (an implicit pin, see sync.drift) is not ours.
+        "active_version": active.name if active else meta.pinned_version,
         "active_metrics": active.metrics if active else None,
         "pinned_version": meta.pinned_version,
         "versions": [

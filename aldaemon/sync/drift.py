@@ -1,0 +1,140 @@
+"""What changed in Label Studio under aldaemon, and the one rule for each change. Pure.
+
+aldaemon owns a few things in a project: the active version while it is one of its own,
+uncertainty sampling, its versions' names (`<prefix>-v<n>`). People and other programs
+can change them. Every poll already reads the project's `model_version` and `sampling`,
+so each change is found at the next poll without an extra request, and decided here:
+
+    another writer of the prefix   a "<prefix>-v<n>" this state dir never sent, numbered
+                                   within its own range, is active or about to be reused:
+                                   refuse to publish (the project is failed) until one
+                                   state dir per project and prefix is left
+    sampling changed               restore uncertainty sampling (plainly aldaemon's)
+    another version made active    a person chose it: respected as a pin until
+                                   `aldaemon unpin`; new versions are uploaded, not activated
+    no active version any more     its predictions were deleted (checked by one count
+                                   request): its stored predictions are uploaded again and
+                                   it is activated again; else it is just activated again
+
+A state dir that knows no version at all (a first start, `aldaemon state rebuild`) adopts
+the versions of its prefix it finds: it numbers past them, as a rebuilt state must.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from aldaemon.sync.versions import VersionRow, VersionState, own_version_number
+
+
+class DriftKind(enum.StrEnum):
+    SAMPLING = "sampling"
+    ACTIVE_SWITCHED = "active_version"
+    ACTIVE_LOST = "active_version_lost"
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One change found: what, what Label Studio has, what aldaemon expected."""
+
+    what: DriftKind
+    found: str | None
+    expected: str | None
+    action: str
+
+
+def sent_versions(ours: Iterable[VersionRow]) -> set[str]:
+    """Our versions whose predictions this state dir started sending to Label Studio."""
+    return {
+        row.name
+        for row in ours
+        if row.uploaded_count is not None
+        or row.state
+        in (
+            VersionState.UPLOADING,
+            VersionState.UPLOADED,
+            VersionState.ACTIVE,
+            VersionState.SUPERSEDED,
+            VersionState.PRUNED,
+        )
+    }
+
+
+def foreign_versions(
+    *, prefix: str, names_on_server: Iterable[str], ours: Sequence[VersionRow]
+) -> list[str]:
+    """Names of our prefix in Label Studio that another writer put there, sorted.
+
+    Another writer: not sent by this state dir, and numbered at or above the first number
+    it used (lower ones predate it: a rebuilt state adopts them). A state dir with no
+    version adopts all of them.
+    """
+    if not ours:
+        return []
+    first = min(row.number for row in ours)
+    sent = sent_versions(ours)
+    found = [
+        (number, name)
+        for name in names_on_server
+        if (number := own_version_number(prefix, name)) is not None
+        and number >= first
+        and name not in sent
+    ]
+    return [name for _, name in sorted(found)]
+
+
+def foreign_writer_message(*, prefix: str, names: Sequence[str]) -> str:
+    return (
+        f"another writer publishes versions named {prefix}-v<n> in this project "
+        f"({', '.join(names)} in Label Studio were not published from this state dir): "
+        "aldaemon publishes nothing more here so that no task gets two predictions of one "
+        "version. Run one aldaemon (one state dir) per project and version_prefix, or give "
+        "this one another [projects.predictions] version_prefix, then reload"
+    )
+
+
+def detect_drift(
+    *,
+    ls_model_version: str | None,
+    ls_sampling: str | None,
+    ours: Sequence[VersionRow],
+    pinned: str | None,
+    uncertainty_sampling: str,
+) -> Drift | None:
+    """The change a person made to what aldaemon owns, if any (one per poll: the rules
+    below act on it, so the next poll finds the next one)."""
+    active = next((row for row in ours if row.state == VersionState.ACTIVE), None)
+    if pinned is not None or active is None:
+        return None  # a pin (explicit or implicit) leaves the project to the person
+    found = ls_model_version or None
+    if found is None:
+        return Drift(
+            DriftKind.ACTIVE_LOST,
+            found=None,
+            expected=active.name,
+            action="re-activated; its stored predictions are uploaded again first if "
+            "they were deleted",
+        )
+    if found != active.name:
+        return Drift(
+            DriftKind.ACTIVE_SWITCHED,
+            found=found,
+            expected=active.name,
+            action=f"respected as a pin: {found} stays active, new versions are uploaded "
+            "but not activated until `aldaemon unpin`",
+        )
+    if ls_sampling != uncertainty_sampling:
+        return Drift(
+            DriftKind.SAMPLING,
+            found=ls_sampling,
+            expected=uncertainty_sampling,
+            action="restored: the queue serves the most informative task first",
+        )
+    return None
+
+
+def lost_predictions(*, name: str, counts: Mapping[str, int]) -> bool:
+    """After `ACTIVE_LOST`: Label Studio holds none of the version's predictions."""
+    return counts.get(name, 0) == 0
