@@ -31,6 +31,8 @@ TOKEN_CREDENTIAL = "labelstudio-token"
 TOKEN_ENV = "ALDAEMON_LABEL_STUDIO_TOKEN"
 WEBHOOK_SECRET_CREDENTIAL = "webhook-secret"
 WEBHOOK_SECRET_ENV = "ALDAEMON_WEBHOOK_SECRET"
+# `model = "ml-backend"`: the project's model is the ML backend connected to it in Label Studio.
+ML_BACKEND_MODEL = "ml-backend"
 
 
 @dataclass(frozen=True)
@@ -85,12 +87,24 @@ class ViewConfig:
 
 
 @dataclass(frozen=True)
+class MLBackendConfig:
+    batch_size: int = 100  # tasks per /predict call: well under any proxy's 60 s
+    timeout: float = 50.0  # seconds per /predict call
+
+
+@dataclass(frozen=True)
 class ProjectConfig:
     id: int
     model: str = DEFAULT_FACTORY
+    ml_backend_id: int | None = None
+    ml_backend: MLBackendConfig = field(default_factory=MLBackendConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     predictions: PredictionsConfig = field(default_factory=PredictionsConfig)
     view: ViewConfig = field(default_factory=ViewConfig)
+
+    @property
+    def uses_ml_backend(self) -> bool:
+        return self.model == ML_BACKEND_MODEL
 
 
 @dataclass(frozen=True)
@@ -110,6 +124,7 @@ _DAEMON = DaemonConfig()
 _RETRAIN = RetrainConfig()
 _PREDICTIONS = PredictionsConfig()
 _VIEW = ViewConfig()
+_ML_BACKEND = MLBackendConfig()
 
 
 def _field_default(cls: type[Any], name: str) -> Any:
@@ -321,8 +336,19 @@ def _read_project(section: Section) -> ProjectConfig | None:
         section.error("id", "is required")
     project_id = section.integer("id", 0, minimum=1)
     model = section.string("model", DEFAULT_FACTORY)
-    if ":" not in model:
-        section.error("model", f'must look like "package.module:factory", got {model!r}')
+    if ":" not in model and model != ML_BACKEND_MODEL:
+        section.error(
+            "model",
+            f'must look like "package.module:factory" or be "{ML_BACKEND_MODEL}", got {model!r}',
+        )
+    ml_backend_id = (
+        section.integer("ml_backend_id", 0, minimum=1) if section.has("ml_backend_id") else None
+    )
+    ml_backend = _read_ml_backend(section.table("ml_backend"))
+    if model != ML_BACKEND_MODEL:
+        for key in ("ml_backend_id", "ml_backend"):
+            if section.has(key):
+                section.error(key, f'applies only with model = "{ML_BACKEND_MODEL}"')
     retrain = _read_retrain(section.table("retrain"))
     predictions = _read_predictions(section.table("predictions"))
     view_section = section.table("view")
@@ -332,8 +358,23 @@ def _read_project(section: Section) -> ProjectConfig | None:
     if project_id < 1:
         return None
     return ProjectConfig(
-        id=project_id, model=model, retrain=retrain, predictions=predictions, view=view
+        id=project_id,
+        model=model,
+        ml_backend_id=ml_backend_id,
+        ml_backend=ml_backend,
+        retrain=retrain,
+        predictions=predictions,
+        view=view,
     )
+
+
+def _read_ml_backend(section: Section) -> MLBackendConfig:
+    config = MLBackendConfig(
+        batch_size=section.integer("batch_size", _ML_BACKEND.batch_size, minimum=1, maximum=10_000),
+        timeout=section.number("timeout", _ML_BACKEND.timeout, minimum=1.0, maximum=3600.0),
+    )
+    section.reject_unknown()
+    return config
 
 
 def _read_retrain(section: Section) -> RetrainConfig:

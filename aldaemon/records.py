@@ -8,6 +8,7 @@ frozen: a decision function can hold on to one without fearing it changes undern
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from aldaemon.sync.config_shapes import TextSource
 
@@ -83,6 +84,8 @@ class PredictionRecord:
     `score` is in [0, 1]; LOWER means MORE informative (Label Studio serves ascending).
     `labels` is set for a multi-label project: every label with p >= 0.5 (possibly none);
     `label` is then the first of them, or "" when there is none.
+    `result` is set for a project served by an ML backend: the backend's own result list,
+    uploaded as is (`label` is then only for display).
     """
 
     task_id: int
@@ -90,6 +93,7 @@ class PredictionRecord:
     score: float
     cluster: int | None = None
     labels: tuple[str, ...] | None = None
+    result: tuple[dict[str, Any], ...] | None = None
 
 
 @dataclass(frozen=True)

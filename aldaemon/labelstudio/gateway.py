@@ -22,6 +22,8 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Self
 
+import httpx
+
 from aldaemon.labelstudio.http import LabelStudioHttp
 from aldaemon.labelstudio.predictions import PredictionCalls
 from aldaemon.labelstudio.projects import ProjectCalls
@@ -53,6 +55,11 @@ class LabelStudioGateway(TaskReads, PredictionCalls, ProjectCalls, WebhookCalls)
     @property
     def url(self) -> str:
         return self._http.url
+
+    @property
+    def http_client(self) -> httpx.AsyncClient:
+        """The authenticated client, for calls made raw (labelstudio/ml_backends.py)."""
+        return self._http.client
 
     @property
     def max_attempts(self) -> int:

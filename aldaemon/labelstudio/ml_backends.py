@@ -155,17 +155,20 @@ async def get_backend(client: httpx.AsyncClient, backend_id: int) -> MLBackend:
     return MLBackend.from_api(await _call(client, "GET", f"/api/ml/{backend_id}"))
 
 
-async def train_backend(client: httpx.AsyncClient, *, backend_id: int) -> TrainingOutcome:
+async def train_backend(
+    client: httpx.AsyncClient, *, backend_id: int, timeout: float | None = None
+) -> TrainingOutcome:
     """Ask Label Studio to train the backend, then read the outcome and the new version.
 
     Raises MLBackendTrainingFailed with Label Studio's message when the backend is in
-    error afterwards. The training request waits for the backend (LS's ML_TIMEOUT_PREDICT,
-    100 s by default): the client's timeout must be longer.
+    error afterwards. The training request waits for the backend (LS's ML_TIMEOUT_TRAIN):
+    the client's timeout, or `timeout`, must be longer.
     """
     # An error read here (an earlier failed training) does not stop a retry: the state
     # read after training is the outcome.
     before = await get_backend(client, backend_id)
-    await _call(client, "POST", f"/api/ml/{backend_id}/train", json={})
+    extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+    await _call(client, "POST", f"/api/ml/{backend_id}/train", json={}, **extra)
     after = await get_backend(client, backend_id)
     if after.state in (MLBackendState.ERROR, MLBackendState.DISCONNECTED):
         why = after.error_message or (

@@ -49,6 +49,7 @@ class CycleReport:
     decision: str = ""
     version: str | None = None
     error: str | None = None
+    backend_version: str | None = None  # the ML backend's own version, for its projects
     counts: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -65,6 +66,8 @@ class CycleReport:
             "duration_s": round(sum(self.seconds.values()), 3),
             "steps_s": {k: round(v, 3) for k, v in self.seconds.items()},
         }
+        if self.backend_version:
+            fields["backend_version"] = self.backend_version
         if self.error:
             fields["error"] = self.error
         return fields

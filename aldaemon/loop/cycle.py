@@ -22,7 +22,7 @@ from typing import TypeVar
 
 import structlog
 
-from aldaemon.loop import poll, train
+from aldaemon.loop import backend, poll, train
 from aldaemon.loop.context import CycleContext, CycleReport
 from aldaemon.loop.ownership import handle_drift
 from aldaemon.loop.publish import Publisher, fail_version
@@ -188,7 +188,8 @@ class Cycle:
         return await self._step("train", self._train(schema, label_changes=label_changes))
 
     async def _train(self, schema: LabelingSchema, *, label_changes: int) -> VersionRow:
-        return await train.train_version(
+        trainer = backend.train_version if self.ctx.project.uses_ml_backend else train.train_version
+        return await trainer(
             self.ctx,
             schema,
             label_changes=label_changes,
@@ -271,9 +272,13 @@ class Cycle:
         if version.state == VersionState.TRAINING:
             version = await self._step("train", self._retrain_interrupted(version, schema))
         if version.state == VersionState.TRAINED:
-            version = await self._step(
-                "score", train.score_version(self.ctx, version, report=self.report, logger=self.log)
+            ctx, report, logger = self.ctx, self.report, self.log
+            scoring = (
+                backend.score_version(ctx, version, schema, report=report, logger=logger)
+                if ctx.project.uses_ml_backend
+                else train.score_version(ctx, version, report=report, logger=logger)
             )
+            version = await self._step("score", scoring)
         if version.state in (VersionState.SCORED, VersionState.UPLOADING):
             version = await self._step("upload", self.publisher.upload(version, schema))
         if version.state == VersionState.UPLOADED:

@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 
 from aldaemon.labelstudio.served_config import read_served_schema
+from aldaemon.loop.backend_schema import read_backend_schema
 from aldaemon.loop.context import CycleContext
 from aldaemon.records import LabelingSchema, ProjectInfo
 from aldaemon.store import VersionRow
@@ -49,7 +50,8 @@ class LabelingConfigWatch:
         store = self.ctx.store
         info = await self.ctx.gateway.get_project(self.project_id)
         self.project = info
-        schema = read_served_schema(info.label_config)
+        read = read_backend_schema if self.ctx.project.uses_ml_backend else read_served_schema
+        schema = read(info.label_config)
         previous = store.get_meta(self.project_id).schema
         change = schema_change(previous, schema)
         if change is not None:

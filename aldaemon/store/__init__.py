@@ -7,6 +7,7 @@
     annotations.py  tasks, annotations, sync state
     versions.py     model versions (one typed method per state transition), predictions
     meta.py         per-project facts and cycle history
+    backend.py      ML backend projects: the backend's version, /predict answers per batch
 
 The store stores and returns rows; it decides nothing. Which annotation trains a task
 (`sync.versions.training_examples`) and where the watermark moves (`reconcile.
@@ -16,6 +17,7 @@ next_watermark`) are the caller's decisions, passed in or applied to what it ret
 from __future__ import annotations
 
 from aldaemon.store.annotations import AnnotationTables, SyncState
+from aldaemon.store.backend import BackendTables
 from aldaemon.store.lock import LOCK_FILENAME
 from aldaemon.store.meta import CYCLES_KEPT_PER_PROJECT, CycleRow, MetaTables, ProjectMeta
 from aldaemon.store.migrations import LATEST_SCHEMA_VERSION, MIGRATIONS, apply_migrations
@@ -30,7 +32,7 @@ from aldaemon.sync.versions import (
 )
 
 
-class Store(AnnotationTables, VersionTables, MetaTables):
+class Store(AnnotationTables, VersionTables, MetaTables, BackendTables):
     """All local state of every project, behind methods that take and return plain data.
 
     Open with `Store.open(state_dir)`; close with `close()` or use it as a context manager.

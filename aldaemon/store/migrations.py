@@ -113,6 +113,24 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "UPDATE annotations SET labels = json_array(label) WHERE label IS NOT NULL",
         "ALTER TABLE predictions ADD COLUMN labels TEXT",
     ),
+    # 4: projects served by an ML backend (loop/backend.py). `versions.backend_version` is
+    # the backend's own model_version behind an aldaemon version; `predictions.result` the
+    # backend's result list (JSON), uploaded as is; `backend_predictions` holds checked
+    # /predict answers batch by batch, so scoring resumes at the batch it stopped.
+    (
+        "ALTER TABLE versions ADD COLUMN backend_version TEXT",
+        "ALTER TABLE predictions ADD COLUMN result TEXT",
+        """CREATE TABLE backend_predictions (
+            project_id INTEGER NOT NULL,
+            version TEXT NOT NULL,
+            batch INTEGER NOT NULL,
+            task_id INTEGER NOT NULL,
+            result TEXT NOT NULL,
+            score REAL NOT NULL,
+            model_version TEXT,
+            PRIMARY KEY (project_id, version, task_id)
+        )""",
+    ),
 )
 LATEST_SCHEMA_VERSION = len(MIGRATIONS)
 

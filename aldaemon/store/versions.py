@@ -38,6 +38,7 @@ _VERSION_FIELDS = (
     "activated_at",
     "pruned_at",
     "error",
+    "backend_version",
 )
 _JSON_FIELDS = frozenset({"class_counts", "metrics"})
 _VERSION_COLUMNS = ", ".join(("name", "number", "state", "created_at", *_VERSION_FIELDS))
@@ -246,7 +247,7 @@ class VersionTables(SqliteConnection):
             )
             conn.executemany(
                 "INSERT INTO predictions (project_id, version, task_id, position, label, score, "
-                "cluster, labels) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "cluster, labels, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         project_id,
@@ -257,6 +258,7 @@ class VersionTables(SqliteConnection):
                         p.score,
                         p.cluster,
                         encode_labels(p.labels),
+                        None if p.result is None else to_json(list(p.result)),
                     )
                     for position, p in enumerate(predictions)
                 ],
@@ -266,7 +268,7 @@ class VersionTables(SqliteConnection):
         """The version's stored predictions in position order (empty if none)."""
         with self._reading() as conn:
             rows = conn.execute(
-                "SELECT task_id, label, score, cluster, labels FROM predictions "
+                "SELECT task_id, label, score, cluster, labels, result FROM predictions "
                 "WHERE project_id = ? AND version = ? ORDER BY position",
                 (project_id, version),
             ).fetchall()
@@ -277,6 +279,7 @@ class VersionTables(SqliteConnection):
                 score=row[2],
                 cluster=row[3],
                 labels=decode_labels(row[4]),
+                result=None if row[5] is None else tuple(from_json(row[5])),
             )
             for row in rows
         ]

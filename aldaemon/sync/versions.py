@@ -78,6 +78,7 @@ class VersionRow:
     activated_at: float | None = None
     pruned_at: float | None = None
     error: str | None = None
+    backend_version: str | None = None  # an ML backend's own model_version behind it
 
 
 def is_trained(version: VersionRow) -> bool:

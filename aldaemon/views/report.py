@@ -59,6 +59,7 @@ class VersionPoint:
     cv_macro_f1: float | None
     trained_at: float | None
     n_predictions: int | None
+    backend_version: str | None = None  # an ML backend's own version behind it
 
 
 @dataclass(frozen=True)
@@ -120,9 +121,15 @@ def version_points(rows: Sequence[VersionRow]) -> tuple[VersionPoint, ...]:
                 cv_macro_f1=_optional_float(metrics.get("cv_macro_f1")),
                 trained_at=row.trained_at,
                 n_predictions=row.n_predictions,
+                backend_version=row.backend_version,
             )
         )
     return tuple(points)
+
+
+def _backend_note(backend_version: str | None) -> str:
+    """After an aldaemon version's name: the ML backend's own version behind it."""
+    return "" if backend_version is None else f" (backend {_e(backend_version)})"
 
 
 def _optional_float(value: object) -> float | None:
@@ -252,7 +259,8 @@ def render_html(data: ReportData, *, images: Mapping[str, str]) -> str:
         source = "" if agreement is None else f"{agreement.source} ({agreement.n_tasks} tasks)"
         rows.append(
             "<tr>"
-            f"<td>{_e(version.name)}</td><td>{_e(version.state)}</td>"
+            f"<td>{_e(version.name)}{_backend_note(version.backend_version)}</td>"
+            f"<td>{_e(version.state)}</td>"
             f"<td class=n>{_count(version.n_labels)}</td>"
             f"<td class=n>{_fraction(version.cv_accuracy)}</td>"
             f"<td class=n>{_fraction(version.cv_macro_f1)}</td>"

@@ -67,6 +67,7 @@ def project_status(store: Store, project: ProjectConfig) -> dict[str, Any]:
                 "n_labels": v.n_labels,
                 "predictions": v.n_predictions,
                 "metrics": v.metrics,
+                "backend_version": v.backend_version,
             }
             for v in versions
             if v.state in LIVE_STATES
@@ -130,6 +131,7 @@ def render_text(report: dict[str, Any]) -> str:
             lines.append(
                 f"    {v['name']:<20} {v['state']:<11} {v['predictions'] or 0} predictions,"
                 f" trained on {v['n_labels'] or 0} labels"
+                + (f", backend {v['backend_version']}" if v["backend_version"] else "")
             )
         if p["agreement_last_two"] is not None:
             lines.append(f"  agreement (kappa) of the last two versions: {p['agreement_last_two']}")

@@ -19,7 +19,10 @@ Label Studio keeps only the HTTP status line of a failed call (requests' message
 
 Test switches (environment variables): FAIL_TRAINING=1 makes every training fail with a
 message; NO_SCORE=1 leaves "score" out of predictions; SHORT_ANSWER=1 answers one result
-fewer than there are tasks.
+fewer than there are tasks; PREDICT_DELAY=<seconds> makes every /predict call that slow.
+
+MODEL_DIR=<dir> keeps each project's trained model in `<dir>/<project id>.joblib`, so a
+restarted backend answers with the model (and version) it had, as a real one must.
 """
 
 from __future__ import annotations
@@ -28,12 +31,14 @@ import asyncio
 import logging
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import joblib
 from aiohttp import web
 
-from examples.ml_backend.model import ProjectModel, TrainingFailed, read_target
+from examples.ml_backend.model import ProjectModel, Target, TrainingFailed, read_target
 
 log = logging.getLogger("examples.ml_backend")
 _MODELS = web.AppKey("models", dict[str, ProjectModel])
@@ -68,8 +73,43 @@ def _model_for(app: web.Application, project_id: str, label_config: str) -> Proj
     target = read_target(label_config)
     model = models.get(project_id)
     if model is None or model.target != target:
-        model = models[project_id] = ProjectModel(target=target)
+        model = models[project_id] = _saved_model(project_id, target) or ProjectModel(target=target)
     return model
+
+
+def _model_path(project_id: str) -> Path | None:
+    directory = os.environ.get("MODEL_DIR", "").strip()
+    return Path(directory) / f"{int(project_id)}.joblib" if directory else None
+
+
+def _saved_model(project_id: str, target: Target) -> ProjectModel | None:
+    path = _model_path(project_id)
+    if path is None or not path.exists():
+        return None
+    saved = joblib.load(path)
+    if saved["target"] != target:
+        return None
+    return ProjectModel(
+        target=target,
+        version=saved["version"],
+        trainings=saved["trainings"],
+        pipeline=saved["pipeline"],
+    )
+
+
+def _save_model(project_id: str, model: ProjectModel) -> None:
+    path = _model_path(project_id)
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    saved = {
+        "target": model.target,
+        "version": model.version,
+        "trainings": model.trainings,
+        "pipeline": model.pipeline,
+    }
+    joblib.dump(saved, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -96,6 +136,9 @@ async def setup(request: web.Request) -> web.Response:
 async def predict(request: web.Request) -> web.Response:
     body = await request.json()
     tasks = body.get("tasks") or []
+    delay = float(os.environ.get("PREDICT_DELAY") or 0)
+    if delay:
+        await asyncio.sleep(delay)
     try:
         model = _model_for(request.app, _project_id(body.get("project")), body["label_config"])
         results = await asyncio.to_thread(model.predict, tasks)
@@ -123,6 +166,7 @@ async def webhook(request: web.Request) -> web.Response:
             raise TrainingFailed("FAIL_TRAINING is set: this backend refuses to train")
         examples = await read_annotations(project_id, model.target.control)
         version = await asyncio.to_thread(model.train, examples)
+        await asyncio.to_thread(_save_model, project_id, model)
     except (TrainingFailed, aiohttp.ClientError) as error:
         model.last_error = str(error)
         log.warning("training of project %s failed: %s", project_id, error)

@@ -211,3 +211,53 @@ class TestCheckConfigCommand:
             check=False,
         )
         assert (EX_CONFIG, False) == (proc.returncode, "Traceback" in proc.stderr)
+
+
+ML_BACKEND_PROJECT = """
+[[projects]]
+id = 2
+model = "ml-backend"
+{extra}
+"""
+
+
+class TestMLBackendConfig:
+    def test_a_project_names_its_ml_backend_with_defaults(self, tmp_path: Path) -> None:
+        """model = "ml-backend": the one connected, 100 tasks per call, 50 s per call."""
+        text = GOOD + ML_BACKEND_PROJECT.replace("{extra}", "")
+        project = load_config(write(tmp_path, text), env={}).projects[1]
+        assert (True, None, 100, 50.0) == (
+            project.uses_ml_backend,
+            project.ml_backend_id,
+            project.ml_backend.batch_size,
+            project.ml_backend.timeout,
+        )
+
+    def test_an_id_and_the_call_sizes_are_read(self, tmp_path: Path) -> None:
+        """ml_backend_id and [projects.ml_backend] batch_size / timeout."""
+        extra = "ml_backend_id = 7\n[projects.ml_backend]\nbatch_size = 25\ntimeout = 12.5"
+        text = GOOD + ML_BACKEND_PROJECT.replace("{extra}", extra)
+        project = load_config(write(tmp_path, text), env={}).projects[1]
+        assert (7, 25, 12.5) == (
+            project.ml_backend_id,
+            project.ml_backend.batch_size,
+            project.ml_backend.timeout,
+        )
+
+    def test_bad_values_are_reported_with_their_key_paths(self, tmp_path: Path) -> None:
+        """A zero batch, a string timeout, an unknown key, an id of 0: each named."""
+        extra = (
+            'ml_backend_id = 0\n[projects.ml_backend]\nbatch_size = 0\ntimeout = "fast"\n'
+            "retries = 3"
+        )
+        problems = problems_of(write(tmp_path, GOOD + ML_BACKEND_PROJECT.replace("{extra}", extra)))
+        for key in ("ml_backend_id", "ml_backend.batch_size", "ml_backend.timeout",
+                    "ml_backend.retries"):  # fmt: skip
+            assert any(p.startswith(f"projects[1].{key}:") for p in problems), (key, problems)
+
+    def test_backend_keys_on_a_built_in_model_are_refused(self, tmp_path: Path) -> None:
+        """ml_backend_id without model = "ml-backend" is a mistake, said so."""
+        problems = problems_of(
+            write(tmp_path, GOOD.replace("id = 1\n", "id = 1\nml_backend_id = 2\n"))
+        )
+        assert ['projects[0].ml_backend_id: applies only with model = "ml-backend"'] == problems

@@ -1,0 +1,232 @@
+"""Training and scoring through the ML backend connected to the project in Label Studio.
+
+The two steps of `train.py`, for `model = "ml-backend"`; upload, activation, the queue
+view and pruning are the built-in model's (publish.py, prune.py), under aldaemon's own
+`<prefix>-v<n>`; the backend's own version is kept beside it (`backend_version`).
+
+Training: Label Studio is asked to train (`POST /api/ml/{id}/train`); it answers 200
+whatever happened, so the outcome is read afterwards from the backend's state, error
+message and model_version (`GET /api/ml/{id}`, labelstudio/ml_backends.py). State "ER"
+is a failed training: the version fails and the project fails with the backend's
+message. A version that did not move is a backend that does not train (a fixed model):
+allowed, and the pool is scored again under a new aldaemon version.
+
+Scoring: aldaemon calls the backend's `/predict` itself, `batch_size` tasks per call,
+`timeout` seconds each, with the payload Label Studio sends. Each checked answer is
+stored (store/backend.py) before the next call, so a crash or a backend restart resumes
+with the tasks no stored batch holds. A short answer, a result for another config or an
+answer without scores fails the version (nothing of it is uploaded); an unreachable
+backend fails the cycle only, and the next cycle resumes the scoring.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import numpy as np
+import structlog
+
+from aldaemon.labelstudio import ml_backends
+from aldaemon.loop.context import CycleContext, CycleReport
+from aldaemon.loop.publish import fail_version
+from aldaemon.loop.schema_change import LabelingConfigWatch
+from aldaemon.loop.train import next_version_number
+from aldaemon.model import ml_backend
+from aldaemon.records import LabelingSchema, PredictionRecord
+from aldaemon.store import VersionRow
+from aldaemon.store.backend import StoredBackendPrediction
+from aldaemon.sync.label_sets import cold_start_counts
+from aldaemon.sync.scoring import select_queue
+from aldaemon.sync.versions import training_examples, version_name
+
+# Label Studio waits for the backend's /webhook up to its ML_TIMEOUT_TRAIN; wait longer.
+TRAIN_REQUEST_TIMEOUT = 330.0
+
+
+class BackendModelChanged(ml_backend.BackendAnswerRejected):
+    """The backend answered with another model than the one trained for this version."""
+
+
+async def train_version(
+    ctx: CycleContext,
+    schema: LabelingSchema,
+    *,
+    label_changes: int,
+    labeling_config: LabelingConfigWatch,
+    report: CycleReport,
+    logger: structlog.typing.FilteringBoundLogger,
+) -> VersionRow:
+    """Record a new version, ask Label Studio to train the backend, keep its version."""
+    project_id = ctx.project.id
+    store = ctx.store
+    number = await next_version_number(ctx)
+    name = version_name(ctx.project.predictions.version_prefix, number)
+    store.create_version(
+        project_id, name=name, number=number, label_changes=label_changes, now=ctx.clock()
+    )
+    labeling_config.remember()
+    report.version = name
+    client = ctx.gateway.http_client
+    backend = await ml_backends.find_backend(
+        client, project_id=project_id, ml_backend_id=ctx.project.ml_backend_id
+    )
+    n_labels = len(training_examples(store.annotated_tasks(project_id)))
+    logger.info("train.started", version=name, n_labels=n_labels, ml_backend=backend.id)
+    started = time.perf_counter()
+    try:
+        outcome = await ml_backends.train_backend(
+            client, backend_id=backend.id, timeout=TRAIN_REQUEST_TIMEOUT
+        )
+    except ml_backends.MLBackendTrainingFailed as exc:
+        fail_version(ctx, name, reason=str(exc), logger=logger)
+        raise
+    seconds = time.perf_counter() - started
+    store.mark_backend_trained(
+        project_id,
+        name,
+        trained_at=ctx.clock(),
+        n_labels=n_labels,
+        class_counts=cold_start_counts(store.annotated_tasks(project_id), schema),
+        train_seconds=seconds,
+        backend_version=outcome.version_after,
+    )
+    report.backend_version = outcome.version_after
+    logger.info(
+        "train.finished",
+        version=name,
+        n_labels=n_labels,
+        seconds=round(seconds, 3),
+        backend_version=outcome.version_after,
+        backend_retrained=outcome.version_moved,
+    )
+    return store.require_version(project_id, name)
+
+
+async def score_version(
+    ctx: CycleContext,
+    version: VersionRow,
+    schema: LabelingSchema,
+    *,
+    report: CycleReport,
+    logger: structlog.typing.FilteringBoundLogger,
+) -> VersionRow:
+    """Score the unlabeled pool through `/predict`, batch by batch; store the predictions."""
+    project_id = ctx.project.id
+    store = ctx.store
+    options = ctx.project.ml_backend
+    report.backend_version = version.backend_version
+    client = ctx.gateway.http_client
+    backend = await ml_backends.find_backend(
+        client, project_id=project_id, ml_backend_id=ctx.project.ml_backend_id
+    )
+    project = await ml_backends.project_for_backend(client, project_id=project_id)
+    pool = [(task_id, data) for task_id, data in store.unlabeled_tasks(project_id) if data]
+    done = store.backend_batches(project_id, version.name)
+    done_ids = {p.task_id for p in done}
+    first_batch = max((p.batch for p in done), default=-1) + 1
+    remaining = [
+        {"id": task_id, "data": {schema.text_field: data}}
+        for task_id, data in pool
+        if task_id not in done_ids
+    ]
+    if done:
+        logger.info(
+            "score.resumed", version=version.name, batch=first_batch, tasks_done=len(done_ids)
+        )
+
+    async def record(number: int, predictions: list[ml_backend.BackendPrediction]) -> None:
+        _check_model(predictions, version)
+        store.record_backend_batch(
+            project_id,
+            version.name,
+            batch=first_batch + number,
+            predictions=[_stored(first_batch + number, p) for p in predictions],
+        )
+        report.count("tasks_scored", len(predictions))
+        logger.info("score.batch", version=version.name, batch=first_batch + number,
+                    tasks=len(predictions))  # fmt: skip
+
+    try:
+        async with httpx.AsyncClient() as backend_http:
+            await ml_backend.predict_all(
+                backend_http,
+                url=backend.url,
+                tasks=remaining,
+                project=ml_backend.project_uid(project.id, project.created_at),
+                label_config=project.label_config,
+                batch_size=options.batch_size,
+                timeout=options.timeout,
+                on_batch=record,
+            )
+    except ml_backend.BackendAnswerRejected as exc:
+        store.drop_backend_batches(project_id, version.name)
+        fail_version(ctx, version.name, reason=str(exc), logger=logger)
+        raise
+    live = {task_id for task_id, _ in pool}
+    scored = [p for p in store.backend_batches(project_id, version.name) if p.task_id in live]
+    predictions = _chosen(scored, depth=ctx.project.predictions.queue_depth)
+    store.save_predictions(project_id, version.name, predictions)
+    store.drop_backend_batches(project_id, version.name)
+    return store.mark_scored(project_id, version.name, n_predictions=len(predictions))
+
+
+def _check_model(predictions: Sequence[ml_backend.BackendPrediction], version: VersionRow) -> None:
+    """Refuse answers of another model than the trained one (a backend restarted untrained)."""
+    expected = version.backend_version
+    others = sorted(
+        {p.model_version for p in predictions if p.model_version not in (expected, None)} - {None}
+    )
+    if expected is not None and others:
+        raise BackendModelChanged(
+            f"the ML backend now answers with model version {', '.join(map(str, others))}, "
+            f"not {expected} which it trained for {version.name} (did it restart without its "
+            "model?); nothing of this version is uploaded, a new training follows"
+        )
+    out_of_range = [p.task_id for p in predictions if not 0.0 <= p.score <= 1.0]
+    if out_of_range:
+        raise ml_backend.BackendAnswerRejected(
+            f"the ML backend's scores must be in [0, 1] (lower = less confident); tasks "
+            f"{out_of_range[:10]} are not"
+        )
+
+
+def _stored(batch: int, prediction: ml_backend.BackendPrediction) -> StoredBackendPrediction:
+    return StoredBackendPrediction(
+        batch=batch,
+        task_id=prediction.task_id,
+        result=tuple(prediction.result),
+        score=prediction.score,
+        model_version=prediction.model_version,
+    )
+
+
+def _chosen(
+    scored: Sequence[StoredBackendPrediction], *, depth: int | None
+) -> list[PredictionRecord]:
+    """The predictions to upload, by task id: all, or the `queue_depth` least confident."""
+    chosen = select_queue(np.asarray([p.score for p in scored], dtype=float), depth=depth)
+    records = [
+        PredictionRecord(
+            task_id=scored[i].task_id,
+            label=_first_label(scored[i].result),
+            score=scored[i].score,
+            result=scored[i].result,
+        )
+        for i in (int(i) for i in chosen)
+    ]
+    return sorted(records, key=lambda record: record.task_id)
+
+
+def _first_label(result: Sequence[dict[str, Any]]) -> str:
+    """For display and agreement only: the first label any region chose, else ""."""
+    for region in result:
+        value = region.get("value")
+        if not isinstance(value, dict):
+            continue
+        for key, chosen in value.items():
+            if (key == "choices" or key.endswith("labels")) and chosen:
+                return str(chosen[0])
+    return ""
