@@ -59,6 +59,8 @@ class LabelingSchema:
     to_name: str  # the Text object's name
     labels: tuple[str, ...]
     multiple: bool = False  # choice="multiple": any subset of labels, one-vs-rest models
+    # <Labels> over <Text>: named entities; an answer is span codes (sync.span_answers)
+    spans: bool = False
     # How the annotator's text is read from the task (sync.text_of_task); None: the field as is
     source: TextSource | None = None
 

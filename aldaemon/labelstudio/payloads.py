@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aldaemon.records import (
@@ -21,6 +22,9 @@ from aldaemon.records import (
     TaskRecord,
     ViewInfo,
 )
+from aldaemon.sync.config_shapes import ServedControl, TextReading, TextSource
+from aldaemon.sync.shape_results import span_results
+from aldaemon.sync.span_answers import SpanAnswer, decode_span, decode_spans, span_codes_of_result
 from aldaemon.sync.text_of_task import TaskTextError, text_of_task
 from aldaemon.sync.timestamps import format_ls_datetime, parse_ls_datetime
 
@@ -112,12 +116,14 @@ def parse_annotation(
     labels: tuple[str, ...] | None
     if was_cancelled:
         labels = None
+    elif schema.spans:  # every span as a code; none: "no entity in this text"
+        labels = span_codes_of_result(raw.get("result"), schema.from_name)
     elif schema.multiple:
         labels = all_choices(raw.get("result"), schema.from_name)
     else:
         first = first_choice(raw.get("result"), schema.from_name)
         labels = (first,) if first is not None else None
-    label = labels[0] if labels else None
+    label = (decode_span(labels[0]).label if schema.spans else labels[0]) if labels else None
     completed_by = raw.get("completed_by")
     if isinstance(completed_by, Mapping):  # some serializers expand the user
         completed_by = completed_by.get("id")
@@ -183,6 +189,28 @@ def choices_result(schema: LabelingSchema, *labels: str) -> list[dict[str, objec
     ]
 
 
+def span_result(schema: LabelingSchema, spans: Sequence[SpanAnswer]) -> list[dict[str, Any]]:
+    """A prediction result holding `spans` in the schema's <Labels> control (shape_results)."""
+    source = schema.source or TextSource(
+        object_name=schema.to_name, reading=TextReading.TEXT, field=schema.text_field
+    )
+    control = ServedControl(
+        name=schema.from_name, to_name=schema.to_name, source=source, labels=schema.labels
+    )
+    return span_results(control, [_PredictedSpan(s.start, s.end, s.label) for s in spans])
+
+
+@dataclass(frozen=True)
+class _PredictedSpan:
+    """A stored predicted span as shape_results.span_results reads it (text unknown here)."""
+
+    start: int
+    end: int
+    label: str
+    text: str = ""
+    score: float | None = None
+
+
 def prediction_payloads(
     predictions: Sequence[PredictionRecord], *, model_version: str, schema: LabelingSchema
 ) -> list[dict[str, object]]:
@@ -201,7 +229,8 @@ def prediction_payloads(
     for prediction in predictions:
         task_id = prediction.task_id
         labels = prediction.labels if prediction.labels is not None else (prediction.label,)
-        for label in labels:
+        spans = decode_spans(labels) if schema.spans else []
+        for label in [span.label for span in spans] if schema.spans else labels:
             if label not in allowed:
                 raise ValueError(
                     f"prediction for task {task_id} has label {label!r}, which is not "
@@ -218,7 +247,9 @@ def prediction_payloads(
             "task": task_id,
             "model_version": model_version,
             "score": prediction.score,
-            "result": choices_result(schema, *labels),
+            "result": span_result(schema, spans)
+            if schema.spans
+            else choices_result(schema, *labels),
         }
         if prediction.cluster is not None:
             payload["cluster"] = prediction.cluster

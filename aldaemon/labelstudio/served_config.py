@@ -10,7 +10,9 @@ points at and what is served instead (the ML backend route for media). The refus
 an `UnsupportedLabelingConfig`, a permanent error: `once` exits non-zero, `status`
 shows it, `run` logs `project.failed` once and goes on with the other projects.
 
-Named entities (building blocks exist, not served yet) are said so, not silently ignored.
+Named entities: a config whose only learnable controls are `<Labels>` over a `<Text>` is
+served through its first `<Labels>` (a CRF, model/spans.py). A config with both a
+`<Choices>` and a `<Labels>` trains its first `<Choices>`, as before.
 """
 
 from __future__ import annotations
@@ -33,18 +35,14 @@ def read_served_schema(xml: str) -> LabelingSchema:
     except UnservableConfig as exc:
         raise UnsupportedLabelingConfig(str(exc)) from None
     choices = [c for c in shape.served if isinstance(c, SingleChoice | MultiChoice)]
-    if not choices:
-        spans = [c for c in shape.served if isinstance(c, Spans)]
-        named = "; ".join(
-            f"<Labels name={c.name!r}> over <Text name={c.to_name!r}>: named entities are "
-            "not served yet (a <Choices> over the same text is)"
-            for c in spans
-        )
+    spans = [c for c in shape.served if isinstance(c, Spans)]
+    if not choices and not spans:
         raise UnsupportedLabelingConfig(
-            "labeling config has nothing aldaemon serves yet: "
-            + "; ".join([named, *(r.message for r in shape.refused)]).strip("; ")
+            "labeling config has nothing aldaemon serves: "
+            + "; ".join(r.message for r in shape.refused)
         )
-    control = choices[0]  # the first <Choices> over text, in document order
+    # the first <Choices> over text, in document order; else the first <Labels>
+    control = choices[0] if choices else spans[0]
     if control.source.value_type == "url":
         raise UnsupportedLabelingConfig(
             f'<{control.source.reading} name={control.to_name!r}> has valueType="url": '
@@ -58,5 +56,6 @@ def read_served_schema(xml: str) -> LabelingSchema:
         to_name=control.to_name,
         labels=control.labels,
         multiple=isinstance(control, MultiChoice),
+        spans=isinstance(control, Spans),
         source=control.source,
     )

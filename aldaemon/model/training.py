@@ -29,6 +29,8 @@ from aldaemon.model.multilabel import OneVsRestTextModel
 from aldaemon.model.multilabel_jobs import train_multilabel_and_save
 from aldaemon.model.protocol import TextClassifier, build_model
 from aldaemon.model.results import ScoredPool, TrainingResult
+from aldaemon.model.span_jobs import score_spans, train_spans_and_save
+from aldaemon.model.spans import SpanModel
 from aldaemon.sync import scoring
 from aldaemon.sync.shape_results import MULTILABEL_THRESHOLD
 from aldaemon.sync.shape_scoring import multilabel_scores
@@ -40,6 +42,7 @@ __all__ = [
     "score_pool",
     "train_and_save",
     "train_multilabel_and_save",
+    "train_spans_and_save",
 ]
 
 MAX_CV_FOLDS = 5
@@ -115,6 +118,15 @@ def score_pool(
         raise ValueError(f"clusters must be >= 0, got {clusters}")
     artifact = load_artifact(artifact_path)
     model = artifact.model
+    if isinstance(model, SpanModel):  # named entities: see model/span_jobs.py
+        return score_spans(
+            model,
+            task_ids=task_ids,
+            texts=texts,
+            strategy=strategy,
+            random_fraction=random_fraction,
+            seed=seed,
+        )
     use_features = clusters > 0 and _has_feature_steps(model)
     if not task_ids:
         return ScoredPool((), (), (), () if use_features else None)

@@ -166,6 +166,26 @@ class ModelWorker:
         )
         return cast(TrainingResult, result)
 
+    async def train_spans(
+        self,
+        *,
+        texts: Sequence[str],
+        span_codes: Sequence[Sequence[str]],
+        labels: Sequence[str],
+        artifact_path: str,
+        seed: int = 0,
+    ) -> TrainingResult:
+        """training.train_spans_and_save in the worker process."""
+        result = await self._run(
+            "train_spans_and_save",
+            texts=list(texts),
+            span_codes=[list(codes) for codes in span_codes],
+            labels=list(labels),
+            artifact_path=artifact_path,
+            seed=seed,
+        )
+        return cast(TrainingResult, result)
+
     async def score(
         self,
         *,

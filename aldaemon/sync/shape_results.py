@@ -70,13 +70,10 @@ def span_results(control: ServedControl, spans: Iterable[SpanLike]) -> list[Resu
             "from_name": control.name,
             "to_name": control.to_name,
             "type": "labels",
-            "value": {
-                "start": span.start,
-                "end": span.end,
-                "text": span.text,
-                "labels": [span.label],
-            },
+            "value": {"start": span.start, "end": span.end, "labels": [span.label]},
         }
+        if span.text:  # Label Studio reads the region from the offsets; text is for people
+            result["value"]["text"] = span.text
         if span.score is not None:
             result["score"] = float(span.score)
         results.append(result)
