@@ -88,6 +88,8 @@ class ViewConfig:
 class ProjectConfig:
     id: int
     model: str = DEFAULT_FACTORY
+    # names of the labeling config's controls to learn; None: all a classifier can serve
+    controls: tuple[str, ...] | None = None
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     predictions: PredictionsConfig = field(default_factory=PredictionsConfig)
     view: ViewConfig = field(default_factory=ViewConfig)
@@ -323,6 +325,7 @@ def _read_project(section: Section) -> ProjectConfig | None:
     model = section.string("model", DEFAULT_FACTORY)
     if ":" not in model:
         section.error("model", f'must look like "package.module:factory", got {model!r}')
+    controls = _read_controls(section)
     retrain = _read_retrain(section.table("retrain"))
     predictions = _read_predictions(section.table("predictions"))
     view_section = section.table("view")
@@ -332,8 +335,27 @@ def _read_project(section: Section) -> ProjectConfig | None:
     if project_id < 1:
         return None
     return ProjectConfig(
-        id=project_id, model=model, retrain=retrain, predictions=predictions, view=view
+        id=project_id,
+        model=model,
+        controls=controls,
+        retrain=retrain,
+        predictions=predictions,
+        view=view,
     )
+
+
+def _read_controls(section: Section) -> tuple[str, ...] | None:
+    """`controls = ["sentiment", "topic"]`: a non-empty list of distinct control names."""
+    if not section.has("controls"):
+        return None
+    raw = section.get("controls")
+    if not isinstance(raw, list) or not raw or not all(isinstance(n, str) and n for n in raw):
+        section.error("controls", "must be a non-empty list of control names (strings)")
+        return None
+    if len(set(raw)) != len(raw):
+        section.error("controls", f"names a control twice: {raw!r}")
+        return None
+    return tuple(raw)
 
 
 def _read_retrain(section: Section) -> RetrainConfig:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aldaemon.sync.config_shapes import TextSource
+from aldaemon.sync.config_shapes import ServedControl, TextSource
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,9 @@ class LabelingSchema:
     spans: bool = False
     # How the annotator's text is read from the task (sync.text_of_task); None: the field as is
     source: TextSource | None = None
+    # Several <Choices> learned together (one model each); `labels` are then their codes
+    # (sync.control_answers) and from_name/to_name those of the first. Empty: one control.
+    controls: tuple[ServedControl, ...] = ()
 
 
 @dataclass(frozen=True)

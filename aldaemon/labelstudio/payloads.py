@@ -22,7 +22,9 @@ from aldaemon.records import (
     TaskRecord,
     ViewInfo,
 )
-from aldaemon.sync.config_shapes import ServedControl, TextReading, TextSource
+from aldaemon.sync.config_shapes import MultiChoice, ServedControl, TextReading, TextSource
+from aldaemon.sync.control_answers import answers_of, decode_choice, encode_choice
+from aldaemon.sync.shape_results import choices_results as shape_choices_results
 from aldaemon.sync.shape_results import span_results
 from aldaemon.sync.span_answers import SpanAnswer, decode_span, decode_spans, span_codes_of_result
 from aldaemon.sync.text_of_task import TaskTextError, text_of_task
@@ -104,6 +106,27 @@ def all_choices(result: object, from_name: str) -> tuple[str, ...]:
     return tuple(chosen)
 
 
+def _control_answers(result: object, schema: LabelingSchema) -> tuple[str, ...]:
+    codes: list[str] = []
+    for control in schema.controls:
+        chosen = all_choices(result, control.name)
+        if not isinstance(control, MultiChoice):
+            chosen = chosen[:1]
+        codes += [encode_choice(control.name, label) for label in chosen]
+    return tuple(codes)
+
+
+def _first_label(labels: tuple[str, ...] | None, schema: LabelingSchema) -> str | None:
+    """The `label` column: the first label of the answer, decoded from its code."""
+    if not labels:
+        return None
+    if schema.spans:
+        return decode_span(labels[0]).label
+    if schema.controls:
+        return decode_choice(labels[0])[1]
+    return labels[0]
+
+
 def parse_annotation(
     raw: Mapping[str, Any], *, task_id: int, schema: LabelingSchema
 ) -> AnnotationRecord:
@@ -116,6 +139,8 @@ def parse_annotation(
     labels: tuple[str, ...] | None
     if was_cancelled:
         labels = None
+    elif schema.controls:  # every control's choices as codes (sync/control_answers.py)
+        labels = _control_answers(raw.get("result"), schema)
     elif schema.spans:  # every span as a code; none: "no entity in this text"
         labels = span_codes_of_result(raw.get("result"), schema.from_name)
     elif schema.multiple:
@@ -123,7 +148,7 @@ def parse_annotation(
     else:
         first = first_choice(raw.get("result"), schema.from_name)
         labels = (first,) if first is not None else None
-    label = (decode_span(labels[0]).label if schema.spans else labels[0]) if labels else None
+    label = _first_label(labels, schema)
     completed_by = raw.get("completed_by")
     if isinstance(completed_by, Mapping):  # some serializers expand the user
         completed_by = completed_by.get("id")
@@ -189,6 +214,20 @@ def choices_result(schema: LabelingSchema, *labels: str) -> list[dict[str, objec
     ]
 
 
+def _prediction_result(
+    schema: LabelingSchema, labels: Sequence[str], spans: Sequence[SpanAnswer]
+) -> list[dict[str, Any]]:
+    if schema.spans:
+        return span_result(schema, spans)
+    if schema.controls:  # one result per control that predicts a label
+        return [
+            result
+            for control in schema.controls
+            for result in shape_choices_results(control, answers_of(labels, control.name))
+        ]
+    return choices_result(schema, *labels)
+
+
 def span_result(schema: LabelingSchema, spans: Sequence[SpanAnswer]) -> list[dict[str, Any]]:
     """A prediction result holding `spans` in the schema's <Labels> control (shape_results)."""
     source = schema.source or TextSource(
@@ -247,9 +286,7 @@ def prediction_payloads(
             "task": task_id,
             "model_version": model_version,
             "score": prediction.score,
-            "result": span_result(schema, spans)
-            if schema.spans
-            else choices_result(schema, *labels),
+            "result": _prediction_result(schema, labels, spans),
         }
         if prediction.cluster is not None:
             payload["cluster"] = prediction.cluster

@@ -47,7 +47,7 @@ class LabelingConfigWatch:
         """Read the labeling config, and log once what changed in it and what happens now."""
         store = self.ctx.store
         info = await self.ctx.gateway.get_project(self.project_id)
-        schema = read_served_schema(info.label_config)
+        schema = read_served_schema(info.label_config, controls=self.ctx.project.controls)
         previous = store.get_meta(self.project_id).schema
         change = schema_change(previous, schema)
         if change is not None:

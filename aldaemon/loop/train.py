@@ -69,7 +69,9 @@ async def train_version(
             count=len(foreign),
             action="annotations with labels the config no longer has are left out",
         )
-    if schema.multiple or schema.spans:  # the example stays; only unknown labels go
+    if (
+        schema.multiple or schema.spans or schema.controls
+    ):  # the example stays; only unknown labels go
         examples = keep_config_answers(examples, schema)
     else:
         examples = [e for e in examples if e.label in allowed]
@@ -77,7 +79,15 @@ async def train_version(
     artifact.parent.mkdir(parents=True, exist_ok=True)
     logger.info("train.started", version=name, n_labels=len(examples))
     try:
-        if schema.spans:
+        if schema.controls:
+            result = await ctx.worker.train_controls(
+                factory_ref=ctx.project.model,
+                texts=[e.text for e in examples],
+                answers=[e.labels for e in examples],
+                controls=schema.controls,
+                artifact_path=str(artifact),
+            )
+        elif schema.spans:
             result = await ctx.worker.train_spans(
                 texts=[e.text for e in examples],
                 span_codes=[e.labels for e in examples],

@@ -7,6 +7,7 @@ POSITIVES (examples selecting it) AND `min_per_class` NEGATIVES (examples that d
 "none of these" included). The cold start therefore reads, per label, the smaller of the
 two counts, so the policy's message "'x' has 1 of 2 labels" names the side that is short.
 A named-entity project (`<Labels>` over `<Text>`) counts annotated SPANS per entity label.
+Several controls: each label of each control is counted as that control alone would be.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from aldaemon.records import LabelingSchema
+from aldaemon.sync.control_answers import controls_cold_start_counts
 from aldaemon.sync.span_answers import decode_spans, entity_counts, keep_config_spans
 from aldaemon.sync.versions import AnnotatedTask, TrainingExample, training_examples
 
@@ -21,6 +23,8 @@ from aldaemon.sync.versions import AnnotatedTask, TrainingExample, training_exam
 def cold_start_counts(tasks: Iterable[AnnotatedTask], schema: LabelingSchema) -> dict[str, int]:
     """Per config label, the count `min_per_class` is held against (see the module)."""
     examples = training_examples(tasks)
+    if schema.controls:  # several <Choices>: each control its own cold start
+        return controls_cold_start_counts([e.labels for e in examples], schema.controls)
     if schema.spans:  # named entities: annotated spans per entity label
         return entity_counts((e.labels for e in examples), schema.labels)
     if not schema.multiple:

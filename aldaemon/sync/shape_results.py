@@ -61,6 +61,11 @@ def multilabel_results(
     return [_choices(control, chosen)] if chosen else []
 
 
+def choices_results(control: ServedControl, labels: Sequence[str]) -> list[Result]:
+    """`labels` chosen in `control`; no result when there is none."""
+    return [_choices(control, list(labels))] if labels else []
+
+
 def span_results(control: ServedControl, spans: Iterable[SpanLike]) -> list[Result]:
     """One "labels" result per span, in the order given."""
     results: list[Result] = []
