@@ -12,12 +12,18 @@ Several controls: each label of each control is counted as that control alone wo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from aldaemon.records import LabelingSchema
 from aldaemon.sync.control_answers import controls_cold_start_counts
 from aldaemon.sync.span_answers import decode_spans, entity_counts, keep_config_spans
-from aldaemon.sync.versions import AnnotatedTask, TrainingExample, training_examples
+from aldaemon.sync.versions import (
+    AnnotatedTask,
+    TrainingExample,
+    label_counts,
+    training_examples,
+)
 
 
 def cold_start_counts(tasks: Iterable[AnnotatedTask], schema: LabelingSchema) -> dict[str, int]:
@@ -78,3 +84,16 @@ def keep_config_answers(
         label = decode_spans(codes[:1])[0].label if codes else ""
         kept.append(TrainingExample(task_id=e.task_id, text=e.text, label=label, labels=codes))
     return kept
+
+
+def stored_label_counts(
+    tasks: Iterable[AnnotatedTask], stored_schema: Mapping[str, Any] | None
+) -> dict[str, int]:
+    """Training examples per label for `status` (named entities: annotated spans per label)."""
+    if not (stored_schema or {}).get("spans"):
+        return label_counts(tasks)
+    counts: dict[str, int] = {}
+    for example in training_examples(tasks):
+        for span in decode_spans(example.labels):
+            counts[span.label] = counts.get(span.label, 0) + 1
+    return counts

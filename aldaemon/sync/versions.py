@@ -373,4 +373,6 @@ def schema_to_json(
         "to_name": schema.to_name,
         "labels": list(schema.labels),
         "removed_labels": [label for label in removed if label not in schema.labels],
+        # named entities: answers are span codes (sync/span_answers.py); only said when so
+        **({"spans": True} if schema.spans else {}),
     }

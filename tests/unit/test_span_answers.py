@@ -6,10 +6,10 @@ from aldaemon.labelstudio.payloads import parse_annotation, prediction_payloads
 from aldaemon.model.span_jobs import entity_f1, score_spans
 from aldaemon.model.spans import Span, SpanModel
 from aldaemon.records import LabelingSchema, PredictionRecord
-from aldaemon.sync.label_sets import cold_start_counts
+from aldaemon.sync.label_sets import cold_start_counts, stored_label_counts
 from aldaemon.sync.labels import StoredAnnotation
 from aldaemon.sync.span_answers import SpanAnswer, decode_span, encode_span
-from aldaemon.sync.versions import AnnotatedTask
+from aldaemon.sync.versions import AnnotatedTask, schema_to_json
 
 SCHEMA = LabelingSchema(
     text_field="text", from_name="ner", to_name="text", labels=("PER", "LOC"), spans=True
@@ -95,3 +95,17 @@ def test_entity_f1_counts_exact_matches_only() -> None:
     gold = [[Span(0, 4, "PER", "")], [Span(1, 3, "LOC", "")]]
     predicted = [[Span(0, 4, "PER", "")], [Span(1, 4, "LOC", "")]]
     assert 0.5 == entity_f1(gold, predicted)
+
+
+def test_status_counts_spans_per_entity_label_for_a_named_entity_project() -> None:
+    annotation = StoredAnnotation(
+        id=1,
+        task_id=1,
+        label="PER",
+        was_cancelled=False,
+        updated_at="2026-01-01T00:00:00Z",
+        labels=("0:4:PER", "5:9:PER", "10:12:LOC"),
+    )
+    tasks = [AnnotatedTask(task_id=1, text="t", annotations=(annotation,))]
+    stored = schema_to_json(SCHEMA)
+    assert {"PER": 2, "LOC": 1} == stored_label_counts(tasks, stored)
