@@ -90,7 +90,7 @@ def stored_label_counts(
     tasks: Iterable[AnnotatedTask], stored_schema: Mapping[str, Any] | None
 ) -> dict[str, int]:
     """Training examples per label for `status` (named entities: annotated spans per label)."""
-    if not (stored_schema or {}).get("spans"):
+    if (stored_schema or {}).get("answers") != "spans":
         return label_counts(tasks)
     counts: dict[str, int] = {}
     for example in training_examples(tasks):

@@ -6,6 +6,7 @@ its controls' scores; the prediction carries one result per control.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from aldaemon.config import Config, load_config
+from aldaemon.loop.poll import WATERMARK_OVERLAP_SECONDS
 from aldaemon.model.artifacts import load_artifact
 from aldaemon.store import Store
 from aldaemon.sync.shape_scoring import single_choice_scores
@@ -151,3 +153,45 @@ async def test_controls_key_names_the_controls_to_learn(
     assert "[[projects]] controls: control 'mood' is not in the labeling config" in str(
         report.error
     )
+
+
+ONE_CONTROL = """<View>
+  <Text name="text" value="$text"/>
+  <Choices name="sentiment" toName="text"><Choice value="pos"/><Choice value="neg"/></Choices>
+</View>"""
+
+
+async def test_adding_a_second_control_re_reads_the_stored_answers(
+    tmp_path: Path,
+    label_studio: LabelStudioServer,
+    ls_client: LabelStudioClient,
+    make_project: MakeProject,
+) -> None:
+    """Answers stored as plain labels become control codes: none is lost to the change."""
+    rng = random.Random(8)
+    kinds = [(s, t) for s in ("pos", "neg") for t in ("food", "travel")] * 4
+    texts = [text(rng, s, t) for s, t in kinds]
+    project_id = make_project([{"text": t} for t in texts], label_config=ONE_CONTROL)
+    task_ids = ls_client.task_ids(project_id)
+    for task_id, (sentiment, _topic) in list(zip(task_ids, kinds, strict=True))[:6]:
+        annotate(ls_client, task_id, {"sentiment": sentiment})
+    config = write_config(tmp_path, label_studio, project_id)
+    assert "ok" == (await one_cycle(config)).outcome
+    # past the poll's overlap window: the first 6 are not re-read as "recently changed"
+    await asyncio.sleep(WATERMARK_OVERLAP_SECONDS + 1)
+
+    ls_client.call("PATCH", f"/api/projects/{project_id}/", {"label_config": TWO_CONTROLS})
+    for task_id, (sentiment, topic) in list(zip(task_ids, kinds, strict=True))[6:12]:
+        annotate(ls_client, task_id, {"sentiment": sentiment, "topic": topic})
+    report = await one_cycle(config)
+
+    assert report.outcome == "ok", report.error
+    store = Store.open(config.state.dir, lock=False)
+    version = store.list_versions(project_id)[-1]
+    store.close()
+    assert version.class_counts is not None
+    sentiment_answers = (
+        version.class_counts["sentiment:pos"] + version.class_counts["sentiment:neg"]
+    )
+    assert 12 == sentiment_answers  # the 6 answered before the change count too
+    assert 6 == version.class_counts["topic:food"] + version.class_counts["topic:travel"]
