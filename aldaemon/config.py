@@ -98,6 +98,8 @@ class ProjectConfig:
     model: str = DEFAULT_FACTORY
     ml_backend_id: int | None = None
     ml_backend: MLBackendConfig = field(default_factory=MLBackendConfig)
+    # names of the labeling config's controls to learn; None: all a classifier can serve
+    controls: tuple[str, ...] | None = None
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     predictions: PredictionsConfig = field(default_factory=PredictionsConfig)
     view: ViewConfig = field(default_factory=ViewConfig)
@@ -345,6 +347,7 @@ def _read_project(section: Section) -> ProjectConfig | None:
         section.integer("ml_backend_id", 0, minimum=1) if section.has("ml_backend_id") else None
     )
     ml_backend = _read_ml_backend(section.table("ml_backend"))
+    controls = _read_controls(section)
     if model != ML_BACKEND_MODEL:
         for key in ("ml_backend_id", "ml_backend"):
             if section.has(key):
@@ -362,6 +365,7 @@ def _read_project(section: Section) -> ProjectConfig | None:
         model=model,
         ml_backend_id=ml_backend_id,
         ml_backend=ml_backend,
+        controls=controls,
         retrain=retrain,
         predictions=predictions,
         view=view,
@@ -375,6 +379,20 @@ def _read_ml_backend(section: Section) -> MLBackendConfig:
     )
     section.reject_unknown()
     return config
+
+
+def _read_controls(section: Section) -> tuple[str, ...] | None:
+    """`controls = ["sentiment", "topic"]`: a non-empty list of distinct control names."""
+    if not section.has("controls"):
+        return None
+    raw = section.get("controls")
+    if not isinstance(raw, list) or not raw or not all(isinstance(n, str) and n for n in raw):
+        section.error("controls", "must be a non-empty list of control names (strings)")
+        return None
+    if len(set(raw)) != len(raw):
+        section.error("controls", f"names a control twice: {raw!r}")
+        return None
+    return tuple(raw)
 
 
 def _read_retrain(section: Section) -> RetrainConfig:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from aldaemon.sync.config_shapes import TextSource
+from aldaemon.sync.config_shapes import ServedControl, TextSource
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,13 @@ class LabelingSchema:
     to_name: str  # the Text object's name
     labels: tuple[str, ...]
     multiple: bool = False  # choice="multiple": any subset of labels, one-vs-rest models
+    # <Labels> over <Text>: named entities; an answer is span codes (sync.span_answers)
+    spans: bool = False
     # How the annotator's text is read from the task (sync.text_of_task); None: the field as is
     source: TextSource | None = None
+    # Several <Choices> learned together (one model each); `labels` are then their codes
+    # (sync.control_answers) and from_name/to_name those of the first. Empty: one control.
+    controls: tuple[ServedControl, ...] = ()
 
 
 @dataclass(frozen=True)

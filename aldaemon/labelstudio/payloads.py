@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aldaemon.records import (
@@ -21,6 +22,11 @@ from aldaemon.records import (
     TaskRecord,
     ViewInfo,
 )
+from aldaemon.sync.config_shapes import MultiChoice, ServedControl, TextReading, TextSource
+from aldaemon.sync.control_answers import answers_of, decode_choice, encode_choice
+from aldaemon.sync.shape_results import choices_results as shape_choices_results
+from aldaemon.sync.shape_results import span_results
+from aldaemon.sync.span_answers import SpanAnswer, decode_span, decode_spans, span_codes_of_result
 from aldaemon.sync.text_of_task import TaskTextError, text_of_task
 from aldaemon.sync.timestamps import format_ls_datetime, parse_ls_datetime
 
@@ -100,6 +106,27 @@ def all_choices(result: object, from_name: str) -> tuple[str, ...]:
     return tuple(chosen)
 
 
+def _control_answers(result: object, schema: LabelingSchema) -> tuple[str, ...]:
+    codes: list[str] = []
+    for control in schema.controls:
+        chosen = all_choices(result, control.name)
+        if not isinstance(control, MultiChoice):
+            chosen = chosen[:1]
+        codes += [encode_choice(control.name, label) for label in chosen]
+    return tuple(codes)
+
+
+def _first_label(labels: tuple[str, ...] | None, schema: LabelingSchema) -> str | None:
+    """The `label` column: the first label of the answer, decoded from its code."""
+    if not labels:
+        return None
+    if schema.spans:
+        return decode_span(labels[0]).label
+    if schema.controls:
+        return decode_choice(labels[0])[1]
+    return labels[0]
+
+
 def parse_annotation(
     raw: Mapping[str, Any], *, task_id: int, schema: LabelingSchema
 ) -> AnnotationRecord:
@@ -112,12 +139,16 @@ def parse_annotation(
     labels: tuple[str, ...] | None
     if was_cancelled:
         labels = None
+    elif schema.controls:  # every control's choices as codes (sync/control_answers.py)
+        labels = _control_answers(raw.get("result"), schema)
+    elif schema.spans:  # every span as a code; none: "no entity in this text"
+        labels = span_codes_of_result(raw.get("result"), schema.from_name)
     elif schema.multiple:
         labels = all_choices(raw.get("result"), schema.from_name)
     else:
         first = first_choice(raw.get("result"), schema.from_name)
         labels = (first,) if first is not None else None
-    label = labels[0] if labels else None
+    label = _first_label(labels, schema)
     completed_by = raw.get("completed_by")
     if isinstance(completed_by, Mapping):  # some serializers expand the user
         completed_by = completed_by.get("id")
@@ -183,6 +214,42 @@ def choices_result(schema: LabelingSchema, *labels: str) -> list[dict[str, objec
     ]
 
 
+def _prediction_result(
+    schema: LabelingSchema, labels: Sequence[str], spans: Sequence[SpanAnswer]
+) -> list[dict[str, Any]]:
+    if schema.spans:
+        return span_result(schema, spans)
+    if schema.controls:  # one result per control that predicts a label
+        return [
+            result
+            for control in schema.controls
+            for result in shape_choices_results(control, answers_of(labels, control.name))
+        ]
+    return choices_result(schema, *labels)
+
+
+def span_result(schema: LabelingSchema, spans: Sequence[SpanAnswer]) -> list[dict[str, Any]]:
+    """A prediction result holding `spans` in the schema's <Labels> control (shape_results)."""
+    source = schema.source or TextSource(
+        object_name=schema.to_name, reading=TextReading.TEXT, field=schema.text_field
+    )
+    control = ServedControl(
+        name=schema.from_name, to_name=schema.to_name, source=source, labels=schema.labels
+    )
+    return span_results(control, [_PredictedSpan(s.start, s.end, s.label) for s in spans])
+
+
+@dataclass(frozen=True)
+class _PredictedSpan:
+    """A stored predicted span as shape_results.span_results reads it (text unknown here)."""
+
+    start: int
+    end: int
+    label: str
+    text: str = ""
+    score: float | None = None
+
+
 def prediction_payloads(
     predictions: Sequence[PredictionRecord], *, model_version: str, schema: LabelingSchema
 ) -> list[dict[str, object]]:
@@ -202,7 +269,9 @@ def prediction_payloads(
         task_id = prediction.task_id
         labels = prediction.labels if prediction.labels is not None else (prediction.label,)
         # A backend's own result was checked against the config when it answered.
-        for label in labels if prediction.result is None else ():
+        spans = decode_spans(labels) if schema.spans else []
+        checked = [span.label for span in spans] if schema.spans else labels
+        for label in checked if prediction.result is None else ():
             if label not in allowed:
                 raise ValueError(
                     f"prediction for task {task_id} has label {label!r}, which is not "
@@ -220,7 +289,7 @@ def prediction_payloads(
             "model_version": model_version,
             "score": prediction.score,
             "result": (
-                choices_result(schema, *labels)
+                _prediction_result(schema, labels, spans)
                 if prediction.result is None
                 else [dict(region) for region in prediction.result]
             ),

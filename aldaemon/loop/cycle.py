@@ -123,7 +123,7 @@ class Cycle:
             poll.poll(
                 self.ctx,
                 schema,
-                read_all=text_field_changed,
+                read_all=change is not None and (text_field_changed or change.answers_reshaped),
                 report=self.report,
                 logger=self.log,
             ),

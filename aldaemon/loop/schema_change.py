@@ -50,8 +50,10 @@ class LabelingConfigWatch:
         store = self.ctx.store
         info = await self.ctx.gateway.get_project(self.project_id)
         self.project = info
-        read = read_backend_schema if self.ctx.project.uses_ml_backend else read_served_schema
-        schema = read(info.label_config)
+        if self.ctx.project.uses_ml_backend:
+            schema = read_backend_schema(info.label_config)
+        else:
+            schema = read_served_schema(info.label_config, controls=self.ctx.project.controls)
         previous = store.get_meta(self.project_id).schema
         change = schema_change(previous, schema)
         if change is not None:

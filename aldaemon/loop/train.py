@@ -16,7 +16,7 @@ from aldaemon.loop.publish import fail_version
 from aldaemon.loop.schema_change import LabelingConfigWatch
 from aldaemon.records import LabelingSchema, PredictionRecord
 from aldaemon.store import VersionRow
-from aldaemon.sync.label_sets import keep_config_labels
+from aldaemon.sync.label_sets import answer_labels, keep_config_answers
 from aldaemon.sync.scoring import select_queue
 from aldaemon.sync.versions import own_version_number, training_examples, version_name
 
@@ -61,7 +61,9 @@ async def train_version(
     allowed = set(schema.labels)
     removed = set((store.get_meta(project_id).schema or {}).get("removed_labels", []))
     # Labels removed from the config were announced once when the config changed.
-    foreign = [e.task_id for e in examples if not set(e.labels) <= allowed | removed]
+    foreign = [
+        e.task_id for e in examples if not set(answer_labels(e, schema)) <= allowed | removed
+    ]
     if foreign:
         logger.warning(
             "train.labels_not_in_config",
@@ -69,15 +71,32 @@ async def train_version(
             count=len(foreign),
             action="annotations with labels the config no longer has are left out",
         )
-    if schema.multiple:  # the example stays; only its unknown labels are dropped
-        examples = keep_config_labels(examples, allowed)
+    if (
+        schema.multiple or schema.spans or schema.controls
+    ):  # the example stays; only unknown labels go
+        examples = keep_config_answers(examples, schema)
     else:
         examples = [e for e in examples if e.label in allowed]
     artifact = ctx.artifacts_dir / f"{name}.joblib"
     artifact.parent.mkdir(parents=True, exist_ok=True)
     logger.info("train.started", version=name, n_labels=len(examples))
     try:
-        if schema.multiple:
+        if schema.controls:
+            result = await ctx.worker.train_controls(
+                factory_ref=ctx.project.model,
+                texts=[e.text for e in examples],
+                answers=[e.labels for e in examples],
+                controls=schema.controls,
+                artifact_path=str(artifact),
+            )
+        elif schema.spans:
+            result = await ctx.worker.train_spans(
+                texts=[e.text for e in examples],
+                span_codes=[e.labels for e in examples],
+                labels=schema.labels,
+                artifact_path=str(artifact),
+            )
+        elif schema.multiple:
             result = await ctx.worker.train_multilabel(
                 texts=[e.text for e in examples],
                 label_sets=[e.labels for e in examples],

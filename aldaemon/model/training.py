@@ -25,10 +25,13 @@ from sklearn.pipeline import Pipeline
 
 from aldaemon.errors import ModelError
 from aldaemon.model.artifacts import load_artifact, save_artifact
+from aldaemon.model.control_jobs import ControlModels, score_controls, train_controls_and_save
 from aldaemon.model.multilabel import OneVsRestTextModel
 from aldaemon.model.multilabel_jobs import train_multilabel_and_save
 from aldaemon.model.protocol import TextClassifier, build_model
 from aldaemon.model.results import ScoredPool, TrainingResult
+from aldaemon.model.span_jobs import score_spans, train_spans_and_save
+from aldaemon.model.spans import SpanModel
 from aldaemon.sync import scoring
 from aldaemon.sync.shape_results import MULTILABEL_THRESHOLD
 from aldaemon.sync.shape_scoring import multilabel_scores
@@ -39,7 +42,9 @@ __all__ = [
     "evaluate",
     "score_pool",
     "train_and_save",
+    "train_controls_and_save",
     "train_multilabel_and_save",
+    "train_spans_and_save",
 ]
 
 MAX_CV_FOLDS = 5
@@ -75,7 +80,7 @@ def train_and_save(
     metrics = _cross_validate(
         factory_ref=factory_ref, texts=texts, labels=labels, class_counts=class_counts, seed=seed
     )
-    model = _fitted_model(factory_ref=factory_ref, texts=texts, labels=labels, seed=seed)
+    model = fitted_model(factory_ref=factory_ref, texts=texts, labels=labels, seed=seed)
     train_seconds = time.perf_counter() - started
     classes = tuple(str(label) for label in model.classes_)
     save_artifact(model=model, classes=classes, factory_ref=factory_ref, path=artifact_path)
@@ -115,6 +120,24 @@ def score_pool(
         raise ValueError(f"clusters must be >= 0, got {clusters}")
     artifact = load_artifact(artifact_path)
     model = artifact.model
+    if isinstance(model, ControlModels):  # several <Choices>: see model/control_jobs.py
+        return score_controls(
+            model,
+            task_ids=task_ids,
+            texts=texts,
+            strategy=strategy,
+            random_fraction=random_fraction,
+            seed=seed,
+        )
+    if isinstance(model, SpanModel):  # named entities: see model/span_jobs.py
+        return score_spans(
+            model,
+            task_ids=task_ids,
+            texts=texts,
+            strategy=strategy,
+            random_fraction=random_fraction,
+            seed=seed,
+        )
     use_features = clusters > 0 and _has_feature_steps(model)
     if not task_ids:
         return ScoredPool((), (), (), () if use_features else None)
@@ -178,7 +201,7 @@ def _cross_validate(
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     predicted: list[str] = [""] * len(labels)
     for train_index, test_index in splitter.split(np.zeros(len(labels)), labels):
-        model = _fitted_model(
+        model = fitted_model(
             factory_ref=factory_ref,
             texts=[texts[i] for i in train_index],
             labels=[labels[i] for i in train_index],
@@ -193,7 +216,7 @@ def _cross_validate(
     return {"cv_accuracy": quality["accuracy"], "cv_macro_f1": quality["macro_f1"]}
 
 
-def _fitted_model(
+def fitted_model(
     *, factory_ref: str, texts: Sequence[str], labels: Sequence[str], seed: int
 ) -> TextClassifier:
     model = build_model(factory_ref)

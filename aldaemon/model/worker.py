@@ -43,6 +43,7 @@ import structlog
 
 from aldaemon.errors import ModelError, ModelWorkerLost
 from aldaemon.model.results import ScoredPool, TrainingResult
+from aldaemon.sync.config_shapes import ServedControl
 
 log = structlog.get_logger(__name__)
 
@@ -160,6 +161,48 @@ class ModelWorker:
             "train_multilabel_and_save",
             texts=list(texts),
             label_sets=[list(s) for s in label_sets],
+            labels=list(labels),
+            artifact_path=artifact_path,
+            seed=seed,
+        )
+        return cast(TrainingResult, result)
+
+    async def train_controls(
+        self,
+        *,
+        factory_ref: str,
+        texts: Sequence[str],
+        answers: Sequence[Sequence[str]],
+        controls: Sequence[ServedControl],
+        artifact_path: str,
+        seed: int = 0,
+    ) -> TrainingResult:
+        """training.train_controls_and_save in the worker process."""
+        result = await self._run(
+            "train_controls_and_save",
+            factory_ref=factory_ref,
+            texts=list(texts),
+            answers=[list(codes) for codes in answers],
+            controls=list(controls),
+            artifact_path=artifact_path,
+            seed=seed,
+        )
+        return cast(TrainingResult, result)
+
+    async def train_spans(
+        self,
+        *,
+        texts: Sequence[str],
+        span_codes: Sequence[Sequence[str]],
+        labels: Sequence[str],
+        artifact_path: str,
+        seed: int = 0,
+    ) -> TrainingResult:
+        """training.train_spans_and_save in the worker process."""
+        result = await self._run(
+            "train_spans_and_save",
+            texts=list(texts),
+            span_codes=[list(codes) for codes in span_codes],
             labels=list(labels),
             artifact_path=artifact_path,
             seed=seed,

@@ -61,6 +61,11 @@ def multilabel_results(
     return [_choices(control, chosen)] if chosen else []
 
 
+def choices_results(control: ServedControl, labels: Sequence[str]) -> list[Result]:
+    """`labels` chosen in `control`; no result when there is none."""
+    return [_choices(control, list(labels))] if labels else []
+
+
 def span_results(control: ServedControl, spans: Iterable[SpanLike]) -> list[Result]:
     """One "labels" result per span, in the order given."""
     results: list[Result] = []
@@ -70,13 +75,10 @@ def span_results(control: ServedControl, spans: Iterable[SpanLike]) -> list[Resu
             "from_name": control.name,
             "to_name": control.to_name,
             "type": "labels",
-            "value": {
-                "start": span.start,
-                "end": span.end,
-                "text": span.text,
-                "labels": [span.label],
-            },
+            "value": {"start": span.start, "end": span.end, "labels": [span.label]},
         }
+        if span.text:  # Label Studio reads the region from the offsets; text is for people
+            result["value"]["text"] = span.text
         if span.score is not None:
             result["score"] = float(span.score)
         results.append(result)

@@ -255,6 +255,8 @@ class SchemaChange:
     removed_labels: tuple[str, ...] = ()
     text_field_before: str | None = None  # both set only when the text field was renamed
     text_field_after: str | None = None
+    # the answer shape changed (e.g. <Choices> to <Labels>): stored answers must be re-read
+    answers_reshaped: bool = False
 
     @property
     def text_field_changed(self) -> bool:
@@ -276,13 +278,15 @@ def schema_change(
     removed = tuple(label for label in before_labels if label not in schema.labels)
     before_field = previous.get("text_field")
     field_changed = before_field is not None and before_field != schema.text_field
-    if not (added or removed or field_changed):
+    reshaped = previous.get("answers", PLAIN_ANSWERS) != answer_shape(schema)
+    if not (added or removed or field_changed or reshaped):
         return None
     return SchemaChange(
         added_labels=added,
         removed_labels=removed,
         text_field_before=str(before_field) if field_changed else None,
         text_field_after=schema.text_field if field_changed else None,
+        answers_reshaped=reshaped,
     )
 
 
@@ -317,6 +321,13 @@ def schema_change_notices(
                 f"{change.text_field_after!r}",
                 f"re-reading every task's text from data.{change.text_field_after}, then "
                 "retraining; tasks without that field are skipped",
+            )
+        )
+    if change.answers_reshaped:
+        notices.append(
+            (
+                "the shape of an answer changed (choices, entity spans or several controls)",
+                "re-reading every task's annotations in the new shape, then retraining",
             )
         )
     return notices
@@ -374,4 +385,19 @@ def schema_to_json(
         "to_name": schema.to_name,
         "labels": list(schema.labels),
         "removed_labels": [label for label in removed if label not in schema.labels],
+        # how an annotation's answer is stored, said only when it is not plain labels
+        **({"answers": shape} if (shape := answer_shape(schema)) != PLAIN_ANSWERS else {}),
     }
+
+
+PLAIN_ANSWERS = "labels"
+
+
+def answer_shape(schema: LabelingSchema) -> str:
+    """How answers are stored: plain labels, span codes (sync/span_answers.py), or
+    control codes (sync/control_answers.py). A change means every stored answer is stale."""
+    if schema.spans:
+        return "spans"
+    if schema.controls:
+        return "controls"
+    return PLAIN_ANSWERS

@@ -13,12 +13,12 @@ from typing import Any
 
 from aldaemon.config import Config, ProjectConfig
 from aldaemon.store import Store, VersionRow
+from aldaemon.sync.label_sets import stored_label_counts
 from aldaemon.sync.scoring import cohen_kappa
 from aldaemon.sync.versions import (
     LIVE_STATES,
     VersionState,
     label_changes_since_training,
-    label_counts,
     split_by_config,
     trained_versions,
 )
@@ -46,7 +46,8 @@ def project_status(store: Store, project: ProjectConfig) -> dict[str, Any]:
     cycle = store.last_cycle(pid)
     # Count what trains: the stored labeling config's labels; the rest is shown apart.
     config_labels = meta.schema.get("labels") if meta.schema else None
-    counts, not_in_config = split_by_config(label_counts(store.annotated_tasks(pid)), config_labels)
+    counts = stored_label_counts(store.annotated_tasks(pid), meta.schema)
+    counts, not_in_config = split_by_config(counts, config_labels)
     return {
         "project_id": pid,
         "failure": meta.failure,

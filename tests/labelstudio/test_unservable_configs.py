@@ -33,9 +33,9 @@ IMAGE = """<View><Image name="photo" value="$image"/>
 TAXONOMY = """<View><Text name="text" value="$text"/>
   <Taxonomy name="topics" toName="text"><Choice value="science"/></Taxonomy>
 </View>"""
-PER_REGION = """<View><Text name="text" value="$text"/>
-  <Labels name="ner" toName="text"><Label value="PER"/></Labels>
-  <Choices name="mood" toName="text" perRegion="true">
+PER_REGION = """<View><HyperText name="page" value="$html"/>
+  <Labels name="ner" toName="page"><Label value="PER"/></Labels>
+  <Choices name="mood" toName="page" perRegion="true">
     <Choice value="happy"/><Choice value="sad"/>
   </Choices>
 </View>"""
@@ -60,11 +60,12 @@ CASES = {
     ),
     "per_region": (
         PER_REGION,
-        {"text": "a text"},
+        {"html": "<p>a text</p>"},
         [
-            "<Choices name='mood'> pointing at <Text name='text'>",
+            "<Choices name='mood'> pointing at <HyperText name='page'>",
             "perRegion",
-            "<Labels name='ner'> over <Text name='text'>: named entities are not served yet",
+            "<Labels name='ner'> pointing at <HyperText name='page'>: spans are learned "
+            "over a <Text> only",
         ],
     ),
     "url": (
