@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from aldaemon.config_section import Section, printable
+from aldaemon.config_team import LabelsConfig, StopConfig, read_labels, read_stop
 from aldaemon.errors import ConfigError
 from aldaemon.model.protocol import DEFAULT_FACTORY
 from aldaemon.secret import Secret
@@ -91,6 +92,8 @@ class ProjectConfig:
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     predictions: PredictionsConfig = field(default_factory=PredictionsConfig)
     view: ViewConfig = field(default_factory=ViewConfig)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
 
 
 @dataclass(frozen=True)
@@ -328,11 +331,19 @@ def _read_project(section: Section) -> ProjectConfig | None:
     view_section = section.table("view")
     view = ViewConfig(title=view_section.string("title", _VIEW.title) or _VIEW.title)
     view_section.reject_unknown()
+    labels = read_labels(section.table("labels"))
+    stop = read_stop(section.table("stop"))
     section.reject_unknown()
     if project_id < 1:
         return None
     return ProjectConfig(
-        id=project_id, model=model, retrain=retrain, predictions=predictions, view=view
+        id=project_id,
+        model=model,
+        retrain=retrain,
+        predictions=predictions,
+        view=view,
+        labels=labels,
+        stop=stop,
     )
 
 

@@ -22,7 +22,7 @@ from typing import TypeVar
 
 import structlog
 
-from aldaemon.loop import poll, train
+from aldaemon.loop import poll, team, train
 from aldaemon.loop.context import CycleContext, CycleReport
 from aldaemon.loop.publish import Publisher, fail_version
 from aldaemon.loop.schema_change import LabelingConfigWatch
@@ -127,6 +127,7 @@ class Cycle:
         )
         if self._resync_due():
             await self._step("resync", self._resync())
+        await self._step("team_views", team.refresh_views(self.ctx, logger=self.log))
         version = self.ctx.store.unfinished_version(self.project_id)
         if version is not None:
             version = self.labeling_config.abandon_if_outdated(
@@ -175,6 +176,9 @@ class Cycle:
             # only its version, and a new one follows).
             await self._step("resync", self._resync())
             decision = self._decide(schema, text_field_changed=text_field_changed)
+        decision = team.hold_if_stable(
+            self.ctx, decision, forced=self.forced_training, logger=self.log
+        )
         self.report.decision = decision.reason
         self.ctx.store.set_meta(self.project_id, last_decision=decision.reason)
         if not decision.train:
@@ -229,7 +233,9 @@ class Cycle:
         retrain = self.ctx.project.retrain
         versions = store.list_versions(self.project_id)
         last = last_trained(versions)
-        counts = cold_start_counts(store.annotated_tasks(self.project_id), schema)
+        counts = cold_start_counts(
+            store.annotated_tasks(self.project_id), schema, self.ctx.project.labels.policy
+        )
         changes = label_changes_since_training(
             label_changes=store.sync_state(self.project_id).label_changes, versions=versions
         )

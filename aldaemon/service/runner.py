@@ -211,6 +211,7 @@ class ProjectRunner:
             report.counts.get("predictions_uploaded", 0)
         )
         self._update_label_gauges()
+        metrics.team.update(self._label, self._runtime.store, project)  # type: ignore[arg-type]
         level = "warning" if failed else "info"
         getattr(log, level)("cycle.finished", **report.as_log_fields())
         if self._prune_pending and not failed:

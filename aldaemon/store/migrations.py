@@ -113,6 +113,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "UPDATE annotations SET labels = json_array(label) WHERE label IS NOT NULL",
         "ALTER TABLE predictions ADD COLUMN labels TEXT",
     ),
+    # Labeling teams (store/team.py): the ground-truth flag of an annotation, and one JSON
+    # value per (project, key) for the label policy's, suspects' and stop signal's state.
+    (
+        "ALTER TABLE annotations ADD COLUMN ground_truth INTEGER NOT NULL DEFAULT 0",
+        "CREATE TABLE team_state (project_id INTEGER NOT NULL, key TEXT NOT NULL, "
+        "value TEXT NOT NULL, PRIMARY KEY (project_id, key))",
+    ),
 )
 LATEST_SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -13,12 +13,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from aldaemon.records import LabelingSchema
+from aldaemon.sync.consensus import LATEST
 from aldaemon.sync.versions import AnnotatedTask, TrainingExample, training_examples
 
 
-def cold_start_counts(tasks: Iterable[AnnotatedTask], schema: LabelingSchema) -> dict[str, int]:
+def cold_start_counts(
+    tasks: Iterable[AnnotatedTask], schema: LabelingSchema, policy: str = LATEST
+) -> dict[str, int]:
     """Per config label, the count `min_per_class` is held against (see the module)."""
-    examples = training_examples(tasks)
+    examples = training_examples(tasks, policy)
     if not schema.multiple:
         return {label: sum(1 for e in examples if e.label == label) for label in schema.labels}
     return {
