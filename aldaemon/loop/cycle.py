@@ -281,6 +281,7 @@ class Cycle:
             version = await self._step("upload", self.publisher.upload(version, schema))
         if version.state == VersionState.UPLOADED:
             await self._step("activate", self.publisher.activate(version))
+        await self._step("team_views", team.refresh_views(self.ctx, logger=self.log))
 
     async def _retrain_interrupted(self, version: VersionRow, schema: LabelingSchema) -> VersionRow:
         """A training killed mid-way left nothing in Label Studio: train that version again."""

@@ -49,7 +49,7 @@ def decide(annotations: Sequence[StoredAnnotation], policy: str) -> Verdict:
         a for a in annotations if not a.deleted and not a.was_cancelled and a.labels is not None
     ]
     truth = [a for a in live if a.ground_truth]
-    if truth:
+    if truth and len(truth) < len(live):
         return Verdict(choose_training_labels(truth))
     if policy == LATEST or not live:
         return Verdict(choose_training_labels(live))

@@ -72,6 +72,13 @@ class TestLabelPolicy:
         for policy in (LATEST, MAJORITY, UNANIMOUS):
             assert decide(votes("a", "b", "b", truth=0), policy).labels == ("a",)
 
+    def test_ground_truth_on_every_answer_tells_nothing(self) -> None:
+        every = [
+            StoredAnnotation(i, 1, y, False, f"2026-01-01T00:00:0{i}Z", ground_truth=True)
+            for i, y in enumerate(["a", "b"])
+        ]
+        assert decide(every, MAJORITY).withheld == TIE
+
     def test_each_annotator_votes_once_with_their_newest_answer(self) -> None:
         same_user = [
             StoredAnnotation(1, 1, "b", False, "2026-01-01T00:00:00Z", completed_by=7),
@@ -143,7 +150,7 @@ class TestViewsAndSuspects:
         empty = task_list_view_data(title="x", task_ids=[])
         assert [i["value"] for i in empty["filters"]["items"]] == [0]  # type: ignore[index]
         many = task_list_view_data(title="x", task_ids=range(1, 2000))
-        assert len(many["filters"]["items"]) == MAX_VIEW_TASKS  # type: ignore[index,arg-type]
+        assert len(many["filters"]["items"]) == MAX_VIEW_TASKS  # type: ignore[index]
 
     def test_a_confidently_contradicted_label_is_suspected_first(self) -> None:
         rng = np.random.default_rng(0)
