@@ -176,9 +176,7 @@ class Cycle:
             # only its version, and a new one follows).
             await self._step("resync", self._resync())
             decision = self._decide(schema, text_field_changed=text_field_changed)
-        decision = team.hold_if_stable(
-            self.ctx, decision, forced=self.forced_training, logger=self.log
-        )
+        decision = team.hold_if_stable(self.ctx, decision, logger=self.log)
         self.report.decision = decision.reason
         self.ctx.store.set_meta(self.project_id, last_decision=decision.reason)
         if not decision.train:

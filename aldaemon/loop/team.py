@@ -117,16 +117,16 @@ async def score_stop_set(ctx: CycleContext, version: VersionRow, *, logger: Logg
 
 
 def hold_if_stable(
-    ctx: CycleContext, decision: TrainingDecision, *, forced: bool, logger: Logger
+    ctx: CycleContext, decision: TrainingDecision, *, logger: Logger
 ) -> TrainingDecision:
     """With `stop_when_stable`, a stable project does not retrain until labels reopen it.
 
     Reopened by label changes since the last training of at least `reopen_fraction` of
-    the labels it trained on (and never fewer than `min_new_annotations`); a forced
-    training (`aldaemon train`) always goes ahead.
+    the labels it trained on (and never fewer than `min_new_annotations`). A cron run is
+    held too: it retrains "when anything changed", and nothing changed enough.
     """
     stop, store, project_id = ctx.project.stop, ctx.store, ctx.project.id
-    if not decision.train or forced or not stop.stop_when_stable:
+    if not decision.train or not stop.stop_when_stable:
         return decision
     since = store.stable_since(project_id)
     versions = store.list_versions(project_id)
