@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from aldaemon.config import ProjectConfig
 from aldaemon.store import Store
-from aldaemon.sync.consensus import withheld_counts
+from aldaemon.sync.consensus import LATEST, withheld_counts
 from aldaemon.sync.versions import withheld_tasks
 
 
@@ -38,7 +38,10 @@ class TeamGauges:
         )
 
     def update(self, label: str, store: Store, project: ProjectConfig) -> None:
-        withheld = withheld_tasks(store.annotated_tasks(project.id), project.labels.policy)
+        policy = project.labels.policy
+        withheld: dict[int, str] = {}
+        if policy != LATEST:  # latest withholds nothing: skip reading every label
+            withheld = withheld_tasks(store.annotated_tasks(project.id), policy)
         for reason, count in withheld_counts(withheld).items():
             self.withheld.labels(label, reason).set(count)
         self.suspects.labels(label).set(len(store.suspects(project.id)))

@@ -236,7 +236,9 @@ def label_counts(tasks: Iterable[AnnotatedTask], policy: str = LATEST) -> dict[s
 
 def withheld_tasks(tasks: Iterable[AnnotatedTask], policy: str) -> dict[int, str]:
     """{task id: reason} of the tasks the label `policy` withholds from training."""
-    withheld = {}
+    withheld: dict[int, str] = {}
+    if policy == LATEST:  # the newest answer always decides: nothing to read
+        return withheld
     for task in tasks:
         reason = decide(task.annotations, policy).withheld
         if reason is not None:

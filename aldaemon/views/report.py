@@ -145,6 +145,8 @@ def collect_report_data(
     store: Store, project_id: int, *, now: float, project: ProjectConfig | None = None
 ) -> ReportData:
     """Read what the report shows; the agreement step loads artifacts (scikit-learn)."""
+    project_config = project or ProjectConfig(id=project_id)
+    counts = label_counts(store.annotated_tasks(project_id), project_config.labels.policy)
     rows = store.list_versions(project_id)
     points = version_points(rows)
     by_name = {row.name: row for row in rows}
@@ -158,14 +160,14 @@ def collect_report_data(
     return ReportData(
         project_id=project_id,
         generated_at=now,
-        labels_per_class=dict(sorted(label_counts(store.annotated_tasks(project_id)).items())),
+        labels_per_class=dict(sorted(counts.items())),
         versions=points,
         class_timeline=cumulative_by_class(store.label_timeline(project_id)),
         score_version=score_version,
         scores=scores,
         agreements=consecutive_agreements(store, project_id, [by_name[p.name] for p in points]),
         active_version=active,
-        team=team_status(store, project or ProjectConfig(id=project_id)),
+        team=team_status(store, project_config),
     )
 
 

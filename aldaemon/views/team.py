@@ -8,7 +8,7 @@ from typing import Any
 
 from aldaemon.config import ProjectConfig
 from aldaemon.store import Store
-from aldaemon.sync.consensus import withheld_counts
+from aldaemon.sync.consensus import LATEST, withheld_counts
 from aldaemon.sync.versions import withheld_tasks
 
 SUSPECTS_LISTED = 20
@@ -17,7 +17,10 @@ SUSPECTS_LISTED = 20
 def team_status(store: Store, project: ProjectConfig) -> dict[str, Any]:
     """`stable_since`, `suspected_label_errors` (a count), `withheld` (counts by reason)."""
     pid = project.id
-    withheld = withheld_tasks(store.annotated_tasks(pid), project.labels.policy)
+    policy = project.labels.policy
+    withheld: dict[int, str] = {}
+    if policy != LATEST:  # latest withholds nothing: skip reading every label
+        withheld = withheld_tasks(store.annotated_tasks(pid), policy)
     suspects = store.suspects(pid)
     return {
         "label_policy": project.labels.policy,
