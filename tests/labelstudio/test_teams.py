@@ -33,6 +33,34 @@ def separable_text(i: int, label: str) -> str:
     return " ".join(words[(i + k) % len(words)] for k in range(4)) + f" item{i}"
 
 
+MULTI_CONFIG = """<View>
+  <Text name="text" value="$text"/>
+  <Choices name="topic" toName="text" choice="multiple">
+    <Choice value="sports"/>
+    <Choice value="politics"/>
+    <Choice value="tech"/>
+  </Choices>
+</View>"""
+TOPIC_WORDS = {
+    "sports": ["goal", "match", "team", "coach", "league", "score"],
+    "politics": ["vote", "senate", "party", "minister", "ballot", "law"],
+    "tech": ["laptop", "software", "chip", "cloud", "server", "code"],
+}
+
+
+def topics_result(*topics: str) -> list[dict[str, object]]:
+    if not topics:
+        return []
+    return [
+        {
+            "from_name": "topic",
+            "to_name": "text",
+            "type": "choices",
+            "value": {"choices": list(topics)},
+        }
+    ]
+
+
 def result(label: str) -> list[dict[str, object]]:
     return [
         {
@@ -168,6 +196,63 @@ class TestLabelPolicies:
         status = status_of(config)
         assert status["withheld"] == {"tie": 0, "no_majority": 0, "not_unanimous": 1}
         assert status["labels"] == 8
+        assert tasks_in_view(ls_client, project_id, CONFLICTS_VIEW_TITLE) == ids[-1:]
+
+    def test_majority_votes_multilabel_answers_label_by_label(
+        self,
+        tmp_path: Path,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        a, b, c = make_users(ls_client, 3)
+        project_id = make_project(label_config=MULTI_CONFIG)
+        answers = [("sports",), ("politics",), ("tech",), ("sports", "tech"), ()] * 3
+
+        def text(i: int, topics: tuple[str, ...]) -> str:
+            words = [TOPIC_WORDS[t][(i + k) % 6] for t in topics for k in range(3)]
+            return " ".join([*words, "news", f"item{i}"])
+
+        body: list[dict[str, object]] = [
+            {
+                "data": {"text": text(i, topics)},
+                "annotations": [
+                    {"result": topics_result(*topics), "completed_by": u, "ground_truth": False}
+                    for u in (a, b, c)
+                ],
+            }
+            for i, topics in enumerate(answers)
+        ]
+        # per label: sports 3/3, tech 2/3 -> (sports, tech); then a tie on politics (1 of 2)
+        body.append(
+            {
+                "data": {"text": text(50, ("sports", "tech"))},
+                "annotations": [
+                    {"result": topics_result(*t), "completed_by": u, "ground_truth": False}
+                    for u, t in ((a, ("sports", "tech")), (b, ("sports",)), (c, ("tech", "sports")))
+                ],
+            }
+        )
+        body.append(
+            {
+                "data": {"text": text(51, ("sports",))},
+                "annotations": [
+                    {"result": topics_result(*t), "completed_by": u, "ground_truth": False}
+                    for u, t in ((a, ("sports",)), (b, ("sports", "politics")))
+                ],
+            }
+        )
+        ls_client.call("POST", f"/api/projects/{project_id}/import", body)
+        ids = ls_client.task_ids(project_id)
+        config = team_config(
+            tmp_path, label_studio, project_id, team='[projects.labels]\npolicy = "majority"'
+        )
+        time.sleep(1.5)
+        report = asyncio.run(one_cycle(config))
+        assert "activated" in report.counts
+        status = status_of(config)
+        assert status["withheld"]["tie"] == 1
+        assert status["labels_per_class"]["tech"] == 3 + 3 + 1  # the 2-of-3 task counts
         assert tasks_in_view(ls_client, project_id, CONFLICTS_VIEW_TITLE) == ids[-1:]
 
 
