@@ -249,7 +249,7 @@ class TestLabelPolicies:
         )
         time.sleep(1.5)
         report = asyncio.run(one_cycle(config))
-        assert "activated" in report.counts
+        assert report.version is not None and report.outcome == "ok"  # it trained
         status = status_of(config)
         assert status["withheld"]["tie"] == 1
         assert status["labels_per_class"]["tech"] == 3 + 3 + 1  # the 2-of-3 task counts
@@ -307,7 +307,7 @@ class TestStopSignal:
             label_studio,
             project_id,
             team="[projects.stop]\nversions = 2\nstop_when_stable = true\nstop_set_size = 50\n"
-            "reopen_fraction = 0.5",
+            "reopen_fraction = 1.0",  # a burst: as many changes as the labels it trained on
         )
         annotations: dict[int, int] = {}
         stable_logs = []
