@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from aldaemon.config_section import Section, printable
+from aldaemon.config_team import LabelsConfig, StopConfig, read_labels, read_stop
 from aldaemon.errors import ConfigError
 from aldaemon.model.protocol import DEFAULT_FACTORY
 from aldaemon.secret import Secret
@@ -103,6 +104,8 @@ class ProjectConfig:
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     predictions: PredictionsConfig = field(default_factory=PredictionsConfig)
     view: ViewConfig = field(default_factory=ViewConfig)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
 
     @property
     def uses_ml_backend(self) -> bool:
@@ -357,6 +360,8 @@ def _read_project(section: Section) -> ProjectConfig | None:
     view_section = section.table("view")
     view = ViewConfig(title=view_section.string("title", _VIEW.title) or _VIEW.title)
     view_section.reject_unknown()
+    labels = read_labels(section.table("labels"))
+    stop = read_stop(section.table("stop"))
     section.reject_unknown()
     if project_id < 1:
         return None
@@ -369,6 +374,8 @@ def _read_project(section: Section) -> ProjectConfig | None:
         retrain=retrain,
         predictions=predictions,
         view=view,
+        labels=labels,
+        stop=stop,
     )
 
 

@@ -31,6 +31,7 @@ class AnnotationRecord:
     updated_at: str  # Label Studio's own ISO timestamp, kept verbatim
     completed_by: int | None = None
     labels: tuple[str, ...] | None = None
+    ground_truth: bool = False
 
     def __post_init__(self) -> None:
         if self.labels is None and self.label is not None:

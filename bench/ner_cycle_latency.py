@@ -15,8 +15,8 @@ spans and publish two warm-up versions; then each repetition
    (same tasks, spans and scores) under another model_version, then deletes it again.
 
 `--external` uses the Label Studio named by ALDAEMON_TEST_LS_URL/_TOKEN/_PAT (a server
-already running, as the test suite can reuse one) instead of starting one; the daemon's own prune is off
-(prune_per_cycle = 0) so it never runs beside a measurement.
+already running, as the test suite can reuse one) instead of starting one; the daemon's
+own prune is off (prune_per_cycle = 0) so it never runs beside a measurement.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from aldaemon.sync.timestamps import format_ls_datetime, parse_ls_datetime
 
 # `include` selects task fields AND annotation fields: without result/was_cancelled the
 # annotations come back as bare {id, updated_at}.
-TASK_INCLUDE = "id,updated_at,data,annotations,result,was_cancelled,completed_by"
+TASK_INCLUDE = "id,updated_at,data,annotations,result,was_cancelled,completed_by,ground_truth"
 TASK_ID_INCLUDE = "id"
 
 
@@ -160,6 +160,7 @@ def parse_annotation(
         updated_at=str(raw.get("updated_at") or ""),
         completed_by=int(completed_by) if isinstance(completed_by, int) else None,
         labels=labels,
+        ground_truth=bool(raw.get("ground_truth", False)),
     )
 
 

@@ -22,7 +22,7 @@ from typing import TypeVar
 
 import structlog
 
-from aldaemon.loop import backend, poll, train
+from aldaemon.loop import backend, poll, team, train
 from aldaemon.loop.context import CycleContext, CycleReport
 from aldaemon.loop.ownership import handle_drift
 from aldaemon.loop.publish import Publisher, fail_version
@@ -130,6 +130,7 @@ class Cycle:
         )
         if self._resync_due():
             await self._step("resync", self._resync())
+        await self._step("team_views", team.refresh_views(self.ctx, logger=self.log))
         version = self.ctx.store.unfinished_version(self.project_id)
         if version is not None:
             version = self.labeling_config.abandon_if_outdated(
@@ -178,6 +179,7 @@ class Cycle:
             # only its version, and a new one follows).
             await self._step("resync", self._resync())
             decision = self._decide(schema, text_field_changed=text_field_changed)
+        decision = team.hold_if_stable(self.ctx, decision, logger=self.log)
         self.report.decision = decision.reason
         self.ctx.store.set_meta(self.project_id, last_decision=decision.reason)
         if not decision.train:
@@ -233,7 +235,9 @@ class Cycle:
         retrain = self.ctx.project.retrain
         versions = store.list_versions(self.project_id)
         last = last_trained(versions)
-        counts = cold_start_counts(store.annotated_tasks(self.project_id), schema)
+        counts = cold_start_counts(
+            store.annotated_tasks(self.project_id), schema, self.ctx.project.labels.policy
+        )
         changes = label_changes_since_training(
             label_changes=store.sync_state(self.project_id).label_changes, versions=versions
         )
@@ -283,6 +287,7 @@ class Cycle:
             version = await self._step("upload", self.publisher.upload(version, schema))
         if version.state == VersionState.UPLOADED:
             await self._step("activate", self.publisher.activate(version))
+        await self._step("team_views", team.refresh_views(self.ctx, logger=self.log))
 
     async def _retrain_interrupted(self, version: VersionRow, schema: LabelingSchema) -> VersionRow:
         """A training killed mid-way left nothing in Label Studio: train that version again."""

@@ -60,7 +60,9 @@ class LabelingConfigWatch:
             notices = schema_change_notices(
                 change,
                 min_per_class=self.ctx.project.retrain.min_per_class,
-                label_counts=label_counts(store.annotated_tasks(self.project_id)),
+                label_counts=label_counts(
+                    store.annotated_tasks(self.project_id), self.ctx.project.labels.policy
+                ),
             )
             for what, action in notices:
                 self.log.warning("project.labeling_config_changed", change=what, action=action)

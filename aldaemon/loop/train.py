@@ -10,6 +10,7 @@ import numpy as np
 import structlog
 
 from aldaemon.errors import ModelError
+from aldaemon.loop import team
 from aldaemon.loop.context import CycleContext, CycleReport
 from aldaemon.loop.ownership import refuse_foreign_writer
 from aldaemon.loop.publish import fail_version
@@ -57,7 +58,7 @@ async def train_version(
         now=ctx.clock(),
     )
     labeling_config.remember()  # from here on, an interrupted training is resumed
-    examples = training_examples(store.annotated_tasks(project_id))
+    examples = training_examples(store.annotated_tasks(project_id), ctx.project.labels.policy)
     allowed = set(schema.labels)
     removed = set((store.get_meta(project_id).schema or {}).get("removed_labels", []))
     # Labels removed from the config were announced once when the config changed.
@@ -124,6 +125,9 @@ async def train_version(
         artifact_path=result.artifact_path,
     )
     report.version = name
+    team.record_suspects(
+        ctx, name, [examples[i].task_id for i in result.suspects], report=report, logger=logger
+    )
     logger.info(
         "train.finished",
         version=name,
@@ -180,4 +184,5 @@ async def score_version(
     scored_version = store.mark_scored(project_id, version.name, n_predictions=len(predictions))
     report.count("tasks_scored", len(scorable))
     report.count("tasks_skipped", len(skipped))
+    await team.score_stop_set(ctx, scored_version, logger=logger)
     return scored_version

@@ -22,6 +22,7 @@ from sklearn.model_selection import KFold
 
 from aldaemon.errors import ModelError
 from aldaemon.model.artifacts import save_artifact
+from aldaemon.model.label_issues import suspected_multilabel_errors
 from aldaemon.model.multilabel import OneVsRestTextModel
 from aldaemon.model.results import TrainingResult
 from aldaemon.sync.shape_results import MULTILABEL_THRESHOLD
@@ -49,7 +50,7 @@ def train_multilabel_and_save(
         raise ModelError("multi-label training needs at least one example and one label")
     started = time.perf_counter()
     targets = _indicator(label_sets, labels)
-    metrics = _cross_validate(texts=texts, targets=targets, labels=labels, seed=seed)
+    metrics, out_of_sample = _cross_validate(texts=texts, targets=targets, labels=labels, seed=seed)
     model = _fitted(texts, label_sets, labels)
     train_seconds = time.perf_counter() - started
     classes = tuple(labels)
@@ -61,6 +62,9 @@ def train_multilabel_and_save(
         metrics=metrics,
         train_seconds=train_seconds,
         artifact_path=artifact_path,
+        suspects=()
+        if out_of_sample is None
+        else suspected_multilabel_errors(pred_probs=out_of_sample, targets=targets),
     )
 
 
@@ -83,13 +87,14 @@ def _indicator(label_sets: Sequence[Sequence[str]], labels: Sequence[str]) -> np
 
 def _cross_validate(
     *, texts: Sequence[str], targets: npt.NDArray[np.bool_], labels: Sequence[str], seed: int
-) -> dict[str, float]:
+) -> tuple[dict[str, float], npt.NDArray[np.float64] | None]:
     positives = targets.sum(axis=0)
     smallest = int(min(np.minimum(positives, len(texts) - positives)))
     folds = min(MAX_CV_FOLDS, smallest)
     if folds < 2:
-        return {}
+        return {}, None
     predicted = np.zeros_like(targets)
+    out_of_sample = np.zeros(targets.shape, dtype=np.float64)
     splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
     for train_index, test_index in splitter.split(np.zeros(len(texts))):
         train_sets = [
@@ -98,7 +103,8 @@ def _cross_validate(
         model = _fitted([texts[i] for i in train_index], train_sets, labels)
         proba = model.predict_proba([texts[i] for i in test_index])
         predicted[test_index] = proba >= MULTILABEL_THRESHOLD
+        out_of_sample[test_index] = proba
     return {
         "cv_micro_f1": float(f1_score(targets, predicted, average="micro", zero_division=0)),
         "cv_macro_f1": float(f1_score(targets, predicted, average="macro", zero_division=0)),
-    }
+    }, out_of_sample

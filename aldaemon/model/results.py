@@ -20,6 +20,9 @@ class TrainingResult:
     metrics: dict[str, float]  # cv_accuracy, cv_macro_f1
     train_seconds: float  # fitting, cross-validation included; saving excluded
     artifact_path: str
+    # Example indices whose given label the cross-validation confidently contradicts,
+    # most suspect first (model.label_issues); empty without cross-validation.
+    suspects: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

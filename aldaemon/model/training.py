@@ -26,6 +26,7 @@ from sklearn.pipeline import Pipeline
 from aldaemon.errors import ModelError
 from aldaemon.model.artifacts import load_artifact, save_artifact
 from aldaemon.model.control_jobs import ControlModels, score_controls, train_controls_and_save
+from aldaemon.model.label_issues import suspected_label_errors
 from aldaemon.model.multilabel import OneVsRestTextModel
 from aldaemon.model.multilabel_jobs import train_multilabel_and_save
 from aldaemon.model.protocol import TextClassifier, build_model
@@ -77,7 +78,7 @@ def train_and_save(
             f"training needs at least 2 classes, got {sorted(class_counts) or 'no labels'}"
         )
     started = time.perf_counter()
-    metrics = _cross_validate(
+    metrics, out_of_sample = _cross_validate(
         factory_ref=factory_ref, texts=texts, labels=labels, class_counts=class_counts, seed=seed
     )
     model = fitted_model(factory_ref=factory_ref, texts=texts, labels=labels, seed=seed)
@@ -91,6 +92,18 @@ def train_and_save(
         metrics=metrics,
         train_seconds=train_seconds,
         artifact_path=artifact_path,
+        suspects=_suspects(out_of_sample, labels=labels, classes=sorted(class_counts)),
+    )
+
+
+def _suspects(
+    out_of_sample: npt.NDArray[np.float64] | None, *, labels: Sequence[str], classes: list[str]
+) -> tuple[int, ...]:
+    if out_of_sample is None:
+        return ()
+    index = {label: i for i, label in enumerate(classes)}
+    return suspected_label_errors(
+        pred_probs=out_of_sample, labels=[index[label] for label in labels]
     )
 
 
@@ -194,10 +207,14 @@ def _cross_validate(
     labels: Sequence[str],
     class_counts: dict[str, int],
     seed: int,
-) -> dict[str, float]:
+) -> tuple[dict[str, float], npt.NDArray[np.float64] | None]:
+    """Pooled out-of-fold metrics, and the out-of-fold probabilities (columns: classes
+    sorted) that model.label_issues reads; ({}, None) below 2 folds."""
     folds = min(MAX_CV_FOLDS, min(class_counts.values()))
     if folds < 2:
-        return {}
+        return {}, None
+    column = {label: i for i, label in enumerate(sorted(class_counts))}
+    out_of_sample = np.zeros((len(labels), len(column)), dtype=np.float64)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     predicted: list[str] = [""] * len(labels)
     for train_index, test_index in splitter.split(np.zeros(len(labels)), labels):
@@ -210,10 +227,13 @@ def _cross_validate(
         test_texts = [texts[i] for i in test_index]
         proba, _ = _predict(model, test_texts, keep_features=False)
         classes = np.asarray(model.classes_)
-        for i, column in zip(test_index, proba.argmax(axis=1), strict=True):
-            predicted[i] = str(classes[column])
+        columns = [column[str(c)] for c in classes]
+        out_of_sample[np.ix_(test_index, columns)] = proba
+        for i, best in zip(test_index, proba.argmax(axis=1), strict=True):
+            predicted[i] = str(classes[best])
     quality = _quality(list(labels), predicted)
-    return {"cv_accuracy": quality["accuracy"], "cv_macro_f1": quality["macro_f1"]}
+    metrics = {"cv_accuracy": quality["accuracy"], "cv_macro_f1": quality["macro_f1"]}
+    return metrics, out_of_sample
 
 
 def fitted_model(

@@ -24,6 +24,7 @@ from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from aldaemon.errors import ERROR_KINDS, error_kind
+from aldaemon.service.team_metrics import TeamGauges
 
 STEPS = ("poll", "reconcile", "train", "score", "upload", "activate", "view", "prune")
 WEBHOOK_OUTCOMES = (
@@ -144,6 +145,7 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self.team = TeamGauges(registry)
         registry.register(_SecondsSinceLastSuccess(self))
 
     def record_success(self, project_id: int, *, at: float | None = None) -> None:

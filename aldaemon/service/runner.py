@@ -210,17 +210,19 @@ class ProjectRunner:
         metrics.predictions_uploaded.labels(self._label).inc(
             report.counts.get("predictions_uploaded", 0)
         )
-        self._update_label_gauges()
+        self._update_label_gauges(project)
         level = "warning" if failed else "info"
         getattr(log, level)("cycle.finished", **report.as_log_fields())
         if self._prune_pending and not failed:
             self._start_prune(project)
 
-    def _update_label_gauges(self) -> None:
+    def _update_label_gauges(self, project: ProjectConfig) -> None:
         store = self._runtime.store
         assert store is not None
         metrics = self._runtime.metrics
-        for label, count in label_counts(store.annotated_tasks(self.project_id)).items():
+        metrics.team.update(self._label, store, project)
+        policy = project.labels.policy
+        for label, count in label_counts(store.annotated_tasks(self.project_id), policy).items():
             metrics.labels.labels(self._label, label).set(count)
         since = label_changes_since_training(
             label_changes=store.sync_state(self.project_id).label_changes,

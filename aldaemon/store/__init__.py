@@ -8,6 +8,7 @@
     versions.py     model versions (one typed method per state transition), predictions
     meta.py         per-project facts and cycle history
     backend.py      ML backend projects: the backend's version, /predict answers per batch
+    team.py         labeling-team state (views, stop set, suspects)
 
 The store stores and returns rows; it decides nothing. Which annotation trains a task
 (`sync.versions.training_examples`) and where the watermark moves (`reconcile.
@@ -22,6 +23,7 @@ from aldaemon.store.lock import LOCK_FILENAME
 from aldaemon.store.meta import CYCLES_KEPT_PER_PROJECT, CycleRow, MetaTables, ProjectMeta
 from aldaemon.store.migrations import LATEST_SCHEMA_VERSION, MIGRATIONS, apply_migrations
 from aldaemon.store.sqlite import DB_FILENAME, REBUILD_HINT, quarantine_database
+from aldaemon.store.team import TeamTables
 from aldaemon.store.versions import VersionTables
 from aldaemon.sync.versions import (
     UNFINISHED_STATES,
@@ -32,7 +34,7 @@ from aldaemon.sync.versions import (
 )
 
 
-class Store(AnnotationTables, VersionTables, MetaTables, BackendTables):
+class Store(AnnotationTables, VersionTables, MetaTables, BackendTables, TeamTables):
     """All local state of every project, behind methods that take and return plain data.
 
     Open with `Store.open(state_dir)`; close with `close()` or use it as a context manager.

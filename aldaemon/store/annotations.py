@@ -75,7 +75,8 @@ class AnnotationTables(SqliteConnection):
         with self._reading() as conn:
             for chunk in chunks(ids):
                 rows = conn.execute(
-                    "SELECT id, task_id, label, was_cancelled, updated_at, labels FROM annotations "
+                    "SELECT id, task_id, label, was_cancelled, updated_at, labels, ground_truth "
+                    "FROM annotations "
                     f"WHERE project_id = ? AND deleted_at IS NULL "
                     f"AND task_id IN ({placeholders(len(chunk))}) ORDER BY id",
                     (project_id, *chunk),
@@ -90,6 +91,7 @@ class AnnotationTables(SqliteConnection):
                             updated_at=row[4],
                             deleted=False,
                             labels=decode_labels(row[5]),
+                            ground_truth=bool(row[6]),
                         )
                     )
         return known
@@ -111,13 +113,13 @@ class AnnotationTables(SqliteConnection):
             )
             conn.executemany(
                 "INSERT INTO annotations (project_id, id, task_id, label, was_cancelled, "
-                "updated_at, completed_by, labels, deleted_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL) "
+                "updated_at, completed_by, labels, ground_truth, deleted_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL) "
                 "ON CONFLICT (project_id, id) DO UPDATE SET task_id = excluded.task_id, "
                 "label = excluded.label, labels = excluded.labels, "
                 "was_cancelled = excluded.was_cancelled, "
                 "updated_at = excluded.updated_at, completed_by = excluded.completed_by, "
-                "deleted_at = NULL",
+                "ground_truth = excluded.ground_truth, deleted_at = NULL",
                 [_annotation_row(project_id, a) for a in (*outcome.created, *outcome.updated)],
             )
             conn.executemany(
@@ -185,7 +187,8 @@ class AnnotationTables(SqliteConnection):
         """
         with self._reading() as conn:
             rows = conn.execute(
-                "SELECT t.id, t.text, a.id, a.label, a.was_cancelled, a.updated_at, a.labels "
+                "SELECT t.id, t.text, a.id, a.label, a.was_cancelled, a.updated_at, a.labels, "
+                "a.ground_truth, a.completed_by "
                 "FROM tasks t JOIN annotations a "
                 "ON a.project_id = t.project_id AND a.task_id = t.id "
                 "WHERE t.project_id = ? AND t.deleted_at IS NULL AND a.deleted_at IS NULL "
@@ -195,7 +198,8 @@ class AnnotationTables(SqliteConnection):
             ).fetchall()
         texts: dict[int, str] = {}
         annotations: defaultdict[int, list[StoredAnnotation]] = defaultdict(list)
-        for task_id, text, annotation_id, label, was_cancelled, updated_at, labels in rows:
+        for row in rows:
+            task_id, text, annotation_id, label, was_cancelled, updated_at, labels = row[:7]
             texts[task_id] = text
             annotations[task_id].append(
                 StoredAnnotation(
@@ -205,6 +209,8 @@ class AnnotationTables(SqliteConnection):
                     was_cancelled=bool(was_cancelled),
                     updated_at=updated_at,
                     labels=decode_labels(labels),
+                    ground_truth=bool(row[7]),
+                    completed_by=row[8],
                 )
             )
         return [
@@ -248,7 +254,7 @@ class AnnotationTables(SqliteConnection):
 
 def _annotation_row(
     project_id: int, annotation: AnnotationRecord
-) -> tuple[int, int, int, str | None, int, str, int | None, str | None]:
+) -> tuple[int, int, int, str | None, int, str, int | None, str | None, int]:
     return (
         project_id,
         annotation.id,
@@ -258,4 +264,5 @@ def _annotation_row(
         annotation.updated_at,
         annotation.completed_by,
         encode_labels(annotation.labels),
+        int(annotation.ground_truth),
     )

@@ -131,6 +131,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (project_id, version, task_id)
         )""",
     ),
+    # 5: labeling teams (store/team.py): the ground-truth flag of an annotation, and one
+    # JSON value per (project, key) for the label policy's, suspects' and stop signal's state.
+    (
+        "ALTER TABLE annotations ADD COLUMN ground_truth INTEGER NOT NULL DEFAULT 0",
+        "CREATE TABLE team_state (project_id INTEGER NOT NULL, key TEXT NOT NULL, "
+        "value TEXT NOT NULL, PRIMARY KEY (project_id, key))",
+    ),
 )
 LATEST_SCHEMA_VERSION = len(MIGRATIONS)
 

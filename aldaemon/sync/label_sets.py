@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from aldaemon.records import LabelingSchema
+from aldaemon.sync.consensus import LATEST
 from aldaemon.sync.control_answers import controls_cold_start_counts
 from aldaemon.sync.span_answers import decode_spans, entity_counts, keep_config_spans
 from aldaemon.sync.versions import (
@@ -26,9 +27,11 @@ from aldaemon.sync.versions import (
 )
 
 
-def cold_start_counts(tasks: Iterable[AnnotatedTask], schema: LabelingSchema) -> dict[str, int]:
+def cold_start_counts(
+    tasks: Iterable[AnnotatedTask], schema: LabelingSchema, policy: str = LATEST
+) -> dict[str, int]:
     """Per config label, the count `min_per_class` is held against (see the module)."""
-    examples = training_examples(tasks)
+    examples = training_examples(tasks, policy)
     if schema.controls:  # several <Choices>: each control its own cold start
         return controls_cold_start_counts([e.labels for e in examples], schema.controls)
     if schema.spans:  # named entities: annotated spans per entity label
@@ -87,13 +90,16 @@ def keep_config_answers(
 
 
 def stored_label_counts(
-    tasks: Iterable[AnnotatedTask], stored_schema: Mapping[str, Any] | None
+    tasks: Iterable[AnnotatedTask],
+    stored_schema: Mapping[str, Any] | None,
+    policy: str = LATEST,
 ) -> dict[str, int]:
-    """Training examples per label for `status` (named entities: annotated spans per label)."""
+    """Training examples per label for `status` (named entities: annotated spans per label),
+    counted under the project's label `policy`."""
     if (stored_schema or {}).get("answers") != "spans":
-        return label_counts(tasks)
+        return label_counts(tasks, policy)
     counts: dict[str, int] = {}
-    for example in training_examples(tasks):
+    for example in training_examples(tasks, policy):
         for span in decode_spans(example.labels):
             counts[span.label] = counts.get(span.label, 0) + 1
     return counts

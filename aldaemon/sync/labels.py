@@ -24,6 +24,8 @@ class StoredAnnotation:
     deleted: bool = False
     # The answer (see records.AnnotationRecord.labels); derived from `label` when omitted.
     labels: tuple[str, ...] | None = None
+    ground_truth: bool = False  # marked ground truth in Label Studio: it always wins
+    completed_by: int | None = None  # the annotator: each votes once (sync.consensus)
 
     def __post_init__(self) -> None:
         if self.labels is None and self.label is not None:

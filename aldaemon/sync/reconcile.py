@@ -55,6 +55,7 @@ def _differs(fetched: AnnotationRecord, stored: StoredAnnotation) -> bool:
         fetched.updated_at != stored.updated_at
         or fetched.labels != stored.labels
         or fetched.was_cancelled != stored.was_cancelled
+        or fetched.ground_truth != stored.ground_truth
     )
 
 

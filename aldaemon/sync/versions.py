@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aldaemon.records import LabelingSchema
-from aldaemon.sync.labels import StoredAnnotation, choose_training_labels
+from aldaemon.sync.consensus import LATEST, decide
+from aldaemon.sync.labels import StoredAnnotation
 
 
 class VersionState(enum.StrEnum):
@@ -207,11 +208,14 @@ class TrainingExample:
             object.__setattr__(self, "labels", (self.label,))
 
 
-def training_examples(tasks: Iterable[AnnotatedTask]) -> list[TrainingExample]:
-    """The example each task trains with; tasks whose annotations carry no answer drop out."""
+def training_examples(
+    tasks: Iterable[AnnotatedTask], policy: str = LATEST
+) -> list[TrainingExample]:
+    """The example each task trains with under the label `policy` (sync.consensus); tasks
+    whose annotations carry no answer, or that the policy withholds, drop out."""
     examples = []
     for task in tasks:
-        labels = choose_training_labels(task.annotations)
+        labels = decide(task.annotations, policy).labels
         if labels is not None:
             examples.append(
                 TrainingExample(
@@ -224,10 +228,23 @@ def training_examples(tasks: Iterable[AnnotatedTask]) -> list[TrainingExample]:
     return examples
 
 
-def label_counts(tasks: Iterable[AnnotatedTask]) -> dict[str, int]:
+def label_counts(tasks: Iterable[AnnotatedTask], policy: str = LATEST) -> dict[str, int]:
     """Training examples per label (a label's positives when an example has several),
     counted exactly as `training_examples` yields them."""
-    return dict(Counter(label for example in training_examples(tasks) for label in example.labels))
+    examples = training_examples(tasks, policy)
+    return dict(Counter(label for example in examples for label in example.labels))
+
+
+def withheld_tasks(tasks: Iterable[AnnotatedTask], policy: str) -> dict[int, str]:
+    """{task id: reason} of the tasks the label `policy` withholds from training."""
+    withheld: dict[int, str] = {}
+    if policy == LATEST:  # the newest answer always decides: nothing to read
+        return withheld
+    for task in tasks:
+        reason = decide(task.annotations, policy).withheld
+        if reason is not None:
+            withheld[task.task_id] = reason
+    return withheld
 
 
 def split_by_config(

@@ -31,16 +31,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 
-from aldaemon.config import Config
+from aldaemon.config import Config, ProjectConfig
 from aldaemon.errors import AldaemonError, ModelError
 from aldaemon.store import DB_FILENAME, Store, VersionRow
 from aldaemon.sync.scoring import cohen_kappa
 from aldaemon.sync.timestamps import parse_ls_datetime
 from aldaemon.sync.versions import VersionState, is_trained, label_counts, training_examples
 from aldaemon.views import plots
+from aldaemon.views.team import render_team_html, team_status
 
 log = structlog.get_logger(__name__)
 
@@ -87,6 +89,7 @@ class ReportData:
     scores: tuple[float, ...]
     agreements: tuple[Agreement, ...]
     active_version: str | None
+    team: dict[str, Any] | None = None  # views.team.team_status
 
 
 # --- from local state to plain data -------------------------------------------------------
@@ -145,8 +148,12 @@ def kappa_of_predictions(
     return kappa, len(common)
 
 
-def collect_report_data(store: Store, project_id: int, *, now: float) -> ReportData:
+def collect_report_data(
+    store: Store, project_id: int, *, now: float, project: ProjectConfig | None = None
+) -> ReportData:
     """Read what the report shows; the agreement step loads artifacts (scikit-learn)."""
+    project_config = project or ProjectConfig(id=project_id)
+    counts = label_counts(store.annotated_tasks(project_id), project_config.labels.policy)
     rows = store.list_versions(project_id)
     points = version_points(rows)
     by_name = {row.name: row for row in rows}
@@ -160,13 +167,14 @@ def collect_report_data(store: Store, project_id: int, *, now: float) -> ReportD
     return ReportData(
         project_id=project_id,
         generated_at=now,
-        labels_per_class=dict(sorted(label_counts(store.annotated_tasks(project_id)).items())),
+        labels_per_class=dict(sorted(counts.items())),
         versions=points,
         class_timeline=cumulative_by_class(store.label_timeline(project_id)),
         score_version=score_version,
         scores=scores,
         agreements=consecutive_agreements(store, project_id, [by_name[p.name] for p in points]),
         active_version=active,
+        team=team_status(store, project_config),
     )
 
 
@@ -256,6 +264,8 @@ def render_html(data: ReportData, *, images: Mapping[str, str]) -> str:
     for version in data.versions:
         agreement = kappa_by_newer.get(version.name)
         kappa = "" if agreement is None else _fraction(agreement.kappa)
+        if data.team and data.team["stable_since"] == version.name:
+            kappa += " (stable since)"
         source = "" if agreement is None else f"{agreement.source} ({agreement.n_tasks} tasks)"
         rows.append(
             "<tr>"
@@ -301,6 +311,7 @@ td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
 {figures}
 <h2>Versions</h2>
 {table}
+{render_team_html(data.team)}
 </body></html>
 """
 
@@ -340,7 +351,9 @@ def write_report(config: Config, *, project_id: int, out_dir: str | Path) -> Pat
                 f"local state in {state_dir} has nothing about project {project_id} "
                 f"(projects there: {listed})"
             )
-        data = collect_report_data(store, project_id, now=time.time())
+        data = collect_report_data(
+            store, project_id, now=time.time(), project=config.project(project_id)
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     images = plots.draw_plots(data, out)

@@ -22,6 +22,7 @@ from aldaemon.sync.versions import (
     split_by_config,
     trained_versions,
 )
+from aldaemon.views.team import render_team_lines, team_status
 
 
 def collect(config: Config) -> dict[str, Any]:
@@ -46,7 +47,7 @@ def project_status(store: Store, project: ProjectConfig) -> dict[str, Any]:
     cycle = store.last_cycle(pid)
     # Count what trains: the stored labeling config's labels; the rest is shown apart.
     config_labels = meta.schema.get("labels") if meta.schema else None
-    counts = stored_label_counts(store.annotated_tasks(pid), meta.schema)
+    counts = stored_label_counts(store.annotated_tasks(pid), meta.schema, project.labels.policy)
     counts, not_in_config = split_by_config(counts, config_labels)
     return {
         "project_id": pid,
@@ -74,6 +75,7 @@ def project_status(store: Store, project: ProjectConfig) -> dict[str, Any]:
             if v.state in LIVE_STATES
         ],
         "agreement_last_two": agreement_of_last_two(store, pid, trained),
+        **team_status(store, project),
         "last_poll_at": _iso(sync.last_poll_at),
         "last_cycle": None
         if cycle is None
@@ -136,6 +138,7 @@ def render_text(report: dict[str, Any]) -> str:
             )
         if p["agreement_last_two"] is not None:
             lines.append(f"  agreement (kappa) of the last two versions: {p['agreement_last_two']}")
+        lines += render_team_lines(p)
         cycle = p["last_cycle"]
         if cycle:
             when = cycle["finished_at"] or cycle["started_at"]
