@@ -33,14 +33,14 @@ from aldaemon.labelstudio import ml_backends
 from aldaemon.loop.context import CycleContext, CycleReport
 from aldaemon.loop.publish import fail_version
 from aldaemon.loop.schema_change import LabelingConfigWatch
-from aldaemon.loop.train import next_version_number
+from aldaemon.loop.train import start_version
 from aldaemon.model import ml_backend
 from aldaemon.records import LabelingSchema, PredictionRecord
 from aldaemon.store import VersionRow
 from aldaemon.store.backend import StoredBackendPrediction
 from aldaemon.sync.label_sets import cold_start_counts
 from aldaemon.sync.scoring import select_queue
-from aldaemon.sync.versions import training_examples, version_name
+from aldaemon.sync.versions import training_examples
 
 # Label Studio waits for the backend's /webhook up to its ML_TIMEOUT_TRAIN; wait longer.
 TRAIN_REQUEST_TIMEOUT = 330.0
@@ -62,17 +62,10 @@ async def train_version(
     """Record a new version, ask Label Studio to train the backend, keep its version."""
     project_id = ctx.project.id
     store = ctx.store
-    number = await next_version_number(ctx)
-    name = version_name(ctx.project.predictions.version_prefix, number)
-    store.create_version(
-        project_id, name=name, number=number, label_changes=label_changes, now=ctx.clock()
-    )
-    labeling_config.remember()
+    name = await start_version(ctx, label_changes=label_changes, labeling_config=labeling_config)
     report.version = name
     client = ctx.gateway.http_client
-    backend = await ml_backends.find_backend(
-        client, project_id=project_id, ml_backend_id=ctx.project.ml_backend_id
-    )
+    backend = await _connected_backend(ctx)
     n_labels = len(training_examples(store.annotated_tasks(project_id)))
     logger.info("train.started", version=name, n_labels=n_labels, ml_backend=backend.id)
     started = time.perf_counter()
@@ -119,9 +112,7 @@ async def score_version(
     options = ctx.project.ml_backend
     report.backend_version = version.backend_version
     client = ctx.gateway.http_client
-    backend = await ml_backends.find_backend(
-        client, project_id=project_id, ml_backend_id=ctx.project.ml_backend_id
-    )
+    backend = await _connected_backend(ctx)
     project = await ml_backends.project_for_backend(client, project_id=project_id)
     pool = [(task_id, data) for task_id, data in store.unlabeled_tasks(project_id) if data]
     done = store.backend_batches(project_id, version.name)
@@ -171,6 +162,13 @@ async def score_version(
     store.save_predictions(project_id, version.name, predictions)
     store.drop_backend_batches(project_id, version.name)
     return store.mark_scored(project_id, version.name, n_predictions=len(predictions))
+
+
+async def _connected_backend(ctx: CycleContext) -> ml_backends.MLBackend:
+    """The ML backend the project's config names, as Label Studio has it connected."""
+    return await ml_backends.find_backend(
+        ctx.gateway.http_client, project_id=ctx.project.id, ml_backend_id=ctx.project.ml_backend_id
+    )
 
 
 def _check_model(predictions: Sequence[ml_backend.BackendPrediction], version: VersionRow) -> None:

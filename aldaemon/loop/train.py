@@ -36,6 +36,19 @@ async def next_version_number(ctx: CycleContext) -> int:
     return max(ctx.store.next_version_number(ctx.project.id), highest_remote + 1)
 
 
+async def start_version(
+    ctx: CycleContext, *, label_changes: int, labeling_config: LabelingConfigWatch
+) -> str:
+    """Record the next version as started and return its name (both model kinds)."""
+    number = await next_version_number(ctx)
+    name = version_name(ctx.project.predictions.version_prefix, number)
+    ctx.store.create_version(
+        ctx.project.id, name=name, number=number, label_changes=label_changes, now=ctx.clock()
+    )
+    labeling_config.remember()  # from here on, an interrupted training is resumed
+    return name
+
+
 async def train_version(
     ctx: CycleContext,
     schema: LabelingSchema,
@@ -48,16 +61,7 @@ async def train_version(
     """Record a new version, then train it in the worker on the current training examples."""
     project_id = ctx.project.id
     store = ctx.store
-    number = await next_version_number(ctx)
-    name = version_name(ctx.project.predictions.version_prefix, number)
-    store.create_version(
-        project_id,
-        name=name,
-        number=number,
-        label_changes=label_changes,
-        now=ctx.clock(),
-    )
-    labeling_config.remember()  # from here on, an interrupted training is resumed
+    name = await start_version(ctx, label_changes=label_changes, labeling_config=labeling_config)
     examples = training_examples(store.annotated_tasks(project_id), ctx.project.labels.policy)
     allowed = set(schema.labels)
     removed = set((store.get_meta(project_id).schema or {}).get("removed_labels", []))
