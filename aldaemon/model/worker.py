@@ -137,15 +137,14 @@ class ModelWorker:
         seed: int = 0,
     ) -> TrainingResult:
         """training.train_and_save in the worker process."""
-        result = await self._run(
+        return await self._train(
             "train_and_save",
+            artifact_path=artifact_path,
+            seed=seed,
             factory_ref=factory_ref,
             texts=list(texts),
             labels=list(labels),
-            artifact_path=artifact_path,
-            seed=seed,
         )
-        return cast(TrainingResult, result)
 
     async def train_multilabel(
         self,
@@ -157,15 +156,14 @@ class ModelWorker:
         seed: int = 0,
     ) -> TrainingResult:
         """training.train_multilabel_and_save in the worker process."""
-        result = await self._run(
+        return await self._train(
             "train_multilabel_and_save",
+            artifact_path=artifact_path,
+            seed=seed,
             texts=list(texts),
             label_sets=[list(s) for s in label_sets],
             labels=list(labels),
-            artifact_path=artifact_path,
-            seed=seed,
         )
-        return cast(TrainingResult, result)
 
     async def train_controls(
         self,
@@ -178,16 +176,15 @@ class ModelWorker:
         seed: int = 0,
     ) -> TrainingResult:
         """training.train_controls_and_save in the worker process."""
-        result = await self._run(
+        return await self._train(
             "train_controls_and_save",
+            artifact_path=artifact_path,
+            seed=seed,
             factory_ref=factory_ref,
             texts=list(texts),
             answers=[list(codes) for codes in answers],
             controls=list(controls),
-            artifact_path=artifact_path,
-            seed=seed,
         )
-        return cast(TrainingResult, result)
 
     async def train_spans(
         self,
@@ -199,15 +196,14 @@ class ModelWorker:
         seed: int = 0,
     ) -> TrainingResult:
         """training.train_spans_and_save in the worker process."""
-        result = await self._run(
+        return await self._train(
             "train_spans_and_save",
+            artifact_path=artifact_path,
+            seed=seed,
             texts=list(texts),
             span_codes=[list(codes) for codes in span_codes],
             labels=list(labels),
-            artifact_path=artifact_path,
-            seed=seed,
         )
-        return cast(TrainingResult, result)
 
     async def score(
         self,
@@ -232,6 +228,13 @@ class ModelWorker:
             seed=seed,
         )
         return cast(ScoredPool, result)
+
+    async def _train(
+        self, job: str, *, artifact_path: str, seed: int, **inputs: Any
+    ) -> TrainingResult:
+        """Run one of the training jobs, which all save to `artifact_path` and share `seed`."""
+        result = await self._run(job, artifact_path=artifact_path, seed=seed, **inputs)
+        return cast(TrainingResult, result)
 
     def shutdown(self, *, wait: bool = True, kill_running: bool = False) -> None:
         """Stop the worker; queued jobs are cancelled, later calls raise ModelError.
