@@ -31,7 +31,7 @@ from aldaemon.model.multilabel import OneVsRestTextModel
 from aldaemon.model.results import ScoredPool, TrainingResult
 from aldaemon.sync import scoring
 from aldaemon.sync.config_shapes import MultiChoice, ServedControl
-from aldaemon.sync.control_answers import answers_of, control_codes, encode_choice
+from aldaemon.sync.control_answers import answers_of, code_counts, control_codes, encode_choice
 from aldaemon.sync.shape_results import MULTILABEL_THRESHOLD
 from aldaemon.sync.shape_scoring import combine_controls, multilabel_scores, single_choice_scores
 
@@ -87,15 +87,10 @@ def train_controls_and_save(
     codes = control_codes(controls)
     bundle = ControlModels(controls=tuple(controls), models=models)
     save_artifact(model=bundle, classes=codes, factory_ref=CONTROLS_FACTORY, path=artifact_path)  # type: ignore[arg-type]
-    counts = dict.fromkeys(codes, 0)
-    for task_codes in answers:
-        for code in task_codes:
-            if code in counts:
-                counts[code] += 1
     return TrainingResult(
         classes=codes,
         n_labels=len(texts),
-        class_counts=counts,
+        class_counts=code_counts(answers, codes),
         metrics={},
         train_seconds=train_seconds,
         artifact_path=artifact_path,

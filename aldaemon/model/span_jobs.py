@@ -28,7 +28,7 @@ from aldaemon.model.results import ScoredPool, TrainingResult
 from aldaemon.model.spans import Span, SpanModel
 from aldaemon.sync import scoring
 from aldaemon.sync.shape_scoring import span_scores
-from aldaemon.sync.span_answers import SpanAnswer, decode_spans, encode_span
+from aldaemon.sync.span_answers import SpanAnswer, decode_spans, encode_span, entity_counts
 
 SPAN_FACTORY = "aldaemon.model.spans:make_span_model"
 MAX_CV_FOLDS = 5
@@ -57,15 +57,10 @@ def train_spans_and_save(
     train_seconds = time.perf_counter() - started
     classes = tuple(labels)
     save_artifact(model=model, classes=classes, factory_ref=SPAN_FACTORY, path=artifact_path)  # type: ignore[arg-type]
-    counts = dict.fromkeys(labels, 0)
-    for spans in span_sets:
-        for span in spans:
-            if span.label in counts:
-                counts[span.label] += 1
     return TrainingResult(
         classes=classes,
         n_labels=len(texts),
-        class_counts=counts,
+        class_counts=entity_counts(span_codes, labels),
         metrics=metrics,
         train_seconds=train_seconds,
         artifact_path=artifact_path,

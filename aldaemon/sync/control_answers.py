@@ -36,6 +36,16 @@ def control_codes(controls: Sequence[ServedControl]) -> tuple[str, ...]:
     return tuple(encode_choice(c.name, label) for c in controls for label in c.labels)
 
 
+def code_counts(answers: Iterable[Sequence[str]], codes: Sequence[str]) -> dict[str, int]:
+    """Per code in `codes`, how often the answers hold it; other codes are not counted."""
+    counts = dict.fromkeys(codes, 0)
+    for task_codes in answers:
+        for code in task_codes:
+            if code in counts:
+                counts[code] += 1
+    return counts
+
+
 def answers_of(codes: Iterable[str], control: str) -> tuple[str, ...]:
     """The labels `control` holds in an answer, in order."""
     return tuple(label for name, label in map(decode_choice, codes) if name == control)
