@@ -92,12 +92,13 @@ class BackendTables(SqliteConnection):
 
     def backend_batches(self, project_id: int, version: str) -> list[StoredBackendPrediction]:
         """Every recorded prediction of the version, in batch order then as answered."""
-        with self._reading() as conn:
-            rows = conn.execute(
-                "SELECT batch, task_id, result, score, model_version FROM backend_predictions "
-                "WHERE project_id = ? AND version = ? ORDER BY batch, rowid",
-                (project_id, version),
-            ).fetchall()
+        rows = self._version_rows(
+            table="backend_predictions",
+            columns="batch, task_id, result, score, model_version",
+            order_by="batch, rowid",
+            project_id=project_id,
+            version=version,
+        )
         return [
             StoredBackendPrediction(
                 batch=row[0],
@@ -110,8 +111,4 @@ class BackendTables(SqliteConnection):
         ]
 
     def drop_backend_batches(self, project_id: int, version: str) -> None:
-        with self._transaction(durable=True) as conn:
-            conn.execute(
-                "DELETE FROM backend_predictions WHERE project_id = ? AND version = ?",
-                (project_id, version),
-            )
+        self._drop_version_rows(table="backend_predictions", project_id=project_id, version=version)

@@ -287,6 +287,25 @@ class SqliteConnection:
                     raise _corrupt(self.db_path, str(exc)) from exc
                 raise
 
+    def _version_rows(
+        self, *, table: str, columns: str, order_by: str, project_id: int, version: str
+    ) -> list[Any]:
+        """The rows of a per-version table (predictions, backend_predictions), in order."""
+        with self._reading() as conn:
+            rows: list[Any] = conn.execute(
+                f"SELECT {columns} FROM {table} "
+                f"WHERE project_id = ? AND version = ? ORDER BY {order_by}",
+                (project_id, version),
+            ).fetchall()
+        return rows
+
+    def _drop_version_rows(self, *, table: str, project_id: int, version: str) -> None:
+        """Delete a version's rows from a per-version table, durably."""
+        with self._transaction(durable=True) as conn:
+            conn.execute(
+                f"DELETE FROM {table} WHERE project_id = ? AND version = ?", (project_id, version)
+            )
+
     def _live_connection(self) -> sqlite3.Connection:
         if self._conn is None:
             raise StateError(f"the store at {self.db_path} is closed")

@@ -266,12 +266,13 @@ class VersionTables(SqliteConnection):
 
     def load_predictions(self, project_id: int, version: str) -> list[PredictionRecord]:
         """The version's stored predictions in position order (empty if none)."""
-        with self._reading() as conn:
-            rows = conn.execute(
-                "SELECT task_id, label, score, cluster, labels, result FROM predictions "
-                "WHERE project_id = ? AND version = ? ORDER BY position",
-                (project_id, version),
-            ).fetchall()
+        rows = self._version_rows(
+            table="predictions",
+            columns="task_id, label, score, cluster, labels, result",
+            order_by="position",
+            project_id=project_id,
+            version=version,
+        )
         return [
             PredictionRecord(
                 task_id=row[0],
@@ -286,11 +287,7 @@ class VersionTables(SqliteConnection):
 
     def drop_predictions(self, project_id: int, version: str) -> None:
         """Forget the local copy of a pruned version's predictions; the version row stays."""
-        with self._transaction(durable=True) as conn:
-            conn.execute(
-                "DELETE FROM predictions WHERE project_id = ? AND version = ?",
-                (project_id, version),
-            )
+        self._drop_version_rows(table="predictions", project_id=project_id, version=version)
 
 
 def _version_row(row: Sequence[Any]) -> VersionRow:
