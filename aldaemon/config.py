@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from aldaemon.config_model import ML_BACKEND_MODEL, MLBackendConfig, read_controls, read_ml_backend
 from aldaemon.config_section import Section, printable
 from aldaemon.config_team import LabelsConfig, StopConfig, read_labels, read_stop
 from aldaemon.errors import ConfigError
@@ -33,7 +34,6 @@ TOKEN_ENV = "ALDAEMON_LABEL_STUDIO_TOKEN"
 WEBHOOK_SECRET_CREDENTIAL = "webhook-secret"
 WEBHOOK_SECRET_ENV = "ALDAEMON_WEBHOOK_SECRET"
 # `model = "ml-backend"`: the project's model is the ML backend connected to it in Label Studio.
-ML_BACKEND_MODEL = "ml-backend"
 
 
 @dataclass(frozen=True)
@@ -88,12 +88,6 @@ class ViewConfig:
 
 
 @dataclass(frozen=True)
-class MLBackendConfig:
-    batch_size: int = 100  # tasks per /predict call: well under any proxy's 60 s
-    timeout: float = 50.0  # seconds per /predict call
-
-
-@dataclass(frozen=True)
 class ProjectConfig:
     id: int
     model: str = DEFAULT_FACTORY
@@ -129,7 +123,6 @@ _DAEMON = DaemonConfig()
 _RETRAIN = RetrainConfig()
 _PREDICTIONS = PredictionsConfig()
 _VIEW = ViewConfig()
-_ML_BACKEND = MLBackendConfig()
 
 
 def _field_default(cls: type[Any], name: str) -> Any:
@@ -349,8 +342,8 @@ def _read_project(section: Section) -> ProjectConfig | None:
     ml_backend_id = (
         section.integer("ml_backend_id", 0, minimum=1) if section.has("ml_backend_id") else None
     )
-    ml_backend = _read_ml_backend(section.table("ml_backend"))
-    controls = _read_controls(section)
+    ml_backend = read_ml_backend(section.table("ml_backend"))
+    controls = read_controls(section)
     if model != ML_BACKEND_MODEL:
         for key in ("ml_backend_id", "ml_backend"):
             if section.has(key):
@@ -377,29 +370,6 @@ def _read_project(section: Section) -> ProjectConfig | None:
         labels=labels,
         stop=stop,
     )
-
-
-def _read_ml_backend(section: Section) -> MLBackendConfig:
-    config = MLBackendConfig(
-        batch_size=section.integer("batch_size", _ML_BACKEND.batch_size, minimum=1, maximum=10_000),
-        timeout=section.number("timeout", _ML_BACKEND.timeout, minimum=1.0, maximum=3600.0),
-    )
-    section.reject_unknown()
-    return config
-
-
-def _read_controls(section: Section) -> tuple[str, ...] | None:
-    """`controls = ["sentiment", "topic"]`: a non-empty list of distinct control names."""
-    if not section.has("controls"):
-        return None
-    raw = section.get("controls")
-    if not isinstance(raw, list) or not raw or not all(isinstance(n, str) and n for n in raw):
-        section.error("controls", "must be a non-empty list of control names (strings)")
-        return None
-    if len(set(raw)) != len(raw):
-        section.error("controls", f"names a control twice: {raw!r}")
-        return None
-    return tuple(raw)
 
 
 def _read_retrain(section: Section) -> RetrainConfig:
