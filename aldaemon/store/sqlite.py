@@ -248,44 +248,42 @@ class SqliteConnection:
     @contextmanager
     def _transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
         """One short write transaction; `durable` fsyncs it (see the module docstring)."""
-        with self._mutex:
+        with self._mutex, self._sqlite_errors("write"):
             conn = self._live_connection()
+            conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:  # a failed COMMIT may have rolled back already
-                        conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.OperationalError as exc:
-                raise StateError(f"cannot write {self.db_path}: {exc}") from exc
-            except sqlite3.DatabaseError as exc:
-                # `quick_check` at open cannot see damage done later (a failing disk).
-                if _is_corruption(exc):
-                    raise _corrupt(self.db_path, str(exc)) from exc
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:  # a failed COMMIT may have rolled back already
+                    conn.execute("ROLLBACK")
                 raise
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
         """A consistent snapshot for multi-query reads."""
-        with self._mutex:
+        with self._mutex, self._sqlite_errors("read"):
             conn = self._live_connection()
+            conn.execute("BEGIN")
             try:
-                conn.execute("BEGIN")
-                try:
-                    yield conn
-                finally:
-                    if conn.in_transaction:
-                        conn.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                raise StateError(f"cannot read {self.db_path}: {exc}") from exc
-            except sqlite3.DatabaseError as exc:
-                if _is_corruption(exc):
-                    raise _corrupt(self.db_path, str(exc)) from exc
-                raise
+                yield conn
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+
+    @contextmanager
+    def _sqlite_errors(self, verb: str) -> Iterator[None]:
+        """SQLite's errors as StateError, naming the file; corruption as such."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            raise StateError(f"cannot {verb} {self.db_path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            # `quick_check` at open cannot see damage done later (a failing disk).
+            if _is_corruption(exc):
+                raise _corrupt(self.db_path, str(exc)) from exc
+            raise
 
     def _version_rows(
         self, *, table: str, columns: str, order_by: str, project_id: int, version: str
