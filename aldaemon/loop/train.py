@@ -85,33 +85,35 @@ async def train_version(
     artifact = ctx.artifacts_dir / f"{name}.joblib"
     artifact.parent.mkdir(parents=True, exist_ok=True)
     logger.info("train.started", version=name, n_labels=len(examples))
+    texts = [e.text for e in examples]
+    answers = [e.labels for e in examples]  # per example: codes, label sets or spans
     try:
         if schema.controls:
             result = await ctx.worker.train_controls(
                 factory_ref=ctx.project.model,
-                texts=[e.text for e in examples],
-                answers=[e.labels for e in examples],
+                texts=texts,
+                answers=answers,
                 controls=schema.controls,
                 artifact_path=str(artifact),
             )
         elif schema.spans:
             result = await ctx.worker.train_spans(
-                texts=[e.text for e in examples],
-                span_codes=[e.labels for e in examples],
+                texts=texts,
+                span_codes=answers,
                 labels=schema.labels,
                 artifact_path=str(artifact),
             )
         elif schema.multiple:
             result = await ctx.worker.train_multilabel(
-                texts=[e.text for e in examples],
-                label_sets=[e.labels for e in examples],
+                texts=texts,
+                label_sets=answers,
                 labels=schema.labels,
                 artifact_path=str(artifact),
             )
         else:
             result = await ctx.worker.train(
                 factory_ref=ctx.project.model,
-                texts=[e.text for e in examples],
+                texts=texts,
                 labels=[e.label for e in examples],
                 artifact_path=str(artifact),
             )
