@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import structlog
+from structlog.testing import LogCapture
 
 from aldaemon.config import Config, load_config
 from aldaemon.labelstudio.gateway import LabelStudioGateway
 from aldaemon.loop.context import CycleReport
 from aldaemon.records import LabelingSchema, TaskRecord
+from aldaemon.service.health import HealthReport
 from aldaemon.service.runtime import Runtime
 from tests.faultproxy import FaultProxy
 from tests.lsserver import LabelStudioClient, LabelStudioServer
@@ -152,3 +158,24 @@ async def changed_tasks(
 def statuses(proxy: FaultProxy, path: str, method: str | None = None) -> list[int | None]:
     """What each request to `path` got, in order; None where the connection was closed."""
     return [seen.status for seen in proxy.requests(method=method, path_contains=path)]
+
+
+@contextmanager
+def captured_events() -> Iterator[list[MutableMapping[str, Any]]]:
+    """Every structlog event emitted inside the block, as dicts."""
+    capture = LogCapture()
+    previous = structlog.get_config()["processors"]
+    structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
+    try:
+        yield capture.entries
+    finally:
+        structlog.configure(processors=previous)
+
+
+def events(logs: Sequence[Mapping[str, Any]], name: str) -> list[Mapping[str, Any]]:
+    return [entry for entry in logs if entry["event"] == name]
+
+
+def health_now(runtime: Runtime) -> HealthReport:
+    now = time.time()
+    return runtime.health_report(now=now, started_at=now)

@@ -17,23 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
-from contextlib import contextmanager
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
-from structlog.testing import LogCapture
 
 from aldaemon.config import Config, load_config
 from aldaemon.loop.context import CycleReport
 from aldaemon.service.health import HealthReport
 from aldaemon.service.runtime import Runtime
 from tests.faultproxy import FaultProxy
+from tests.helpers import captured_events, events, health_now
 from tests.lsserver import LabelStudioClient, LabelStudioServer
 
 pytestmark = pytest.mark.labelstudio
@@ -66,26 +63,6 @@ version_prefix = "{prefix}"
 """
     )
     return load_config(path, env={})
-
-
-@contextmanager
-def captured_events() -> Iterator[list[MutableMapping[str, Any]]]:
-    capture = LogCapture()
-    previous = structlog.get_config()["processors"]
-    structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
-    try:
-        yield capture.entries
-    finally:
-        structlog.configure(processors=previous)
-
-
-def events(logs: Sequence[Mapping[str, Any]], name: str) -> list[Mapping[str, Any]]:
-    return [entry for entry in logs if entry["event"] == name]
-
-
-def health_now(runtime: Runtime) -> HealthReport:
-    now = time.time()
-    return runtime.health_report(now=now, started_at=now)
 
 
 def labeled_project(client: LabelStudioClient, title: str) -> int:

@@ -7,15 +7,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
-from contextlib import contextmanager
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
-from structlog.testing import LogCapture
 
 from aldaemon.config import Config, load_config
 from aldaemon.service.runtime import Runtime
@@ -26,6 +23,7 @@ from aldaemon.sync.drift import (
     sent_versions,
 )
 from aldaemon.sync.versions import VersionRow, VersionState
+from tests.helpers import captured_events, events
 from tests.lsserver import LabelStudioClient, LabelStudioServer
 
 UNCERTAINTY = "Uncertainty sampling"
@@ -136,21 +134,6 @@ min_per_class = 2
 """
     )
     return load_config(path, env={})
-
-
-@contextmanager
-def captured_events() -> Iterator[list[MutableMapping[str, Any]]]:
-    capture = LogCapture()
-    previous = structlog.get_config()["processors"]
-    structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
-    try:
-        yield capture.entries
-    finally:
-        structlog.configure(processors=previous)
-
-
-def events(logs: Sequence[Mapping[str, Any]], name: str) -> list[Mapping[str, Any]]:
-    return [entry for entry in logs if entry["event"] == name]
 
 
 @dataclass
