@@ -196,11 +196,14 @@ def model_job(
 ) -> dict[str, float]:
     """In a fresh process: train, then score the pool; times and this process's peak RSS."""
     from aldaemon.model.protocol import DEFAULT_FACTORY as DEFAULT_MODEL
+    from aldaemon.model.requests import SingleLabelTraining
     from aldaemon.model.training import score_pool, train_and_save
 
     started = time.perf_counter()
     train_and_save(
-        factory_ref=DEFAULT_MODEL, texts=texts, labels=labels, artifact_path=artifact_path
+        SingleLabelTraining(
+            factory_ref=DEFAULT_MODEL, texts=texts, labels=labels, artifact_path=artifact_path
+        )
     )
     trained = time.perf_counter()
     score_pool(

@@ -6,6 +6,8 @@ before the cycle moves on, so a crash after either resumes at the next step.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import structlog
 
@@ -15,11 +17,24 @@ from aldaemon.loop.context import CycleContext, CycleReport
 from aldaemon.loop.ownership import refuse_foreign_writer
 from aldaemon.loop.publish import fail_version
 from aldaemon.loop.schema_change import LabelingConfigWatch
+from aldaemon.model.requests import (
+    ControlsTraining,
+    MultiLabelTraining,
+    ScoringRequest,
+    SingleLabelTraining,
+    SpanTraining,
+    TrainingRequest,
+)
 from aldaemon.records import LabelingSchema, PredictionRecord
 from aldaemon.store import VersionRow
 from aldaemon.sync.label_sets import answer_labels, keep_config_answers
 from aldaemon.sync.scoring import select_queue
-from aldaemon.sync.versions import own_version_number, training_examples, version_name
+from aldaemon.sync.versions import (
+    TrainingExample,
+    own_version_number,
+    training_examples,
+    version_name,
+)
 
 
 async def next_version_number(ctx: CycleContext) -> int:
@@ -85,38 +100,10 @@ async def train_version(
     artifact = ctx.artifacts_dir / f"{name}.joblib"
     artifact.parent.mkdir(parents=True, exist_ok=True)
     logger.info("train.started", version=name, n_labels=len(examples))
-    texts = [e.text for e in examples]
-    answers = [e.labels for e in examples]  # per example: codes, label sets or spans
     try:
-        if schema.controls:
-            result = await ctx.worker.train_controls(
-                factory_ref=ctx.project.model,
-                texts=texts,
-                answers=answers,
-                controls=schema.controls,
-                artifact_path=str(artifact),
-            )
-        elif schema.spans:
-            result = await ctx.worker.train_spans(
-                texts=texts,
-                span_codes=answers,
-                labels=schema.labels,
-                artifact_path=str(artifact),
-            )
-        elif schema.multiple:
-            result = await ctx.worker.train_multilabel(
-                texts=texts,
-                label_sets=answers,
-                labels=schema.labels,
-                artifact_path=str(artifact),
-            )
-        else:
-            result = await ctx.worker.train(
-                factory_ref=ctx.project.model,
-                texts=texts,
-                labels=[e.label for e in examples],
-                artifact_path=str(artifact),
-            )
+        result = await ctx.worker.train(
+            _training_request(ctx, schema, examples, artifact_path=str(artifact))
+        )
     except ModelError as exc:
         fail_version(ctx, name, reason=f"training failed: {exc}", logger=logger)
         raise
@@ -144,6 +131,40 @@ async def train_version(
     return version
 
 
+def _training_request(
+    ctx: CycleContext,
+    schema: LabelingSchema,
+    examples: Sequence[TrainingExample],
+    *,
+    artifact_path: str,
+) -> TrainingRequest:
+    """The training job the labeling config's shape calls for."""
+    texts = [e.text for e in examples]
+    answers = [e.labels for e in examples]  # per example: codes, label sets or spans
+    if schema.controls:
+        return ControlsTraining(
+            texts=texts,
+            artifact_path=artifact_path,
+            factory_ref=ctx.project.model,
+            answers=answers,
+            controls=schema.controls,
+        )
+    if schema.spans:
+        return SpanTraining(
+            texts=texts, artifact_path=artifact_path, span_codes=answers, labels=schema.labels
+        )
+    if schema.multiple:
+        return MultiLabelTraining(
+            texts=texts, artifact_path=artifact_path, label_sets=answers, labels=schema.labels
+        )
+    return SingleLabelTraining(
+        texts=texts,
+        artifact_path=artifact_path,
+        factory_ref=ctx.project.model,
+        labels=[e.label for e in examples],
+    )
+
+
 async def score_version(
     ctx: CycleContext,
     version: VersionRow,
@@ -167,13 +188,15 @@ async def score_version(
     scorable = [(task_id, text) for task_id, text in pool if text and text.strip()]
     assert version.artifact_path is not None
     scored = await ctx.worker.score(
-        artifact_path=version.artifact_path,
-        task_ids=[task_id for task_id, _ in scorable],
-        texts=[text for _, text in scorable],
-        strategy=options.strategy,
-        random_fraction=options.random_fraction,
-        clusters=options.clusters,
-        seed=version.number,
+        ScoringRequest(
+            artifact_path=version.artifact_path,
+            task_ids=[task_id for task_id, _ in scorable],
+            texts=[text for _, text in scorable],
+            strategy=options.strategy,
+            random_fraction=options.random_fraction,
+            clusters=options.clusters,
+            seed=version.number,
+        )
     )
     chosen = select_queue(np.asarray(scored.scores, dtype=float), depth=options.queue_depth)
     predictions = [

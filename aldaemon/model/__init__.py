@@ -3,9 +3,10 @@ jobs, their artifacts, and the worker process that runs them.
 
 Import map (the main process stays free of scikit-learn):
     protocol   TextClassifier, load_factory        main process and worker
+    requests   SingleLabelTraining, ..., ScoringRequest   main process and worker
     results    TrainingResult, ScoredPool          main process and worker
     worker     ModelWorker                         main process
-    training   train_and_save, score_pool, evaluate    worker (and tests, benchmarks)
+    training   run(request): the jobs, evaluate    worker (and tests, benchmarks)
     artifacts  atomic save, load                   worker
     default    make_text_classifier                worker
 """

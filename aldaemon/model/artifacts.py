@@ -15,6 +15,7 @@ import contextlib
 import glob
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,8 @@ import sklearn
 
 from aldaemon.errors import ModelError
 from aldaemon.model.protocol import TextClassifier
+from aldaemon.model.requests import TrainingRequest
+from aldaemon.model.results import TrainingResult
 
 ARTIFACT_FORMAT = 1
 
@@ -37,10 +40,11 @@ class Artifact:
     sklearn_version: str
 
 
-def save_artifact(
-    *, model: TextClassifier, classes: tuple[str, ...], factory_ref: str, path: str
-) -> None:
-    """Write the model to `path` atomically; on failure the previous file is untouched."""
+def save_artifact(*, model: object, classes: tuple[str, ...], factory_ref: str, path: str) -> None:
+    """Write the model to `path` atomically; on failure the previous file is untouched.
+
+    `model` is a TextClassifier, or a bundle the scoring job recognizes (ControlModels,
+    SpanModel)."""
     envelope = {
         "format": ARTIFACT_FORMAT,
         "model": model,
@@ -52,6 +56,37 @@ def save_artifact(
         write_atomically(envelope, path)
     except Exception as exc:
         raise ModelError(f"cannot save model artifact {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def save_trained(
+    request: TrainingRequest,
+    *,
+    model: object,
+    classes: tuple[str, ...],
+    factory_ref: str,
+    class_counts: dict[str, int],
+    metrics: dict[str, float],
+    started: float,
+    suspects: tuple[int, ...] = (),
+) -> TrainingResult:
+    """The end of every training job: save the fitted model where the request says and
+    describe it; `started` is the job's `time.perf_counter()` start (saving not counted)."""
+    train_seconds = time.perf_counter() - started
+    save_artifact(
+        model=model,
+        classes=classes,
+        factory_ref=factory_ref,
+        path=request.artifact_path,
+    )
+    return TrainingResult(
+        classes=classes,
+        n_labels=len(request.texts),
+        class_counts=class_counts,
+        metrics=metrics,
+        train_seconds=train_seconds,
+        artifact_path=request.artifact_path,
+        suspects=suspects,
+    )
 
 
 def load_artifact(path: str) -> Artifact:

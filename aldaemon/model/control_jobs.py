@@ -19,17 +19,16 @@ Cross-validation is not run per control yet: the version's `metrics` stay empty.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from aldaemon.errors import ModelError
-from aldaemon.model.artifacts import save_artifact
+from aldaemon.model.artifacts import save_trained
 from aldaemon.model.multilabel import OneVsRestTextModel
+from aldaemon.model.requests import ControlsTraining, ScoringRequest
 from aldaemon.model.results import ScoredPool, TrainingResult
-from aldaemon.sync import scoring
 from aldaemon.sync.config_shapes import MultiChoice, ServedControl
 from aldaemon.sync.control_answers import answers_of, code_counts, control_codes, encode_choice
 from aldaemon.sync.shape_results import MULTILABEL_THRESHOLD
@@ -46,20 +45,12 @@ class ControlModels:
     models: dict[str, Any]
 
 
-def train_controls_and_save(
-    *,
-    factory_ref: str,
-    texts: Sequence[str],
-    answers: Sequence[Sequence[str]],
-    controls: Sequence[ServedControl],
-    artifact_path: str,
-    seed: int = 0,
-) -> TrainingResult:
+def train_controls_and_save(request: ControlsTraining) -> TrainingResult:
     """Fit one model per control and save them together, atomically."""
     from aldaemon.model.training import fitted_model  # training.py imports this module
 
-    if len(texts) != len(answers):
-        raise ModelError(f"got {len(texts)} texts but {len(answers)} answers")
+    texts, answers, controls = request.texts, request.answers, request.controls
+    request.require_one_answer_per_text(answers, "answers")
     started = time.perf_counter()
     models: dict[str, Any] = {}
     for control in controls:
@@ -81,57 +72,44 @@ def train_controls_and_save(
                 f"control {control.name!r} needs at least 2 classes, got {sorted(set(labels))}"
             )
         models[control.name] = fitted_model(
-            factory_ref=factory_ref, texts=[texts[i] for i in answered], labels=labels, seed=seed
+            factory_ref=request.factory_ref,
+            texts=[texts[i] for i in answered],
+            labels=labels,
+            seed=request.seed,
         )
-    train_seconds = time.perf_counter() - started
     codes = control_codes(controls)
-    bundle = ControlModels(controls=tuple(controls), models=models)
-    save_artifact(model=bundle, classes=codes, factory_ref=CONTROLS_FACTORY, path=artifact_path)  # type: ignore[arg-type]
-    return TrainingResult(
+    return save_trained(
+        request,
+        model=ControlModels(controls=tuple(controls), models=models),
         classes=codes,
-        n_labels=len(texts),
+        factory_ref=CONTROLS_FACTORY,
         class_counts=code_counts(answers, codes),
         metrics={},
-        train_seconds=train_seconds,
-        artifact_path=artifact_path,
+        started=started,
     )
 
 
-def score_controls(
-    bundle: ControlModels,
-    *,
-    task_ids: Sequence[int],
-    texts: Sequence[str],
-    strategy: str,
-    random_fraction: float,
-    seed: int,
-) -> ScoredPool:
+def score_controls(bundle: ControlModels, request: ScoringRequest) -> ScoredPool:
     """Score every task per control; the task scores the minimum over its controls."""
+    texts = list(request.texts)
     per_control_scores = []
     chosen: list[list[str]] = [[] for _ in texts]
     for control in bundle.controls:
         model = bundle.models[control.name]
-        proba = np.asarray(model.predict_proba(list(texts)), dtype=np.float64)
+        proba = np.asarray(model.predict_proba(texts), dtype=np.float64)
         classes = [str(c) for c in model.classes_]
         if isinstance(control, MultiChoice):
-            per_control_scores.append(multilabel_scores(proba, strategy=strategy))
+            per_control_scores.append(multilabel_scores(proba, strategy=request.strategy))
             for row, on in zip(chosen, proba >= MULTILABEL_THRESHOLD, strict=True):
                 row += [
                     encode_choice(control.name, c) for c, o in zip(classes, on, strict=True) if o
                 ]
         else:
-            per_control_scores.append(single_choice_scores(proba, strategy=strategy))
+            per_control_scores.append(single_choice_scores(proba, strategy=request.strategy))
             for row, best in zip(chosen, proba.argmax(axis=1), strict=True):
                 row.append(encode_choice(control.name, classes[int(best)]))
-    scores = combine_controls(per_control_scores)
-    if random_fraction > 0:
-        scores = scoring.mix_random(
-            scores, fraction=random_fraction, rng=np.random.default_rng(seed)
-        )
-    return ScoredPool(
-        task_ids=tuple(int(task_id) for task_id in task_ids),
-        labels=tuple(row[0].partition(":")[2] if row else "" for row in chosen),
-        scores=tuple(float(score) for score in scores),
-        clusters=None,
-        label_sets=tuple(tuple(row) for row in chosen),
+    return request.pool(
+        combine_controls(per_control_scores),
+        labels=[row[0].partition(":")[2] if row else "" for row in chosen],
+        label_sets=chosen,
     )

@@ -21,9 +21,10 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import KFold
 
 from aldaemon.errors import ModelError
-from aldaemon.model.artifacts import save_artifact
+from aldaemon.model.artifacts import save_trained
 from aldaemon.model.label_issues import suspected_multilabel_errors
 from aldaemon.model.multilabel import OneVsRestTextModel
+from aldaemon.model.requests import MultiLabelTraining
 from aldaemon.model.results import TrainingResult
 from aldaemon.sync.shape_results import MULTILABEL_THRESHOLD
 
@@ -31,37 +32,29 @@ MULTILABEL_FACTORY = "aldaemon.model.multilabel:make_multilabel_classifier"
 MAX_CV_FOLDS = 5
 
 
-def train_multilabel_and_save(
-    *,
-    texts: Sequence[str],
-    label_sets: Sequence[Sequence[str]],
-    labels: Sequence[str],
-    artifact_path: str,
-    seed: int = 0,
-) -> TrainingResult:
+def train_multilabel_and_save(request: MultiLabelTraining) -> TrainingResult:
     """Fit one binary model per config label on every example, and save it atomically.
 
     An empty label set is an example too: the negative of every label. `class_counts`
     are the positives per label.
     """
-    if len(texts) != len(label_sets):
-        raise ModelError(f"got {len(texts)} texts but {len(label_sets)} label sets")
+    texts, label_sets, labels = request.texts, request.label_sets, request.labels
+    request.require_one_answer_per_text(label_sets, "label sets")
     if not texts or not labels:
         raise ModelError("multi-label training needs at least one example and one label")
     started = time.perf_counter()
     targets = _indicator(label_sets, labels)
-    metrics, out_of_sample = _cross_validate(texts=texts, targets=targets, labels=labels, seed=seed)
-    model = _fitted(texts, label_sets, labels)
-    train_seconds = time.perf_counter() - started
-    classes = tuple(labels)
-    save_artifact(model=model, classes=classes, factory_ref=MULTILABEL_FACTORY, path=artifact_path)
-    return TrainingResult(
-        classes=classes,
-        n_labels=len(texts),
+    metrics, out_of_sample = _cross_validate(
+        texts=texts, targets=targets, labels=labels, seed=request.seed
+    )
+    return save_trained(
+        request,
+        model=_fitted(texts, label_sets, labels),
+        classes=tuple(labels),
+        factory_ref=MULTILABEL_FACTORY,
         class_counts={label: int(targets[:, i].sum()) for i, label in enumerate(labels)},
         metrics=metrics,
-        train_seconds=train_seconds,
-        artifact_path=artifact_path,
+        started=started,
         suspects=()
         if out_of_sample is None
         else suspected_multilabel_errors(pred_probs=out_of_sample, targets=targets),

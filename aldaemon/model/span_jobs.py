@@ -23,10 +23,10 @@ import numpy as np
 from sklearn.model_selection import KFold
 
 from aldaemon.errors import ModelError
-from aldaemon.model.artifacts import save_artifact
+from aldaemon.model.artifacts import save_trained
+from aldaemon.model.requests import ScoringRequest, SpanTraining
 from aldaemon.model.results import ScoredPool, TrainingResult
 from aldaemon.model.spans import Span, SpanModel
-from aldaemon.sync import scoring
 from aldaemon.sync.shape_scoring import span_scores
 from aldaemon.sync.span_answers import SpanAnswer, decode_spans, encode_span, entity_counts
 
@@ -34,65 +34,39 @@ SPAN_FACTORY = "aldaemon.model.spans:make_span_model"
 MAX_CV_FOLDS = 5
 
 
-def train_spans_and_save(
-    *,
-    texts: Sequence[str],
-    span_codes: Sequence[Sequence[str]],
-    labels: Sequence[str],
-    artifact_path: str,
-    seed: int = 0,
-) -> TrainingResult:
+def train_spans_and_save(request: SpanTraining) -> TrainingResult:
     """Fit the CRF on every annotated text and save it atomically.
 
     `class_counts` are the annotated spans per config label.
     """
-    if len(texts) != len(span_codes):
-        raise ModelError(f"got {len(texts)} texts but {len(span_codes)} span lists")
+    texts, span_codes, labels = request.texts, request.span_codes, request.labels
+    request.require_one_answer_per_text(span_codes, "span lists")
     if not texts or not labels:
         raise ModelError("named-entity training needs at least one example and one label")
     started = time.perf_counter()
     span_sets = [_spans(text, codes) for text, codes in zip(texts, span_codes, strict=True)]
-    metrics = _cross_validate(texts, span_sets, seed=seed)
-    model = _fitted(texts, span_sets)
-    train_seconds = time.perf_counter() - started
-    classes = tuple(labels)
-    save_artifact(model=model, classes=classes, factory_ref=SPAN_FACTORY, path=artifact_path)  # type: ignore[arg-type]
-    return TrainingResult(
-        classes=classes,
-        n_labels=len(texts),
+    metrics = _cross_validate(texts, span_sets, seed=request.seed)
+    return save_trained(
+        request,
+        model=_fitted(texts, span_sets),
+        classes=tuple(labels),
+        factory_ref=SPAN_FACTORY,
         class_counts=entity_counts(span_codes, labels),
         metrics=metrics,
-        train_seconds=train_seconds,
-        artifact_path=artifact_path,
+        started=started,
     )
 
 
-def score_spans(
-    model: SpanModel,
-    *,
-    task_ids: Sequence[int],
-    texts: Sequence[str],
-    strategy: str,
-    random_fraction: float,
-    seed: int,
-) -> ScoredPool:
+def score_spans(model: SpanModel, request: ScoringRequest) -> ScoredPool:
     """Predict every text's spans and score it by its least confident token."""
-    predictions = model.predict(texts)
-    scores = span_scores([p.marginals for p in predictions], strategy=strategy)
-    if random_fraction > 0:
-        scores = scoring.mix_random(
-            scores, fraction=random_fraction, rng=np.random.default_rng(seed)
-        )
-    label_sets = tuple(
-        tuple(encode_span(SpanAnswer(s.start, s.end, s.label)) for s in p.spans)
-        for p in predictions
-    )
-    return ScoredPool(
-        task_ids=tuple(int(task_id) for task_id in task_ids),
-        labels=tuple(p.spans[0].label if p.spans else "" for p in predictions),
-        scores=tuple(float(score) for score in scores),
-        clusters=None,  # the CRF has no document features to cluster on
-        label_sets=label_sets,
+    predictions = model.predict(request.texts)
+    return request.pool(
+        span_scores([p.marginals for p in predictions], strategy=request.strategy),
+        labels=[p.spans[0].label if p.spans else "" for p in predictions],
+        label_sets=[
+            [encode_span(SpanAnswer(s.start, s.end, s.label)) for s in p.spans] for p in predictions
+        ],
+        # the CRF has no document features to cluster on
     )
 
 

@@ -1,8 +1,8 @@
-"""Train, score and evaluate: the three jobs the worker process runs.
+"""Train, score and evaluate: the jobs the worker process runs (`run(request)`).
 
-Each entry point is a top-level function taking and returning plain, picklable data
-(strings, tuples, paths), so `ProcessPoolExecutor` can ship it to a spawned process and
-back; the fitted model itself never crosses the process boundary, only its artifact path.
+Each job is a top-level function taking a request (model/requests.py) and returning plain,
+picklable data (model/results.py), so `ProcessPoolExecutor` can ship both across the
+process boundary; the fitted model itself never crosses it, only its artifact path.
 They are also plain functions, callable in-process by tests and benchmarks.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,12 +24,20 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 
 from aldaemon.errors import ModelError
-from aldaemon.model.artifacts import load_artifact, save_artifact
+from aldaemon.model.artifacts import load_artifact, save_trained
 from aldaemon.model.control_jobs import ControlModels, score_controls, train_controls_and_save
 from aldaemon.model.label_issues import suspected_label_errors
 from aldaemon.model.multilabel import OneVsRestTextModel
 from aldaemon.model.multilabel_jobs import train_multilabel_and_save
 from aldaemon.model.protocol import TextClassifier, build_model
+from aldaemon.model.requests import (
+    ControlsTraining,
+    MultiLabelTraining,
+    ScoringRequest,
+    SingleLabelTraining,
+    SpanTraining,
+    TrainingRequest,
+)
 from aldaemon.model.results import ScoredPool, TrainingResult
 from aldaemon.model.span_jobs import score_spans, train_spans_and_save
 from aldaemon.model.spans import SpanModel
@@ -41,6 +49,8 @@ __all__ = [
     "ScoredPool",
     "TrainingResult",
     "evaluate",
+    "run",
+    "score",
     "score_pool",
     "train_and_save",
     "train_controls_and_save",
@@ -54,14 +64,7 @@ MAX_CV_FOLDS = 5
 PREDICT_CHUNK = 4096
 
 
-def train_and_save(
-    *,
-    factory_ref: str,
-    texts: Sequence[str],
-    labels: Sequence[str],
-    artifact_path: str,
-    seed: int = 0,
-) -> TrainingResult:
+def train_and_save(request: SingleLabelTraining) -> TrainingResult:
     """Cross-validate, fit on every label, and save the model atomically to artifact_path.
 
     Cross-validation is stratified with min(5, smallest class count) folds and skipped
@@ -70,29 +73,29 @@ def train_and_save(
     `random_state` the estimator exposes. Raises ModelError when anything fails; the
     previous artifact at artifact_path is then left as it was.
     """
-    if len(texts) != len(labels):
-        raise ModelError(f"got {len(texts)} texts but {len(labels)} labels")
-    class_counts = dict(sorted(Counter(labels).items()))
+    request.require_one_answer_per_text(request.labels, "labels")
+    class_counts = dict(sorted(Counter(request.labels).items()))
     if len(class_counts) < 2:
         raise ModelError(
             f"training needs at least 2 classes, got {sorted(class_counts) or 'no labels'}"
         )
     started = time.perf_counter()
-    metrics, out_of_sample = _cross_validate(
-        factory_ref=factory_ref, texts=texts, labels=labels, class_counts=class_counts, seed=seed
+    metrics, out_of_sample = _cross_validate(request, class_counts=class_counts)
+    model = fitted_model(
+        factory_ref=request.factory_ref,
+        texts=request.texts,
+        labels=request.labels,
+        seed=request.seed,
     )
-    model = fitted_model(factory_ref=factory_ref, texts=texts, labels=labels, seed=seed)
-    train_seconds = time.perf_counter() - started
-    classes = tuple(str(label) for label in model.classes_)
-    save_artifact(model=model, classes=classes, factory_ref=factory_ref, path=artifact_path)
-    return TrainingResult(
-        classes=classes,
-        n_labels=len(labels),
+    return save_trained(
+        request,
+        model=model,
+        classes=tuple(str(label) for label in model.classes_),
+        factory_ref=request.factory_ref,
         class_counts=class_counts,
         metrics=metrics,
-        train_seconds=train_seconds,
-        artifact_path=artifact_path,
-        suspects=_suspects(out_of_sample, labels=labels, classes=sorted(class_counts)),
+        started=started,
+        suspects=_suspects(out_of_sample, labels=request.labels, classes=sorted(class_counts)),
     )
 
 
@@ -107,82 +110,72 @@ def _suspects(
     )
 
 
-def score_pool(
-    *,
-    artifact_path: str,
-    task_ids: Sequence[int],
-    texts: Sequence[str],
-    strategy: str,
-    random_fraction: float = 0.0,
-    clusters: int = 0,
-    seed: int = 0,
-) -> ScoredPool:
+def score_pool(**fields: Any) -> ScoredPool:
+    """`score(ScoringRequest(**fields))`: the keyword form, for in-process callers (the
+    report) not yet moved to a request."""
+    return score(ScoringRequest(**fields))
+
+
+def score(request: ScoringRequest) -> ScoredPool:
     """Predict every task's label and score it with `strategy` (see aldaemon.sync.scoring).
 
-    `random_fraction` of the tasks get a uniform random score instead (seeded by `seed`;
-    vary it per version, or the same tasks get the random slots every time).
     `clusters` > 0 groups the tasks with seeded MiniBatchKMeans over the features the
     model itself uses (every pipeline step but the last), which only exist when the model
     is an sklearn Pipeline of two or more steps; for any other model `clusters` is None.
     """
-    if strategy not in scoring.STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; expected one of {scoring.STRATEGIES}")
-    if len(task_ids) != len(texts):
-        raise ValueError(f"got {len(task_ids)} task ids but {len(texts)} texts")
-    if clusters < 0:
-        raise ValueError(f"clusters must be >= 0, got {clusters}")
-    artifact = load_artifact(artifact_path)
-    model = artifact.model
+    if request.strategy not in scoring.STRATEGIES:
+        raise ValueError(
+            f"unknown strategy {request.strategy!r}; expected one of {scoring.STRATEGIES}"
+        )
+    if len(request.task_ids) != len(request.texts):
+        raise ValueError(f"got {len(request.task_ids)} task ids but {len(request.texts)} texts")
+    if request.clusters < 0:
+        raise ValueError(f"clusters must be >= 0, got {request.clusters}")
+    model = load_artifact(request.artifact_path).model
     if isinstance(model, ControlModels):  # several <Choices>: see model/control_jobs.py
-        return score_controls(
-            model,
-            task_ids=task_ids,
-            texts=texts,
-            strategy=strategy,
-            random_fraction=random_fraction,
-            seed=seed,
-        )
+        return score_controls(model, request)
     if isinstance(model, SpanModel):  # named entities: see model/span_jobs.py
-        return score_spans(
-            model,
-            task_ids=task_ids,
-            texts=texts,
-            strategy=strategy,
-            random_fraction=random_fraction,
-            seed=seed,
-        )
-    use_features = clusters > 0 and _has_feature_steps(model)
-    if not task_ids:
+        return score_spans(model, request)
+    use_features = request.clusters > 0 and _has_feature_steps(model)
+    if not request.task_ids:
         return ScoredPool((), (), (), () if use_features else None)
 
-    proba, features = _predict(model, texts, keep_features=use_features)
+    proba, features = _predict(model, request.texts, keep_features=use_features)
     classes = np.asarray(model.classes_)
-    label_sets = None
-    if isinstance(model, OneVsRestTextModel):
-        # independent P(label) per column: the label closest to 0.5 decides (shape_scoring)
-        label_sets = tuple(
-            tuple(str(c) for c, on in zip(classes, row, strict=True) if on)
-            for row in proba >= MULTILABEL_THRESHOLD
-        )
-        labels = tuple(chosen[0] if chosen else "" for chosen in label_sets)
-        scores = multilabel_scores(proba, strategy=strategy)
-    else:
-        labels = tuple(str(classes[index]) for index in proba.argmax(axis=1))
-        scores = scoring.informativeness(proba, strategy=strategy)
-    if random_fraction > 0:
-        scores = scoring.mix_random(
-            scores, fraction=random_fraction, rng=np.random.default_rng(seed)
-        )
     cluster_ids = None
     if features is not None:
-        cluster_ids = _cluster(features, clusters=clusters, seed=seed)
-    return ScoredPool(
-        task_ids=tuple(int(task_id) for task_id in task_ids),
-        labels=labels,
-        scores=tuple(float(score) for score in scores),
+        cluster_ids = _cluster(features, clusters=request.clusters, seed=request.seed)
+    if isinstance(model, OneVsRestTextModel):
+        # independent P(label) per column: the label closest to 0.5 decides (shape_scoring)
+        label_sets = [
+            [str(c) for c, on in zip(classes, row, strict=True) if on]
+            for row in proba >= MULTILABEL_THRESHOLD
+        ]
+        return request.pool(
+            multilabel_scores(proba, strategy=request.strategy),
+            labels=[chosen[0] if chosen else "" for chosen in label_sets],
+            label_sets=label_sets,
+            clusters=cluster_ids,
+        )
+    return request.pool(
+        scoring.informativeness(proba, strategy=request.strategy),
+        labels=[str(classes[index]) for index in proba.argmax(axis=1)],
         clusters=cluster_ids,
-        label_sets=label_sets,
     )
+
+
+JOBS: dict[type[Any], Callable[[Any], TrainingResult | ScoredPool]] = {
+    SingleLabelTraining: train_and_save,
+    MultiLabelTraining: train_multilabel_and_save,
+    ControlsTraining: train_controls_and_save,
+    SpanTraining: train_spans_and_save,
+    ScoringRequest: score,
+}
+
+
+def run(request: TrainingRequest | ScoringRequest) -> TrainingResult | ScoredPool:
+    """The worker's one entry point: the job for this kind of request."""
+    return JOBS[type(request)](request)
 
 
 def evaluate(
@@ -201,15 +194,11 @@ def evaluate(
 
 
 def _cross_validate(
-    *,
-    factory_ref: str,
-    texts: Sequence[str],
-    labels: Sequence[str],
-    class_counts: dict[str, int],
-    seed: int,
+    request: SingleLabelTraining, *, class_counts: dict[str, int]
 ) -> tuple[dict[str, float], npt.NDArray[np.float64] | None]:
     """Pooled out-of-fold metrics, and the out-of-fold probabilities (columns: classes
     sorted) that model.label_issues reads; ({}, None) below 2 folds."""
+    texts, labels, seed = request.texts, request.labels, request.seed
     folds = min(MAX_CV_FOLDS, min(class_counts.values()))
     if folds < 2:
         return {}, None
@@ -219,7 +208,7 @@ def _cross_validate(
     predicted: list[str] = [""] * len(labels)
     for train_index, test_index in splitter.split(np.zeros(len(labels)), labels):
         model = fitted_model(
-            factory_ref=factory_ref,
+            factory_ref=request.factory_ref,
             texts=[texts[i] for i in train_index],
             labels=[labels[i] for i in train_index],
             seed=seed,

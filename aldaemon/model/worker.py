@@ -34,7 +34,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, cast
@@ -42,8 +41,8 @@ from typing import Any, cast
 import structlog
 
 from aldaemon.errors import ModelError, ModelWorkerLost
+from aldaemon.model.requests import ScoringRequest, TrainingRequest
 from aldaemon.model.results import ScoredPool, TrainingResult
-from aldaemon.sync.config_shapes import ServedControl
 
 log = structlog.get_logger(__name__)
 
@@ -53,14 +52,13 @@ _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 PARENT_POLL_SECONDS = 1.0
 
 
-def run_job(function_name: str, kwargs: dict[str, Any]) -> Any:
-    """Worker-side entry point: import the jobs module there, call one job by name.
+def run_job(request: TrainingRequest | ScoringRequest) -> Any:
+    """Worker-side entry point: import the jobs module there, run the request's job.
 
     Naming the job instead of passing the function keeps scikit-learn out of the main
     process, which never imports aldaemon.model.training itself.
     """
-    function = getattr(importlib.import_module(_JOBS_MODULE), function_name)
-    return function(**kwargs)
+    return importlib.import_module(_JOBS_MODULE).run(request)
 
 
 def exit_with_parent(parent_pid: int) -> None:
@@ -127,114 +125,19 @@ class ModelWorker:
         self._executor: ProcessPoolExecutor | None = None
         self._closed = False
 
-    async def train(
-        self,
-        *,
-        factory_ref: str,
-        texts: Sequence[str],
-        labels: Sequence[str],
-        artifact_path: str,
-        seed: int = 0,
-    ) -> TrainingResult:
-        """training.train_and_save in the worker process."""
-        return await self._train(
-            "train_and_save",
-            artifact_path=artifact_path,
-            seed=seed,
-            factory_ref=factory_ref,
-            texts=list(texts),
-            labels=list(labels),
-        )
+    async def train(self, request: TrainingRequest) -> TrainingResult:
+        """The request's training job (model/training.py) in the worker process."""
+        return cast(TrainingResult, await self._run(request))
 
-    async def train_multilabel(
-        self,
-        *,
-        texts: Sequence[str],
-        label_sets: Sequence[Sequence[str]],
-        labels: Sequence[str],
-        artifact_path: str,
-        seed: int = 0,
-    ) -> TrainingResult:
-        """training.train_multilabel_and_save in the worker process."""
-        return await self._train(
-            "train_multilabel_and_save",
-            artifact_path=artifact_path,
-            seed=seed,
-            texts=list(texts),
-            label_sets=[list(s) for s in label_sets],
-            labels=list(labels),
-        )
+    async def score(self, request: ScoringRequest | None = None, **fields: Any) -> ScoredPool:
+        """training.score in the worker process.
 
-    async def train_controls(
-        self,
-        *,
-        factory_ref: str,
-        texts: Sequence[str],
-        answers: Sequence[Sequence[str]],
-        controls: Sequence[ServedControl],
-        artifact_path: str,
-        seed: int = 0,
-    ) -> TrainingResult:
-        """training.train_controls_and_save in the worker process."""
-        return await self._train(
-            "train_controls_and_save",
-            artifact_path=artifact_path,
-            seed=seed,
-            factory_ref=factory_ref,
-            texts=list(texts),
-            answers=[list(codes) for codes in answers],
-            controls=list(controls),
-        )
-
-    async def train_spans(
-        self,
-        *,
-        texts: Sequence[str],
-        span_codes: Sequence[Sequence[str]],
-        labels: Sequence[str],
-        artifact_path: str,
-        seed: int = 0,
-    ) -> TrainingResult:
-        """training.train_spans_and_save in the worker process."""
-        return await self._train(
-            "train_spans_and_save",
-            artifact_path=artifact_path,
-            seed=seed,
-            texts=list(texts),
-            span_codes=[list(codes) for codes in span_codes],
-            labels=list(labels),
-        )
-
-    async def score(
-        self,
-        *,
-        artifact_path: str,
-        task_ids: Sequence[int],
-        texts: Sequence[str],
-        strategy: str,
-        random_fraction: float = 0.0,
-        clusters: int = 0,
-        seed: int = 0,
-    ) -> ScoredPool:
-        """training.score_pool in the worker process."""
-        result = await self._run(
-            "score_pool",
-            artifact_path=artifact_path,
-            task_ids=list(task_ids),
-            texts=list(texts),
-            strategy=strategy,
-            random_fraction=random_fraction,
-            clusters=clusters,
-            seed=seed,
-        )
-        return cast(ScoredPool, result)
-
-    async def _train(
-        self, job: str, *, artifact_path: str, seed: int, **inputs: Any
-    ) -> TrainingResult:
-        """Run one of the training jobs, which all save to `artifact_path` and share `seed`."""
-        result = await self._run(job, artifact_path=artifact_path, seed=seed, **inputs)
-        return cast(TrainingResult, result)
+        Keyword form (`score(artifact_path=..., ...)`, the fields of ScoringRequest) kept
+        for callers not yet moved to a request.
+        """
+        if request is None:
+            request = ScoringRequest(**fields)
+        return cast(ScoredPool, await self._run(request))
 
     def shutdown(self, *, wait: bool = True, kill_running: bool = False) -> None:
         """Stop the worker; queued jobs are cancelled, later calls raise ModelError.
@@ -251,9 +154,10 @@ class ModelWorker:
             _terminate_processes(executor)
         executor.shutdown(wait=wait, cancel_futures=True)
 
-    async def _run(self, job: str, **kwargs: Any) -> Any:
+    async def _run(self, request: TrainingRequest | ScoringRequest) -> Any:
+        job = type(request).__name__
         executor = self._ensure_executor()
-        future = executor.submit(run_job, job, kwargs)
+        future = executor.submit(run_job, request)
         try:
             return await asyncio.wrap_future(future)
         except BrokenProcessPool as exc:

@@ -31,6 +31,7 @@ from aldaemon import cli
 from aldaemon.errors import EX_CONFIG
 from aldaemon.labelstudio import parse_labeling_config
 from aldaemon.labelstudio.payloads import parse_task
+from aldaemon.model.requests import SingleLabelTraining
 from aldaemon.model.training import score_pool, train_and_save
 from aldaemon.sync.scoring import STRATEGIES
 from tests.lsserver import (
@@ -588,10 +589,12 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A default text classifier trained on a dozen tiny texts, saved once for the module."""
     path = tmp_path_factory.mktemp("model") / "model.joblib"
     train_and_save(
-        factory_ref="aldaemon.model.default:make_text_classifier",
-        texts=TRAIN_TEXTS,
-        labels=TRAIN_LABELS,
-        artifact_path=str(path),
+        SingleLabelTraining(
+            factory_ref="aldaemon.model.default:make_text_classifier",
+            texts=TRAIN_TEXTS,
+            labels=TRAIN_LABELS,
+            artifact_path=str(path),
+        )
     )
     return str(path)
 

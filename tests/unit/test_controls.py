@@ -13,6 +13,7 @@ from aldaemon.labelstudio.payloads import parse_annotation, prediction_payloads
 from aldaemon.labelstudio.served_config import read_served_schema
 from aldaemon.model.artifacts import load_artifact
 from aldaemon.model.control_jobs import score_controls, train_controls_and_save
+from aldaemon.model.requests import ControlsTraining, ScoringRequest
 from aldaemon.records import PredictionRecord
 from aldaemon.sync.control_answers import decode_choice, encode_choice
 from aldaemon.sync.shape_scoring import multilabel_scores, single_choice_scores
@@ -112,17 +113,19 @@ def test_the_task_scores_the_minimum_of_its_controls(tmp_path: Path) -> None:
     ] * 3
     path = str(tmp_path / "m.joblib")
     trained = train_controls_and_save(
-        factory_ref="aldaemon.model.default:make_text_classifier",
-        texts=texts,
-        answers=answers,
-        controls=schema.controls,
-        artifact_path=path,
+        ControlsTraining(
+            factory_ref="aldaemon.model.default:make_text_classifier",
+            texts=texts,
+            answers=answers,
+            controls=schema.controls,
+            artifact_path=path,
+        )
     )
     assert 6 == trained.class_counts["topic:food"]
     bundle = load_artifact(path).model
     pool = ["great pizza", "something else entirely"]
     scored = score_controls(
-        bundle, task_ids=[1, 2], texts=pool, strategy="margin", random_fraction=0, seed=0
+        bundle, ScoringRequest(artifact_path=path, task_ids=[1, 2], texts=pool, strategy="margin")
     )
     assert scored.label_sets is not None
     assert {"sentiment:pos", "topic:food"} <= set(scored.label_sets[0])

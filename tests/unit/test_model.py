@@ -25,6 +25,7 @@ from aldaemon.model import training
 from aldaemon.model.artifacts import load_artifact
 from aldaemon.model.default import make_text_classifier
 from aldaemon.model.protocol import DEFAULT_FACTORY, build_model, load_factory
+from aldaemon.model.requests import ScoringRequest, SingleLabelTraining
 from aldaemon.model.training import evaluate, score_pool, train_and_save
 from aldaemon.model.worker import ModelWorker, exit_when_orphaned, exit_with_parent
 from aldaemon.sync.scoring import informativeness
@@ -160,7 +161,7 @@ def train_default(path: Path, **overrides: Any) -> training.TrainingResult:
         "artifact_path": str(path),
     }
     arguments.update(overrides)
-    return train_and_save(**arguments)
+    return train_and_save(SingleLabelTraining(**arguments))
 
 
 @pytest.fixture(scope="module")
@@ -459,10 +460,12 @@ class TestModelWorker:
         worker = ModelWorker()
         try:
             await worker.train(
-                factory_ref=f"{THIS_MODULE}:make_wrapped_classifier",
-                texts=TRAIN_TEXTS,
-                labels=TRAIN_LABELS,
-                artifact_path=str(tmp_path / "model.joblib"),
+                SingleLabelTraining(
+                    factory_ref=f"{THIS_MODULE}:make_wrapped_classifier",
+                    texts=TRAIN_TEXTS,
+                    labels=TRAIN_LABELS,
+                    artifact_path=str(tmp_path / "model.joblib"),
+                )
             )
         finally:
             worker.shutdown()
@@ -475,10 +478,12 @@ class TestModelWorker:
         worker = ModelWorker()
         try:
             result = await worker.train(
-                factory_ref=DEFAULT_FACTORY,
-                texts=TRAIN_TEXTS,
-                labels=TRAIN_LABELS,
-                artifact_path=str(tmp_path / "model.joblib"),
+                SingleLabelTraining(
+                    factory_ref=DEFAULT_FACTORY,
+                    texts=TRAIN_TEXTS,
+                    labels=TRAIN_LABELS,
+                    artifact_path=str(tmp_path / "model.joblib"),
+                )
             )
         finally:
             worker.shutdown()
@@ -497,7 +502,7 @@ class TestModelWorker:
         }
         worker = ModelWorker()
         try:
-            remote = await worker.score(**arguments)
+            remote = await worker.score(ScoringRequest(**arguments))
         finally:
             worker.shutdown()
         assert score_pool(**arguments) == remote
@@ -508,10 +513,12 @@ class TestModelWorker:
         try:
             with pytest.raises(ModelError, match="the GPU caught fire"):
                 await worker.train(
-                    factory_ref=f"{THIS_MODULE}:make_failing_classifier",
-                    texts=TRAIN_TEXTS,
-                    labels=TRAIN_LABELS,
-                    artifact_path=str(tmp_path / "model.joblib"),
+                    SingleLabelTraining(
+                        factory_ref=f"{THIS_MODULE}:make_failing_classifier",
+                        texts=TRAIN_TEXTS,
+                        labels=TRAIN_LABELS,
+                        artifact_path=str(tmp_path / "model.joblib"),
+                    )
                 )
         finally:
             worker.shutdown()
@@ -527,9 +534,13 @@ class TestModelWorker:
         try:
             with pytest.raises(ModelError, match="worker process died"):
                 await worker.train(
-                    factory_ref=f"{THIS_MODULE}:make_self_killing_classifier", **arguments
+                    SingleLabelTraining(
+                        factory_ref=f"{THIS_MODULE}:make_self_killing_classifier", **arguments
+                    )
                 )
-            result = await worker.train(factory_ref=DEFAULT_FACTORY, **arguments)
+            result = await worker.train(
+                SingleLabelTraining(factory_ref=DEFAULT_FACTORY, **arguments)
+            )
         finally:
             worker.shutdown()
         assert ("neg", "pos") == result.classes
@@ -546,10 +557,12 @@ class TestModelWorker:
             results = await asyncio.gather(
                 *(
                     worker.train(
-                        factory_ref=f"{THIS_MODULE}:make_rendezvous_classifier",
-                        texts=TRAIN_TEXTS,
-                        labels=TRAIN_LABELS,
-                        artifact_path=str(tmp_path / f"model-{number}.joblib"),
+                        SingleLabelTraining(
+                            factory_ref=f"{THIS_MODULE}:make_rendezvous_classifier",
+                            texts=TRAIN_TEXTS,
+                            labels=TRAIN_LABELS,
+                            artifact_path=str(tmp_path / f"model-{number}.joblib"),
+                        )
                     )
                     for number in (1, 2)
                 )
@@ -564,10 +577,12 @@ class TestModelWorker:
         worker.shutdown()
         with pytest.raises(ModelError, match="shut down"):
             await worker.train(
-                factory_ref=DEFAULT_FACTORY,
-                texts=TRAIN_TEXTS,
-                labels=TRAIN_LABELS,
-                artifact_path=str(tmp_path / "model.joblib"),
+                SingleLabelTraining(
+                    factory_ref=DEFAULT_FACTORY,
+                    texts=TRAIN_TEXTS,
+                    labels=TRAIN_LABELS,
+                    artifact_path=str(tmp_path / "model.joblib"),
+                )
             )
 
     async def test_shutdown_can_kill_a_running_training(
@@ -593,10 +608,12 @@ class TestModelWorker:
             # The slow fit sleeps 60 s: a process still there after 20 s was not killed.
             assert await process_gone(fitting_pid, within=20.0)
             result = await worker.train(
-                factory_ref=DEFAULT_FACTORY,
-                texts=TRAIN_TEXTS,
-                labels=TRAIN_LABELS,
-                artifact_path=str(tmp_path / "next.joblib"),
+                SingleLabelTraining(
+                    factory_ref=DEFAULT_FACTORY,
+                    texts=TRAIN_TEXTS,
+                    labels=TRAIN_LABELS,
+                    artifact_path=str(tmp_path / "next.joblib"),
+                )
             )
         finally:
             worker.shutdown()
@@ -611,10 +628,12 @@ async def start_slow_training(
     monkeypatch.setenv(SLOW_FIT_MARKER_ENV, str(marker))  # inherited by the spawned worker
     job = asyncio.create_task(
         worker.train(
-            factory_ref=f"{THIS_MODULE}:make_slow_classifier",
-            texts=TRAIN_TEXTS,
-            labels=TRAIN_LABELS,
-            artifact_path=str(tmp_path / "slow.joblib"),
+            SingleLabelTraining(
+                factory_ref=f"{THIS_MODULE}:make_slow_classifier",
+                texts=TRAIN_TEXTS,
+                labels=TRAIN_LABELS,
+                artifact_path=str(tmp_path / "slow.joblib"),
+            )
         )
     )
     while not marker.exists() and not job.done():
@@ -643,16 +662,17 @@ ORPHAN_WAIT_SECONDS = 20.0
 # Run with `python -c`, so the spawned worker does not re-import a main module.
 PARENT_OF_A_MODEL_WORKER = """
 import asyncio, multiprocessing, sys
+from aldaemon.model.requests import ScoringRequest, SingleLabelTraining
 from aldaemon.model.worker import ModelWorker
 
 async def main():
     worker = ModelWorker()
-    await worker.train(
+    await worker.train(SingleLabelTraining(
         factory_ref="aldaemon.model.default:make_text_classifier",
         texts=["good great", "great fine", "bad awful", "awful poor"],
         labels=["pos", "pos", "neg", "neg"],
         artifact_path=sys.argv[1],
-    )
+    ))
     print(*[child.pid for child in multiprocessing.active_children()], flush=True)
     await asyncio.sleep(600)
 

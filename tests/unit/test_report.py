@@ -13,6 +13,7 @@ from aldaemon import cli
 from aldaemon.config import Config, DaemonConfig, LabelStudioConfig, ProjectConfig, StateConfig
 from aldaemon.errors import AldaemonError
 from aldaemon.loop.poll import record_poll
+from aldaemon.model.requests import SingleLabelTraining
 from aldaemon.model.training import train_and_save
 from aldaemon.records import AnnotationRecord, PredictionRecord, TaskRecord
 from aldaemon.secret import Secret
@@ -146,10 +147,12 @@ def filled(store: Store, tmp_path: Path) -> Store:
         subset = POSITIVE[:size] + NEGATIVE[:size]
         artifact = str(tmp_path / "models" / f"v{number}.joblib")
         train_and_save(
-            factory_ref=MODEL,
-            texts=subset,
-            labels=["pos"] * size + ["neg"] * size,
-            artifact_path=artifact,
+            SingleLabelTraining(
+                factory_ref=MODEL,
+                texts=subset,
+                labels=["pos"] * size + ["neg"] * size,
+                artifact_path=artifact,
+            )
         )
         add_version(
             store,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aldaemon.labelstudio.payloads import parse_annotation, prediction_payloads
+from aldaemon.model.requests import ScoringRequest
 from aldaemon.model.span_jobs import entity_f1, score_spans
 from aldaemon.model.spans import Span, SpanModel
 from aldaemon.records import LabelingSchema, PredictionRecord
@@ -83,9 +84,10 @@ def test_a_text_predicted_without_entities_is_not_pushed_to_the_end() -> None:
     spans = [[Span(0, 4, "PER", ""), Span(14, len(t), "LOC", "")] for t in texts[:3]] + [[]]
     model = SpanModel().fit(texts, spans)
     pool = ["nothing here whatsoever", "Dora lives in Bonn"]
-    scored = score_spans(
-        model, task_ids=[1, 2], texts=pool, strategy="least_confidence", random_fraction=0, seed=0
+    request = ScoringRequest(
+        artifact_path="(in memory)", task_ids=[1, 2], texts=pool, strategy="least_confidence"
     )
+    scored = score_spans(model, request)
     assert scored.label_sets is not None
     no_entity = scored.label_sets.index(())
     assert scored.scores[no_entity] < 1.0  # scored by its tokens, like any other text

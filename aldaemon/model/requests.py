@@ -1,0 +1,105 @@
+"""What the model jobs take: one frozen request per job, picklable across the process boundary.
+
+The type of a request picks its job (`training.JOBS`), so the worker has one
+`train(request)` instead of a method per job that repeats the job's parameters, and the
+job reads its inputs from the request instead of a parameter list of its own. Like
+results.py, this module never imports scikit-learn: the main process builds requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from aldaemon.errors import ModelError
+from aldaemon.model.results import ScoredPool
+from aldaemon.sync import scoring
+from aldaemon.sync.config_shapes import ServedControl
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingRequest:
+    """What every training job gets: the example texts, where to save, and the seed that
+    fixes the cross-validation folds and any `random_state` of the estimator."""
+
+    texts: Sequence[str]
+    artifact_path: str
+    seed: int = 0
+
+    def require_one_answer_per_text(self, answers: Sequence[object], what: str) -> None:
+        if len(self.texts) != len(answers):
+            raise ModelError(f"got {len(self.texts)} texts but {len(answers)} {what}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SingleLabelTraining(TrainingRequest):
+    """One label per text, fitted with the configured `model` factory."""
+
+    factory_ref: str
+    labels: Sequence[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MultiLabelTraining(TrainingRequest):
+    """A set of the config's `labels` per text (`<Choices choice="multiple">`)."""
+
+    label_sets: Sequence[Sequence[str]]
+    labels: Sequence[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControlsTraining(TrainingRequest):
+    """Answer codes of several `<Choices>` per text (sync/control_answers.py)."""
+
+    factory_ref: str
+    answers: Sequence[Sequence[str]]
+    controls: Sequence[ServedControl]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpanTraining(TrainingRequest):
+    """Span codes per text (sync/span_answers.py) over the config's entity `labels`."""
+
+    span_codes: Sequence[Sequence[str]]
+    labels: Sequence[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoringRequest:
+    """Score `texts` (one per task id) with the model saved at `artifact_path`.
+
+    `random_fraction` of the tasks get a uniform random score instead, seeded by `seed`
+    (vary it per version, or the same tasks get the random slots every time); `clusters`
+    > 0 asks for cluster ids where the model has features to cluster on.
+    """
+
+    artifact_path: str
+    task_ids: Sequence[int]
+    texts: Sequence[str]
+    strategy: str
+    random_fraction: float = 0.0
+    clusters: int = 0
+    seed: int = 0
+
+    def pool(
+        self,
+        scores: npt.ArrayLike,
+        *,
+        labels: Sequence[str],
+        label_sets: Sequence[Sequence[str]] | None = None,
+        clusters: tuple[int, ...] | None = None,
+    ) -> ScoredPool:
+        """The answer to this request: the model's scores with the random share mixed in."""
+        mixed = scoring.mix_random(
+            scores, fraction=self.random_fraction, rng=np.random.default_rng(self.seed)
+        )
+        return ScoredPool(
+            task_ids=tuple(int(task_id) for task_id in self.task_ids),
+            labels=tuple(labels),
+            scores=tuple(float(score) for score in mixed),
+            clusters=clusters,
+            label_sets=None if label_sets is None else tuple(tuple(s) for s in label_sets),
+        )
