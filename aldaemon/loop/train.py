@@ -17,24 +17,13 @@ from aldaemon.loop.context import CycleContext, CycleReport
 from aldaemon.loop.ownership import refuse_foreign_writer
 from aldaemon.loop.publish import fail_version
 from aldaemon.loop.schema_change import LabelingConfigWatch
-from aldaemon.model.requests import (
-    ControlsTraining,
-    MultiLabelTraining,
-    ScoringRequest,
-    SingleLabelTraining,
-    SpanTraining,
-    TrainingRequest,
-)
+from aldaemon.model import requests
 from aldaemon.records import LabelingSchema, PredictionRecord
 from aldaemon.store import VersionRow
+from aldaemon.sync import versions
 from aldaemon.sync.label_sets import answer_labels, keep_config_answers
 from aldaemon.sync.scoring import select_queue
-from aldaemon.sync.versions import (
-    TrainingExample,
-    own_version_number,
-    training_examples,
-    version_name,
-)
+from aldaemon.sync.versions import own_version_number, training_examples, version_name
 
 
 async def next_version_number(ctx: CycleContext) -> int:
@@ -134,15 +123,15 @@ async def train_version(
 def _training_request(
     ctx: CycleContext,
     schema: LabelingSchema,
-    examples: Sequence[TrainingExample],
+    examples: Sequence[versions.TrainingExample],
     *,
     artifact_path: str,
-) -> TrainingRequest:
+) -> requests.TrainingRequest:
     """The training job the labeling config's shape calls for."""
     texts = [e.text for e in examples]
     answers = [e.labels for e in examples]  # per example: codes, label sets or spans
     if schema.controls:
-        return ControlsTraining(
+        return requests.ControlsTraining(
             texts=texts,
             artifact_path=artifact_path,
             factory_ref=ctx.project.model,
@@ -150,14 +139,14 @@ def _training_request(
             controls=schema.controls,
         )
     if schema.spans:
-        return SpanTraining(
-            texts=texts, artifact_path=artifact_path, span_codes=answers, labels=schema.labels
+        return requests.SpanTraining(
+            texts=texts, artifact_path=artifact_path, answers=answers, labels=schema.labels
         )
     if schema.multiple:
-        return MultiLabelTraining(
-            texts=texts, artifact_path=artifact_path, label_sets=answers, labels=schema.labels
+        return requests.MultiLabelTraining(
+            texts=texts, artifact_path=artifact_path, answers=answers, labels=schema.labels
         )
-    return SingleLabelTraining(
+    return requests.SingleLabelTraining(
         texts=texts,
         artifact_path=artifact_path,
         factory_ref=ctx.project.model,
@@ -188,7 +177,7 @@ async def score_version(
     scorable = [(task_id, text) for task_id, text in pool if text and text.strip()]
     assert version.artifact_path is not None
     scored = await ctx.worker.score(
-        ScoringRequest(
+        requests.ScoringRequest(
             artifact_path=version.artifact_path,
             task_ids=[task_id for task_id, _ in scorable],
             texts=[text for _, text in scorable],

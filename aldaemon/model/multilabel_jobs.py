@@ -38,7 +38,7 @@ def train_multilabel_and_save(request: MultiLabelTraining) -> TrainingResult:
     An empty label set is an example too: the negative of every label. `class_counts`
     are the positives per label.
     """
-    texts, label_sets, labels = request.texts, request.label_sets, request.labels
+    texts, label_sets, labels = request.texts, request.answers, request.labels
     request.require_one_answer_per_text(label_sets, "label sets")
     if not texts or not labels:
         raise ModelError("multi-label training needs at least one example and one label")

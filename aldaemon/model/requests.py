@@ -43,28 +43,33 @@ class SingleLabelTraining(TrainingRequest):
 
 
 @dataclass(frozen=True, kw_only=True)
-class MultiLabelTraining(TrainingRequest):
+class CodedTraining(TrainingRequest):
+    """Per text, a list of answer codes: label sets, span codes or control answers."""
+
+    answers: Sequence[Sequence[str]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MultiLabelTraining(CodedTraining):
     """A set of the config's `labels` per text (`<Choices choice="multiple">`)."""
 
-    label_sets: Sequence[Sequence[str]]
     labels: Sequence[str]
 
 
 @dataclass(frozen=True, kw_only=True)
-class ControlsTraining(TrainingRequest):
-    """Answer codes of several `<Choices>` per text (sync/control_answers.py)."""
-
-    factory_ref: str
-    answers: Sequence[Sequence[str]]
-    controls: Sequence[ServedControl]
-
-
-@dataclass(frozen=True, kw_only=True)
-class SpanTraining(TrainingRequest):
+class SpanTraining(CodedTraining):
     """Span codes per text (sync/span_answers.py) over the config's entity `labels`."""
 
-    span_codes: Sequence[Sequence[str]]
     labels: Sequence[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControlsTraining(CodedTraining):
+    """Answer codes of several `<Choices>` per text (sync/control_answers.py), each
+    single-choice control fitted with the configured `model` factory."""
+
+    factory_ref: str
+    controls: Sequence[ServedControl]
 
 
 @dataclass(frozen=True, kw_only=True)

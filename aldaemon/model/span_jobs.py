@@ -39,7 +39,7 @@ def train_spans_and_save(request: SpanTraining) -> TrainingResult:
 
     `class_counts` are the annotated spans per config label.
     """
-    texts, span_codes, labels = request.texts, request.span_codes, request.labels
+    texts, span_codes, labels = request.texts, request.answers, request.labels
     request.require_one_answer_per_text(span_codes, "span lists")
     if not texts or not labels:
         raise ModelError("named-entity training needs at least one example and one label")

@@ -24,20 +24,14 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 
 from aldaemon.errors import ModelError
+from aldaemon.model import requests
 from aldaemon.model.artifacts import load_artifact, save_trained
 from aldaemon.model.control_jobs import ControlModels, score_controls, train_controls_and_save
 from aldaemon.model.label_issues import suspected_label_errors
 from aldaemon.model.multilabel import OneVsRestTextModel
 from aldaemon.model.multilabel_jobs import train_multilabel_and_save
 from aldaemon.model.protocol import TextClassifier, build_model
-from aldaemon.model.requests import (
-    ControlsTraining,
-    MultiLabelTraining,
-    ScoringRequest,
-    SingleLabelTraining,
-    SpanTraining,
-    TrainingRequest,
-)
+from aldaemon.model.requests import ScoringRequest, SingleLabelTraining, TrainingRequest
 from aldaemon.model.results import ScoredPool, TrainingResult
 from aldaemon.model.span_jobs import score_spans, train_spans_and_save
 from aldaemon.model.spans import SpanModel
@@ -166,9 +160,9 @@ def score(request: ScoringRequest) -> ScoredPool:
 
 JOBS: dict[type[Any], Callable[[Any], TrainingResult | ScoredPool]] = {
     SingleLabelTraining: train_and_save,
-    MultiLabelTraining: train_multilabel_and_save,
-    ControlsTraining: train_controls_and_save,
-    SpanTraining: train_spans_and_save,
+    requests.MultiLabelTraining: train_multilabel_and_save,
+    requests.ControlsTraining: train_controls_and_save,
+    requests.SpanTraining: train_spans_and_save,
     ScoringRequest: score,
 }
 
