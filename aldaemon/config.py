@@ -7,8 +7,9 @@ a typo such as `min_new_anotations` would otherwise silently fall back to a defa
 
 The reader walks the document with a small `Section` helper (`config_section.py`) that
 knows its own path and records errors instead of raising; `load_config` raises one
-ConfigError at the end. Each default is written once, on its dataclass field; the reader
-takes it from there.
+ConfigError at the end. Each block is read table-driven (`read_settings`): a setting's
+default and limits are written once, on its dataclass field; the reader takes them from
+there, and only what needs more than one key (secrets, the state dir) is read by hand.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aldaemon.config_model import ML_BACKEND_MODEL, MLBackendConfig, read_controls, read_ml_backend
-from aldaemon.config_section import Section, printable
-from aldaemon.config_team import LabelsConfig, StopConfig, read_labels, read_stop
+from aldaemon.config_model import ML_BACKEND_MODEL, MLBackendConfig, read_controls
+from aldaemon.config_section import Section, printable, read_settings
+from aldaemon.config_team import LabelsConfig, StopConfig
 from aldaemon.errors import ConfigError
 from aldaemon.model.protocol import DEFAULT_FACTORY
 from aldaemon.secret import Secret
@@ -36,12 +37,52 @@ WEBHOOK_SECRET_ENV = "ALDAEMON_WEBHOOK_SECRET"
 # `model = "ml-backend"`: the project's model is the ML backend connected to it in Label Studio.
 
 
+def _url_problem(url: str) -> str | None:
+    if url and not url.startswith(("http://", "https://")):
+        return f"must start with http:// or https://, got {url!r}"
+    return None
+
+
+def _listen_problem(listen: str) -> str | None:
+    try:
+        parse_listen(listen)
+    except ValueError:
+        return f'must be "HOST:PORT" or "", got {listen!r}'
+    return None
+
+
+def _cron_problem(expression: str) -> str | None:
+    """Exactly what the scheduler will accept, so `check-config` and `run` never disagree."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    problem = f'must be a 5-field cron expression like "0 3 * * *", got {expression!r}'
+    if len(expression.split()) != 5:
+        return problem
+    try:
+        CronTrigger.from_crontab(expression, timezone="UTC")
+    except ValueError:
+        return problem
+    return None
+
+
+def _version_prefix_problem(prefix: str) -> str | None:
+    if not prefix or not prefix.replace("-", "").replace("_", "").isalnum():
+        return f"must be letters, digits, - or _, got {prefix!r}"
+    return None
+
+
+def _model_problem(model: str) -> str | None:
+    if ":" not in model and model != ML_BACKEND_MODEL:
+        return f'must look like "package.module:factory" or be "{ML_BACKEND_MODEL}", got {model!r}'
+    return None
+
+
 @dataclass(frozen=True)
 class LabelStudioConfig:
-    url: str
-    token: Secret
-    timeout: float = 30.0
-    max_attempts: int = 5
+    url: str = field(metadata={"parse": lambda url: url.rstrip("/"), "check": _url_problem})
+    token: Secret = field()
+    timeout: float = field(default=30.0, metadata={"minimum": 1.0})
+    max_attempts: int = field(default=5, metadata={"minimum": 1, "maximum": 20})
 
 
 @dataclass(frozen=True)
@@ -51,47 +92,51 @@ class StateConfig:
 
 @dataclass(frozen=True)
 class DaemonConfig:
-    poll_interval: float = 30.0
-    resync_interval: float = 3600.0
-    listen: str = "127.0.0.1:9090"
+    poll_interval: float = field(default=30.0, metadata={"minimum": 1.0})
+    resync_interval: float = field(default=3600.0, metadata={"minimum": 10.0})
+    listen: str = field(default="127.0.0.1:9090", metadata={"check": _listen_problem})
     webhook_secret: Secret | None = None
-    cycle_timeout: float = 1800.0
-    shutdown_grace: float = 60.0
-    stale_after: float = 0.0  # /healthz: a last success older than this is unhealthy; 0 = auto
+    cycle_timeout: float = field(default=1800.0, metadata={"minimum": 10.0})
+    shutdown_grace: float = field(default=60.0, metadata={"minimum": 0.0})
+    # /healthz: a last success older than this is unhealthy; 0 = auto
+    stale_after: float = field(default=0.0, metadata={"minimum": 0.0})
 
 
 @dataclass(frozen=True)
 class RetrainConfig:
-    min_new_annotations: int = 10
-    min_interval: float = 60.0
-    min_per_class: int = 2
-    max_interval: float | None = None
-    cron: str | None = None
+    min_new_annotations: int = field(default=10, metadata={"minimum": 1})
+    min_interval: float = field(default=60.0, metadata={"minimum": 0.0})
+    min_per_class: int = field(default=2, metadata={"minimum": 1})
+    max_interval: float | None = field(default=None, metadata={"minimum": 1.0})
+    cron: str | None = field(default=None, metadata={"check": _cron_problem})
 
 
 @dataclass(frozen=True)
 class PredictionsConfig:
-    strategy: str = "margin"
-    keep_versions: int = 2
-    version_prefix: str = "aldaemon"
-    random_fraction: float = 0.0
-    clusters: int = 0
-    queue_depth: int | None = None
+    strategy: str = field(default="margin", metadata={"choices": STRATEGIES})
+    keep_versions: int = field(default=2, metadata={"minimum": 1})
+    version_prefix: str = field(default="aldaemon", metadata={"check": _version_prefix_problem})
+    random_fraction: float = field(default=0.0, metadata={"minimum": 0.0, "maximum": 1.0})
+    clusters: int = field(default=0, metadata={"minimum": 0, "maximum": 1000})
+    # 0 in the file means "no limit"
+    queue_depth: int | None = field(
+        default=None, metadata={"minimum": 0, "parse": lambda depth: depth or None}
+    )
     show_predictions: bool = True
-    batch_size: int = 20_000
-    prune_per_cycle: int = 1
+    batch_size: int = field(default=20_000, metadata={"minimum": 1, "maximum": 100_000})
+    prune_per_cycle: int = field(default=1, metadata={"minimum": 0})
 
 
 @dataclass(frozen=True)
 class ViewConfig:
-    title: str = "Active learning queue"
+    title: str = field(default="Active learning queue", metadata={"blank_is_default": True})
 
 
 @dataclass(frozen=True)
 class ProjectConfig:
-    id: int
-    model: str = DEFAULT_FACTORY
-    ml_backend_id: int | None = None
+    id: int = field(metadata={"minimum": 1})
+    model: str = field(default=DEFAULT_FACTORY, metadata={"check": _model_problem})
+    ml_backend_id: int | None = field(default=None, metadata={"minimum": 1})
     ml_backend: MLBackendConfig = field(default_factory=MLBackendConfig)
     # names of the labeling config's controls to learn; None: all a classifier can serve
     controls: tuple[str, ...] | None = None
@@ -116,18 +161,6 @@ class Config:
 
     def project(self, project_id: int) -> ProjectConfig | None:
         return next((p for p in self.projects if p.id == project_id), None)
-
-
-# The defaults the reader falls back to: the dataclasses' own, never written again here.
-_DAEMON = DaemonConfig()
-_RETRAIN = RetrainConfig()
-_PREDICTIONS = PredictionsConfig()
-_VIEW = ViewConfig()
-
-
-def _field_default(cls: type[Any], name: str) -> Any:
-    """The default of one field of a dataclass that cannot be built without arguments."""
-    return next(f.default for f in fields(cls) if f.name == name)
 
 
 def default_config_path() -> str:
@@ -172,9 +205,6 @@ def _build_config(
 
 
 def _read_labelstudio(section: Section, *, env: Mapping[str, str]) -> LabelStudioConfig | None:
-    url = section.string("url", required=True).rstrip("/")
-    if url and not url.startswith(("http://", "https://")):
-        section.error("url", f"must start with http:// or https://, got {url!r}")
     token = _read_secret(
         section,
         env=env,
@@ -189,14 +219,8 @@ def _read_labelstudio(section: Section, *, env: Mapping[str, str]) -> LabelStudi
             f"no API token: set token_file, or {TOKEN_ENV}, or the systemd "
             f"credential {TOKEN_CREDENTIAL}",
         )
-    timeout = section.number("timeout", _field_default(LabelStudioConfig, "timeout"), minimum=1.0)
-    max_attempts = section.integer(
-        "max_attempts", _field_default(LabelStudioConfig, "max_attempts"), minimum=1, maximum=20
-    )
-    section.reject_unknown()
-    if token is None:
-        return None
-    return LabelStudioConfig(url=url, token=token, timeout=timeout, max_attempts=max_attempts)
+    config = read_settings(section, LabelStudioConfig, token=token)
+    return None if token is None else config
 
 
 def _read_secret(
@@ -238,18 +262,10 @@ def _secret_from_file(section: Section, key: str, path: Path) -> Secret | None:
 def _read_state(section: Section, *, env: Mapping[str, str]) -> StateConfig:
     default = env.get("STATE_DIRECTORY", "").split(":")[0] or "./.aldaemon"
     state_dir = section.string("dir", default) or default
-    section.reject_unknown()
-    return StateConfig(dir=Path(state_dir).expanduser())
+    return read_settings(section, StateConfig, dir=Path(state_dir).expanduser())
 
 
 def _read_daemon(section: Section, *, env: Mapping[str, str]) -> DaemonConfig:
-    poll_interval = section.number("poll_interval", _DAEMON.poll_interval, minimum=1.0)
-    resync_interval = section.number("resync_interval", _DAEMON.resync_interval, minimum=10.0)
-    listen = section.string("listen", _DAEMON.listen)
-    try:
-        parse_listen(listen)
-    except ValueError:
-        section.error("listen", f'must be "HOST:PORT" or "", got {listen!r}')
     secret = _read_secret(
         section,
         env=env,
@@ -258,32 +274,7 @@ def _read_daemon(section: Section, *, env: Mapping[str, str]) -> DaemonConfig:
         env_var=WEBHOOK_SECRET_ENV,
         inline_key="webhook_secret",
     )
-    cycle_timeout = section.number("cycle_timeout", _DAEMON.cycle_timeout, minimum=10.0)
-    shutdown_grace = section.number("shutdown_grace", _DAEMON.shutdown_grace, minimum=0.0)
-    stale_after = section.number("stale_after", _DAEMON.stale_after, minimum=0.0)
-    section.reject_unknown()
-    return DaemonConfig(
-        poll_interval=poll_interval,
-        resync_interval=resync_interval,
-        listen=listen,
-        webhook_secret=secret,
-        cycle_timeout=cycle_timeout,
-        shutdown_grace=shutdown_grace,
-        stale_after=stale_after,
-    )
-
-
-def _valid_cron(expression: str) -> bool:
-    """Exactly what the scheduler will accept, so `check-config` and `run` never disagree."""
-    from apscheduler.triggers.cron import CronTrigger
-
-    if len(expression.split()) != 5:
-        return False
-    try:
-        CronTrigger.from_crontab(expression, timezone="UTC")
-    except ValueError:
-        return False
-    return True
+    return read_settings(section, DaemonConfig, webhook_secret=secret)
 
 
 def parse_listen(listen: str) -> tuple[str, int] | None:
@@ -330,87 +321,9 @@ def _read_projects(root: Section, *, errors: list[str]) -> tuple[ProjectConfig, 
 
 
 def _read_project(section: Section) -> ProjectConfig | None:
-    if not section.has("id"):
-        section.error("id", "is required")
-    project_id = section.integer("id", 0, minimum=1)
-    model = section.string("model", DEFAULT_FACTORY)
-    if ":" not in model and model != ML_BACKEND_MODEL:
-        section.error(
-            "model",
-            f'must look like "package.module:factory" or be "{ML_BACKEND_MODEL}", got {model!r}',
-        )
-    ml_backend_id = (
-        section.integer("ml_backend_id", 0, minimum=1) if section.has("ml_backend_id") else None
-    )
-    ml_backend = read_ml_backend(section.table("ml_backend"))
-    controls = read_controls(section)
-    if model != ML_BACKEND_MODEL:
+    project = read_settings(section, ProjectConfig, controls=read_controls(section))
+    if not project.uses_ml_backend:
         for key in ("ml_backend_id", "ml_backend"):
             if section.has(key):
                 section.error(key, f'applies only with model = "{ML_BACKEND_MODEL}"')
-    retrain = _read_retrain(section.table("retrain"))
-    predictions = _read_predictions(section.table("predictions"))
-    view_section = section.table("view")
-    view = ViewConfig(title=view_section.string("title", _VIEW.title) or _VIEW.title)
-    view_section.reject_unknown()
-    labels = read_labels(section.table("labels"))
-    stop = read_stop(section.table("stop"))
-    section.reject_unknown()
-    if project_id < 1:
-        return None
-    return ProjectConfig(
-        id=project_id,
-        model=model,
-        ml_backend_id=ml_backend_id,
-        ml_backend=ml_backend,
-        controls=controls,
-        retrain=retrain,
-        predictions=predictions,
-        view=view,
-        labels=labels,
-        stop=stop,
-    )
-
-
-def _read_retrain(section: Section) -> RetrainConfig:
-    cron = section.optional_string("cron")
-    if cron is not None and not _valid_cron(cron):
-        section.error("cron", f'must be a 5-field cron expression like "0 3 * * *", got {cron!r}')
-    config = RetrainConfig(
-        min_new_annotations=section.integer(
-            "min_new_annotations", _RETRAIN.min_new_annotations, minimum=1
-        ),
-        min_interval=section.number("min_interval", _RETRAIN.min_interval, minimum=0.0),
-        min_per_class=section.integer("min_per_class", _RETRAIN.min_per_class, minimum=1),
-        max_interval=section.optional_number("max_interval", minimum=1.0),
-        cron=cron,
-    )
-    section.reject_unknown()
-    return config
-
-
-def _read_predictions(section: Section) -> PredictionsConfig:
-    strategy = section.string("strategy", _PREDICTIONS.strategy)
-    if strategy not in STRATEGIES:
-        section.error("strategy", f"must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    prefix = section.string("version_prefix", _PREDICTIONS.version_prefix)
-    if not prefix or not prefix.replace("-", "").replace("_", "").isalnum():
-        section.error("version_prefix", f"must be letters, digits, - or _, got {prefix!r}")
-    queue_depth = section.integer("queue_depth", _PREDICTIONS.queue_depth or 0, minimum=0)
-    config = PredictionsConfig(
-        strategy=strategy,
-        keep_versions=section.integer("keep_versions", _PREDICTIONS.keep_versions, minimum=1),
-        version_prefix=prefix,
-        random_fraction=section.number(
-            "random_fraction", _PREDICTIONS.random_fraction, minimum=0.0, maximum=1.0
-        ),
-        clusters=section.integer("clusters", _PREDICTIONS.clusters, minimum=0, maximum=1000),
-        queue_depth=queue_depth or None,  # 0 in the file means "no limit"
-        show_predictions=section.boolean("show_predictions", _PREDICTIONS.show_predictions),
-        batch_size=section.integer(
-            "batch_size", _PREDICTIONS.batch_size, minimum=1, maximum=100_000
-        ),
-        prune_per_cycle=section.integer("prune_per_cycle", _PREDICTIONS.prune_per_cycle, minimum=0),
-    )
-    section.reject_unknown()
-    return config
+    return project if project.id >= 1 else None

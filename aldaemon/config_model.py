@@ -2,12 +2,12 @@
 
 Apart from config.py so the settings of the ML-backend path (loop/backend.py) and of
 several-control projects keep their defaults and checks in one place, beside each other.
-Defaults are written once, on the fields.
+Defaults and limits are written once, on the fields (config_section.read_settings).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aldaemon.config_section import Section
 
@@ -16,20 +16,10 @@ ML_BACKEND_MODEL = "ml-backend"
 
 @dataclass(frozen=True)
 class MLBackendConfig:
-    batch_size: int = 100  # tasks per /predict call: well under any proxy's 60 s
-    timeout: float = 50.0  # seconds per /predict call
-
-
-_ML_BACKEND = MLBackendConfig()
-
-
-def read_ml_backend(section: Section) -> MLBackendConfig:
-    config = MLBackendConfig(
-        batch_size=section.integer("batch_size", _ML_BACKEND.batch_size, minimum=1, maximum=10_000),
-        timeout=section.number("timeout", _ML_BACKEND.timeout, minimum=1.0, maximum=3600.0),
-    )
-    section.reject_unknown()
-    return config
+    # tasks per /predict call: well under any proxy's 60 s
+    batch_size: int = field(default=100, metadata={"minimum": 1, "maximum": 10_000})
+    # seconds per /predict call
+    timeout: float = field(default=50.0, metadata={"minimum": 1.0, "maximum": 3600.0})
 
 
 def read_controls(section: Section) -> tuple[str, ...] | None:
