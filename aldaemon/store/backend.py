@@ -9,12 +9,11 @@ the version's predictions are saved for upload.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aldaemon.store.sqlite import SqliteConnection, from_json, to_json
-from aldaemon.sync.versions import VersionState
+from aldaemon.store.sqlite import SqliteConnection, VersionTable, json_tuple, to_json
 
 
 @dataclass(frozen=True)
@@ -28,40 +27,16 @@ class StoredBackendPrediction:
     model_version: str | None
 
 
+BACKEND_PREDICTIONS = VersionTable(
+    name="backend_predictions",
+    record=StoredBackendPrediction,
+    order_by="batch, rowid",
+    decoders={"result": json_tuple},
+)
+
+
 class BackendTables(SqliteConnection):
     """The backend's version per aldaemon version, and /predict answers per batch."""
-
-    def mark_backend_trained(
-        self,
-        project_id: int,
-        name: str,
-        *,
-        trained_at: float,
-        n_labels: int,
-        class_counts: Mapping[str, int],
-        train_seconds: float,
-        backend_version: str | None,
-    ) -> None:
-        """The backend trained (or kept its model): scoring may start."""
-        with self._transaction(durable=True) as conn:
-            changed = conn.execute(
-                "UPDATE versions SET state = ?, trained_at = ?, n_labels = ?, class_counts = ?, "
-                "metrics = ?, train_seconds = ?, backend_version = ? "
-                "WHERE project_id = ? AND name = ?",
-                (
-                    VersionState.TRAINED.value,
-                    trained_at,
-                    n_labels,
-                    to_json(dict(class_counts)),
-                    to_json({}),
-                    train_seconds,
-                    backend_version,
-                    project_id,
-                    name,
-                ),
-            ).rowcount
-        if changed == 0:
-            raise LookupError(f"no version {name!r} for project {project_id}")
 
     def record_backend_batch(
         self,
@@ -92,23 +67,7 @@ class BackendTables(SqliteConnection):
 
     def backend_batches(self, project_id: int, version: str) -> list[StoredBackendPrediction]:
         """Every recorded prediction of the version, in batch order then as answered."""
-        rows = self._version_rows(
-            table="backend_predictions",
-            columns="batch, task_id, result, score, model_version",
-            order_by="batch, rowid",
-            project_id=project_id,
-            version=version,
-        )
-        return [
-            StoredBackendPrediction(
-                batch=row[0],
-                task_id=row[1],
-                result=tuple(from_json(row[2])),
-                score=row[3],
-                model_version=row[4],
-            )
-            for row in rows
-        ]
+        return self._version_rows(BACKEND_PREDICTIONS, project_id=project_id, version=version)
 
     def drop_backend_batches(self, project_id: int, version: str) -> None:
-        self._drop_version_rows(table="backend_predictions", project_id=project_id, version=version)
+        self._drop_version_rows(BACKEND_PREDICTIONS, project_id=project_id, version=version)

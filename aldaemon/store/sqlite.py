@@ -31,10 +31,11 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 import structlog
 
@@ -59,6 +60,28 @@ def _json_default(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+_Record = TypeVar("_Record", bound="DataclassInstance")
+
+
+@dataclass(frozen=True)
+class VersionTable(Generic[_Record]):
+    """A per-version table (predictions, backend_predictions) read back as records: its
+    columns are the fields of `record`, in order, and `decoders` turn the columns stored
+    encoded (JSON) back into the fields' values."""
+
+    name: str
+    record: type[_Record]
+    order_by: str
+    decoders: Mapping[str, Callable[[Any], Any]]
+
+
+def _stored_as_is(value: Any) -> Any:
+    return value
+
+
 def to_json(value: object) -> str | None:
     if value is None:
         return None
@@ -67,6 +90,11 @@ def to_json(value: object) -> str | None:
 
 def from_json(text: str | None) -> Any:
     return None if text is None else json.loads(text)
+
+
+def json_tuple(text: str | None) -> tuple[Any, ...] | None:
+    """A JSON array as stored, back as a tuple; NULL stays None."""
+    return None if text is None else tuple(json.loads(text))
 
 
 def encode_labels(labels: Sequence[str] | None) -> str | None:
@@ -286,22 +314,34 @@ class SqliteConnection:
             raise
 
     def _version_rows(
-        self, *, table: str, columns: str, order_by: str, project_id: int, version: str
-    ) -> list[Any]:
-        """The rows of a per-version table (predictions, backend_predictions), in order."""
+        self, table: VersionTable[_Record], *, project_id: int, version: str
+    ) -> list[_Record]:
+        """The records of a per-version table, in the table's order."""
+        columns = [spec.name for spec in fields(table.record)]
         with self._reading() as conn:
-            rows: list[Any] = conn.execute(
-                f"SELECT {columns} FROM {table} "
-                f"WHERE project_id = ? AND version = ? ORDER BY {order_by}",
+            rows = conn.execute(
+                f"SELECT {', '.join(columns)} FROM {table.name} "
+                f"WHERE project_id = ? AND version = ? ORDER BY {table.order_by}",
                 (project_id, version),
             ).fetchall()
-        return rows
+        return [
+            table.record(
+                **{
+                    column: table.decoders.get(column, _stored_as_is)(value)
+                    for column, value in zip(columns, row, strict=True)
+                }
+            )
+            for row in rows
+        ]
 
-    def _drop_version_rows(self, *, table: str, project_id: int, version: str) -> None:
+    def _drop_version_rows(
+        self, table: VersionTable[Any], *, project_id: int, version: str
+    ) -> None:
         """Delete a version's rows from a per-version table, durably."""
         with self._transaction(durable=True) as conn:
             conn.execute(
-                f"DELETE FROM {table} WHERE project_id = ? AND version = ?", (project_id, version)
+                f"DELETE FROM {table.name} WHERE project_id = ? AND version = ?",
+                (project_id, version),
             )
 
     def _live_connection(self) -> sqlite3.Connection:

@@ -16,9 +16,11 @@ from aldaemon.errors import StateError
 from aldaemon.records import PredictionRecord
 from aldaemon.store.sqlite import (
     SqliteConnection,
+    VersionTable,
     decode_labels,
     encode_labels,
     from_json,
+    json_tuple,
     placeholders,
     to_json,
 )
@@ -42,6 +44,13 @@ _VERSION_FIELDS = (
 )
 _JSON_FIELDS = frozenset({"class_counts", "metrics"})
 _VERSION_COLUMNS = ", ".join(("name", "number", "state", "created_at", *_VERSION_FIELDS))
+
+PREDICTIONS = VersionTable(
+    name="predictions",
+    record=PredictionRecord,
+    order_by="position",
+    decoders={"labels": decode_labels, "result": json_tuple},
+)
 
 
 class VersionTables(SqliteConnection):
@@ -94,11 +103,16 @@ class VersionTables(SqliteConnection):
         trained_at: float,
         n_labels: int,
         class_counts: Mapping[str, int],
-        metrics: Mapping[str, Any],
         train_seconds: float,
-        artifact_path: str,
+        metrics: Mapping[str, Any] | None = None,
+        artifact_path: str | None = None,
+        backend_version: str | None = None,
     ) -> VersionRow:
-        """Training finished: the model file is saved and its metrics are known."""
+        """Training finished: scoring may start.
+
+        A built-in model has saved its file (`artifact_path`) and knows its `metrics`; an
+        ML backend trained (or kept its model) and answers as `backend_version`.
+        """
         return self._set_version(
             project_id,
             name,
@@ -106,10 +120,14 @@ class VersionTables(SqliteConnection):
             trained_at=trained_at,
             n_labels=n_labels,
             class_counts=dict(class_counts),
-            metrics=dict(metrics),
+            metrics=dict(metrics or {}),
             train_seconds=train_seconds,
             artifact_path=artifact_path,
+            backend_version=backend_version,
         )
+
+    # The ML-backend path (loop/backend.py) records the same transition under this name.
+    mark_backend_trained = mark_trained
 
     def mark_scored(self, project_id: int, name: str, *, n_predictions: int) -> VersionRow:
         """Its predictions are stored (see `save_predictions`); nothing is uploaded yet."""
@@ -266,28 +284,11 @@ class VersionTables(SqliteConnection):
 
     def load_predictions(self, project_id: int, version: str) -> list[PredictionRecord]:
         """The version's stored predictions in position order (empty if none)."""
-        rows = self._version_rows(
-            table="predictions",
-            columns="task_id, label, score, cluster, labels, result",
-            order_by="position",
-            project_id=project_id,
-            version=version,
-        )
-        return [
-            PredictionRecord(
-                task_id=row[0],
-                label=row[1],
-                score=row[2],
-                cluster=row[3],
-                labels=decode_labels(row[4]),
-                result=None if row[5] is None else tuple(from_json(row[5])),
-            )
-            for row in rows
-        ]
+        return self._version_rows(PREDICTIONS, project_id=project_id, version=version)
 
     def drop_predictions(self, project_id: int, version: str) -> None:
         """Forget the local copy of a pruned version's predictions; the version row stays."""
-        self._drop_version_rows(table="predictions", project_id=project_id, version=version)
+        self._drop_version_rows(PREDICTIONS, project_id=project_id, version=version)
 
 
 def _version_row(row: Sequence[Any]) -> VersionRow:
