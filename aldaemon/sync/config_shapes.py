@@ -286,9 +286,7 @@ def _classify_control(
         name_key=target.attrib.get("nameKey", "author"),
         text_key=target.attrib.get("textKey", "text"),
     )
-    if tag == "Labels":
-        return _spans(control, name=name, to_name=to_name, source=source, refuse=refuse)
-    return _choices(control, name=name, to_name=to_name, source=source, refuse=refuse)
+    return _served(control, tag=tag, name=name, to_name=to_name, source=source, refuse=refuse)
 
 
 def _text_reading(object_tag: str) -> TextReading | None:
@@ -298,45 +296,36 @@ def _text_reading(object_tag: str) -> TextReading | None:
         return None
 
 
-def _choices(
+def _served(
     control: ElementTree.Element,
     *,
+    tag: str,
     name: str,
     to_name: str,
     source: TextSource,
     refuse: _Refuse,
 ) -> ServedControl | Refusal:
-    if control.attrib.get("perRegion", "").lower() == "true":
-        return refuse(
-            "choices attached to regions (perRegion) are not learned; "
-            "a per-task <Choices> over the same text is served"
-        )
-    labels = _child_labels(control, "Choice")
-    if not labels:
-        return refuse("the control has no <Choice value=...> children")
-    multiple = control.attrib.get("choice") == "multiple" or len(labels) == 1
-    kind = MultiChoice if multiple else SingleChoice
-    return kind(name=name, to_name=to_name, source=source, labels=labels)
-
-
-def _spans(
-    control: ElementTree.Element,
-    *,
-    name: str,
-    to_name: str,
-    source: TextSource,
-    refuse: _Refuse,
-) -> ServedControl | Refusal:
-    if source.reading is not TextReading.TEXT:
+    """A `<Choices>` or `<Labels>` over text we read: served, unless its shape is not learned."""
+    spans = tag == "Labels"
+    if spans and source.reading is not TextReading.TEXT:
         # HyperText spans are XPath ranges, Paragraphs spans are per line: other shapes.
         return refuse(
             "spans are learned over a <Text> only; <Labels> over a <Text> holding the "
             "same text is served"
         )
-    labels = _child_labels(control, "Label")
+    if not spans and control.attrib.get("perRegion", "").lower() == "true":
+        return refuse(
+            "choices attached to regions (perRegion) are not learned; "
+            "a per-task <Choices> over the same text is served"
+        )
+    child_tag = "Label" if spans else "Choice"
+    labels = _child_labels(control, child_tag)
     if not labels:
-        return refuse("the control has no <Label value=...> children")
-    return Spans(name=name, to_name=to_name, source=source, labels=labels)
+        return refuse(f"the control has no <{child_tag} value=...> children")
+    kind: type[ServedControl] = Spans if spans else SingleChoice
+    if not spans and (control.attrib.get("choice") == "multiple" or len(labels) == 1):
+        kind = MultiChoice
+    return kind(name=name, to_name=to_name, source=source, labels=labels)
 
 
 def _child_labels(control: ElementTree.Element, child_tag: str) -> tuple[str, ...]:
