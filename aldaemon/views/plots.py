@@ -6,6 +6,7 @@ extra, imported only when a report is drawn.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,17 +53,28 @@ def draw_plots(data: ReportData, out_dir: Path) -> dict[str, str]:
     return images
 
 
-def _empty(axes: Any, message: str) -> None:
-    axes.text(0.5, 0.5, message, ha="center", va="center", transform=axes.transAxes)
+def _titled(axes: Any, title: str, *, shown: Sequence[object], empty: str) -> bool:
+    """Title the plot; False, with `empty` written across it, when nothing is `shown`."""
+    axes.set_title(title)
+    if shown:
+        return True
+    axes.text(0.5, 0.5, empty, ha="center", va="center", transform=axes.transAxes)
     axes.set_xticks([])
     axes.set_yticks([])
+    return False
+
+
+def _labeled(axes: Any, *, x: str, y: str) -> None:
+    """The axis names, and the light grid every plot has."""
+    axes.set_xlabel(x)
+    axes.set_ylabel(y)
+    axes.grid(alpha=0.3)
 
 
 def _plot_quality(axes: Any, data: ReportData) -> None:
-    axes.set_title("Model quality per version (cross-validated)")
     measured = [v for v in data.versions if v.n_labels is not None and v.cv_accuracy is not None]
-    if not measured:
-        _empty(axes, "no cross-validated version yet")
+    title = "Model quality per version (cross-validated)"
+    if not _titled(axes, title, shown=measured, empty="no cross-validated version yet"):
         return
     labels = [v.n_labels for v in measured]
     axes.plot(labels, [v.cv_accuracy for v in measured], "o-", label="accuracy")
@@ -80,16 +92,13 @@ def _plot_quality(axes: Any, data: ReportData) -> None:
             markeredgecolor="black",
             label=f"active ({active[0].name})",
         )
-    axes.set_xlabel("labels the version was trained on")
-    axes.set_ylabel("score")
-    axes.grid(alpha=0.3)
+    _labeled(axes, x="labels the version was trained on", y="score")
     axes.legend(loc="lower right")
 
 
 def _plot_labels(axes: Any, data: ReportData) -> None:
-    axes.set_title("Labels per class over time (annotations)")
-    if not data.class_timeline:
-        _empty(axes, "no labels yet")
+    title = "Labels per class over time (annotations)"
+    if not _titled(axes, title, shown=list(data.class_timeline), empty="no labels yet"):
         return
     for index, (label, points) in enumerate(data.class_timeline.items()):
         axes.step(
@@ -99,34 +108,25 @@ def _plot_labels(axes: Any, data: ReportData) -> None:
             label=f"{label} ({points[-1][1]})",
             color=_COLORS[index % len(_COLORS)],
         )
-    axes.set_xlabel("time of the annotation's last change (UTC)")
-    axes.set_ylabel("labels")
-    axes.grid(alpha=0.3)
+    _labeled(axes, x="time of the annotation's last change (UTC)", y="labels")
     axes.legend(loc="upper left")
     for tick in axes.get_xticklabels():
         tick.set_rotation(20)
 
 
 def _plot_scores(axes: Any, data: ReportData) -> None:
-    title = "Scores of " + (data.score_version or "the active version")
-    axes.set_title(title + " (lower = asked first)")
-    if not data.scores:
-        _empty(axes, "no stored predictions")
+    title = f"Scores of {data.score_version or 'the active version'} (lower = asked first)"
+    if not _titled(axes, title, shown=data.scores, empty="no stored predictions"):
         return
     axes.hist(data.scores, bins=SCORE_BINS, range=(0.0, 1.0), color=_COLORS[0])
-    axes.set_xlabel(f"informativeness score, {len(data.scores)} unlabeled tasks")
-    axes.set_ylabel("tasks")
-    axes.grid(alpha=0.3)
+    _labeled(axes, x=f"informativeness score, {len(data.scores)} unlabeled tasks", y="tasks")
 
 
 def _plot_agreement(axes: Any, data: ReportData) -> None:
-    axes.set_title("Agreement with the previous version (Cohen's kappa)")
     measured = [a for a in data.agreements if a.kappa is not None and a.newer_n_labels is not None]
-    if not measured:
-        _empty(axes, "needs two versions")
+    title = "Agreement with the previous version (Cohen's kappa)"
+    if not _titled(axes, title, shown=measured, empty="needs two versions"):
         return
     axes.plot([a.newer_n_labels for a in measured], [a.kappa for a in measured], "o-")
-    axes.set_xlabel("labels the newer version was trained on")
-    axes.set_ylabel("kappa")
     axes.set_ylim(min(0.0, *(a.kappa or 0.0 for a in measured)) - 0.05, 1.05)
-    axes.grid(alpha=0.3)
+    _labeled(axes, x="labels the newer version was trained on", y="kappa")
