@@ -19,11 +19,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from aldaemon.errors import ERROR_KINDS, error_kind
+from aldaemon.service.metric_declarations import MetricDeclarations
 from aldaemon.service.team_metrics import TeamGauges
 
 STEPS = ("poll", "reconcile", "train", "score", "upload", "activate", "view", "prune")
@@ -69,84 +69,57 @@ class Metrics:
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         """`clock` returns Unix seconds; tests pass a fixed one."""
         self.clock = clock
-        self.registry = CollectorRegistry(auto_describe=True)
-        registry = self.registry
-        self.cycles = Counter(
+        declare = MetricDeclarations()
+        self.registry = declare.registry
+        self.cycles = declare.counter(
             "aldaemon_cycles",
             "Project cycles run, by outcome: ok, idle (no training due), failed.",
-            ["project", "outcome"],
-            registry=registry,
+            by=("outcome",),
         )
-        self.cycle_duration = Histogram(
+        self.cycle_duration = declare.histogram(
             "aldaemon_cycle_duration_seconds",
             "Wall-clock duration of one project cycle.",
-            ["project"],
             buckets=_DURATION_BUCKETS,
-            registry=registry,
         )
-        self.step_duration = Histogram(
+        self.step_duration = declare.histogram(
             "aldaemon_step_duration_seconds",
             "Wall-clock duration of one step of a cycle: " + "/".join(STEPS) + ".",
-            ["project", "step"],
+            by=("step",),
             buckets=_DURATION_BUCKETS,
-            registry=registry,
         )
-        self.trainings = Counter(
-            "aldaemon_trainings",
-            "Models trained.",
-            ["project"],
-            registry=registry,
+        self.trainings = declare.counter("aldaemon_trainings", "Models trained.")
+        self.predictions_uploaded = declare.counter(
+            "aldaemon_predictions_uploaded", "Predictions Label Studio confirmed as created."
         )
-        self.predictions_uploaded = Counter(
-            "aldaemon_predictions_uploaded",
-            "Predictions Label Studio confirmed as created.",
-            ["project"],
-            registry=registry,
+        self.versions_pruned = declare.counter(
+            "aldaemon_versions_pruned", "Own model versions deleted from Label Studio."
         )
-        self.versions_pruned = Counter(
-            "aldaemon_versions_pruned",
-            "Own model versions deleted from Label Studio.",
-            ["project"],
-            registry=registry,
-        )
-        self.labelstudio_errors = Counter(
+        self.labelstudio_errors = declare.counter(
             "aldaemon_labelstudio_errors",
             "Failed Label Studio calls, by kind: " + "|".join(ERROR_KINDS) + ".",
-            ["project", "kind"],
-            registry=registry,
+            by=("kind",),
         )
-        self.labelstudio_requests = Counter(
-            "aldaemon_labelstudio_requests",
-            "Requests sent to Label Studio.",
-            ["project"],
-            registry=registry,
+        self.labelstudio_requests = declare.counter(
+            "aldaemon_labelstudio_requests", "Requests sent to Label Studio."
         )
-        self.labels = Gauge(
-            "aldaemon_labels",
-            "Annotations that count as labels, per label.",
-            ["project", "label"],
-            registry=registry,
+        self.labels = declare.gauge(
+            "aldaemon_labels", "Annotations that count as labels, per label.", by=("label",)
         )
-        self.labels_since_training = Gauge(
-            "aldaemon_labels_since_training",
-            "New or changed labels since the last training.",
-            ["project"],
-            registry=registry,
+        self.labels_since_training = declare.gauge(
+            "aldaemon_labels_since_training", "New or changed labels since the last training."
         )
-        self.last_success = Gauge(
+        self.last_success = declare.gauge(
             "aldaemon_last_success_timestamp_seconds",
             "Unix time of the project's last successful cycle.",
-            ["project"],
-            registry=registry,
         )
-        self.webhooks = Counter(
+        self.webhooks = declare.counter(
             "aldaemon_webhooks",
             "Webhook requests, by outcome: " + "|".join(WEBHOOK_OUTCOMES) + ".",
-            ["outcome"],
-            registry=registry,
+            by=("outcome",),
+            per_project=False,
         )
-        self.team = TeamGauges(registry)
-        registry.register(_SecondsSinceLastSuccess(self))
+        self.team = TeamGauges(declare)
+        self.registry.register(_SecondsSinceLastSuccess(self))
 
     def record_success(self, project_id: int, *, at: float | None = None) -> None:
         """Stamp the project's last success (now, by `clock`, unless `at` is given)."""

@@ -5,9 +5,8 @@ Set after every cycle from local state, like the label gauges (see README "Metri
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Gauge
-
 from aldaemon.config import ProjectConfig
+from aldaemon.service.metric_declarations import MetricDeclarations
 from aldaemon.store import Store
 from aldaemon.sync.consensus import LATEST, withheld_counts
 from aldaemon.sync.versions import withheld_tasks
@@ -16,25 +15,19 @@ from aldaemon.sync.versions import withheld_tasks
 class TeamGauges:
     """aldaemon_withheld_tasks, aldaemon_suspected_label_errors, aldaemon_stable."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.withheld = Gauge(
+    def __init__(self, declare: MetricDeclarations) -> None:
+        self.withheld = declare.gauge(
             "aldaemon_withheld_tasks",
             "Labeled tasks the label policy keeps out of training, by reason: "
             "tie|no_majority|not_unanimous.",
-            ["project", "reason"],
-            registry=registry,
+            by=("reason",),
         )
-        self.suspects = Gauge(
+        self.suspects = declare.gauge(
             "aldaemon_suspected_label_errors",
             "Labels the last training's cross-validation confidently contradicts.",
-            ["project"],
-            registry=registry,
         )
-        self.stable = Gauge(
-            "aldaemon_stable",
-            "1 when the stop signal says the project is stable, else 0.",
-            ["project"],
-            registry=registry,
+        self.stable = declare.gauge(
+            "aldaemon_stable", "1 when the stop signal says the project is stable, else 0."
         )
 
     def update(self, label: str, store: Store, project: ProjectConfig) -> None:
