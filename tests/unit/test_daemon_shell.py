@@ -142,6 +142,13 @@ async def until(condition: Callable[[], bool]) -> None:
     await asyncio.wait_for(poll(), BOUND)
 
 
+async def stop_and_wait_for_the_grace(daemon: Daemon, signal_name: str) -> None:
+    """Stop the daemon and return once it waits out the grace for its running cycles."""
+    with structlog.testing.capture_logs() as logs:
+        daemon.stop(signal_name)
+        await until(lambda: any(e["event"] == "daemon.waiting_for_cycles" for e in logs))
+
+
 class TestAssessHealth:
     def test_a_recent_success_is_healthy(self) -> None:
         """A project that succeeded 10 s ago, with no failure, is healthy."""
@@ -380,16 +387,16 @@ class TestPollNow:
         assert [1, 1] == runtime.finished
 
     async def test_a_project_without_a_job_is_ignored(self, tmp_path: Path) -> None:
-        """A poll requested for a project that has no job (not scheduled) is a no-op."""
+        """A poll requested for a project that has no job (not scheduled) adds no job."""
         daemon, runtime = make_daemon(make_config(tmp_path))
         daemon.scheduler.start()
         try:
             daemon.poll_now(1)
-            await asyncio.sleep(0.05)
+            jobs = daemon.scheduler.get_jobs()
         finally:
             daemon.scheduler.shutdown(wait=False)
 
-        assert [] == runtime.started
+        assert ([], []) == (jobs, runtime.started)
 
 
 class TestStop:
@@ -399,8 +406,7 @@ class TestStop:
         serving = asyncio.create_task(daemon.serve())
         await runtime.cycle_started()
 
-        daemon.stop("test")
-        await asyncio.sleep(0.05)
+        await stop_and_wait_for_the_grace(daemon, "test")
         runtime.finish_cycles.set()
         status = await asyncio.wait_for(serving, BOUND)
 
@@ -425,8 +431,7 @@ class TestStop:
         serving = asyncio.create_task(daemon.serve())
         await runtime.cycle_started()
 
-        daemon.stop("SIGTERM")
-        await asyncio.sleep(0.05)
+        await stop_and_wait_for_the_grace(daemon, "SIGTERM")
         daemon.stop("SIGTERM")
         status = await asyncio.wait_for(serving, BOUND)
 
