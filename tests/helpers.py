@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from aldaemon.loop.context import CycleReport
 from aldaemon.records import LabelingSchema, TaskRecord
 from aldaemon.service.health import HealthReport
 from aldaemon.service.runtime import Runtime
+from aldaemon.sync.timestamps import parse_ls_datetime
 from tests.faultproxy import FaultProxy
 from tests.lsserver import LabelStudioClient, LabelStudioServer
 
@@ -179,3 +181,28 @@ def events(logs: Sequence[Mapping[str, Any]], name: str) -> list[Mapping[str, An
 def health_now(runtime: Runtime) -> HealthReport:
     now = time.time()
     return runtime.health_report(now=now, started_at=now)
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
+    """Return once `condition()` holds; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def newest_task_update(client: LabelStudioClient, project_id: int) -> datetime:
+    """The latest `updated_at` of the project's tasks, as Label Studio's clock wrote it."""
+    query = "fields=all&include=id,updated_at&page_size=100000&page=1"
+    answer = client.call("GET", f"/api/tasks/?project={project_id}&{query}")
+    return max(parse_ls_datetime(task["updated_at"]) for task in answer["tasks"])
+
+
+def wait_for_server_clock(client: LabelStudioClient, moment: datetime) -> None:
+    """Return once Label Studio's own clock (its Date header) reads `moment` or later."""
+    wait_until(
+        lambda: client.server_clock() >= moment,
+        timeout=120.0,
+        what=f"Label Studio's clock to reach {moment.isoformat()}",
+    )

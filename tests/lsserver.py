@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import email.utils
 import json
 import signal
 import socket
@@ -30,6 +31,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -378,6 +380,11 @@ class LabelStudioClient:
 
     def call(self, method: str, path: str, body: object = None) -> Any:
         return http_json(method, f"{self.url}{path}", token=self._token, body=body)
+
+    def server_clock(self) -> datetime:
+        """Label Studio's own clock: the Date header of an answer (whole seconds, UTC)."""
+        with urllib.request.urlopen(f"{self.url}/health", timeout=10) as response:
+            return email.utils.parsedate_to_datetime(response.headers["Date"])
 
     def create_project(self, *, title: str, label_config: str = DEFAULT_LABEL_CONFIG) -> int:
         answer = self.call("POST", "/api/projects/", {"title": title, "label_config": label_config})

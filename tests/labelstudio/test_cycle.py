@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from aldaemon.config import Config
 from aldaemon.loop.poll import WATERMARK_SETTLE_SECONDS, cap_watermark
 from aldaemon.store import Store
 from aldaemon.sync.reconcile import ReconcileOutcome
@@ -24,13 +25,26 @@ from tests.conftest import MakeProject, project_factory
 from tests.helpers import (
     annotate_some,
     make_tasks,
+    newest_task_update,
     one_cycle,
     predictions_by_version,
+    wait_for_server_clock,
+    wait_until,
     write_config,
 )
 from tests.lsserver import LabelStudioClient, LabelStudioServer
 
 pytestmark = pytest.mark.labelstudio
+
+
+def watermark_settled(config: Config, project_id: int) -> bool:
+    """True once the settle time has passed since the stored watermark last moved."""
+    store = Store.open(config.state.dir, lock=False)
+    try:
+        moved_at = store.sync_state(project_id).watermark_moved_at
+    finally:
+        store.close()
+    return moved_at is not None and time.time() - moved_at >= WATERMARK_SETTLE_SECONDS
 
 
 class TestReading:
@@ -50,10 +64,11 @@ class TestReading:
             tmp_path, label_studio, project_id, retrain="min_new_annotations = 100000"
         )
         # A scan of several pages claims no watermark past the server's clock at its first
-        # page less a second, and the Date header counts whole seconds: annotations made in
-        # the 2 s before the first poll leave the watermark short of them, the next poll
-        # moves it again, and the settle time starts over (correct, but not this test).
-        time.sleep(2.5)
+        # page (its Date header, whole seconds) less a second: annotations newer than that
+        # leave the watermark short of them, the next poll moves it again, and the settle
+        # time starts over (correct, but not this test).
+        newest = newest_task_update(ls_client, project_id)
+        wait_for_server_clock(ls_client, newest + timedelta(seconds=1))
 
         first = asyncio.run(one_cycle(config))
         store = Store.open(config.state.dir, lock=False)
@@ -65,7 +80,11 @@ class TestReading:
         # (rows may commit out of timestamp order): the newest annotations, and the 1,000
         # new tasks too when annotating took less than the window (2 pages). Once a poll ran
         # the settle time after the move, an idle poll asks only for newer rows.
-        time.sleep(WATERMARK_SETTLE_SECONDS + 1)
+        wait_until(
+            lambda: watermark_settled(config, project_id),
+            timeout=WATERMARK_SETTLE_SECONDS + 30,
+            what="the settle time after the watermark's move",
+        )
         second = asyncio.run(one_cycle(config))
         third = asyncio.run(one_cycle(config))
         assert 0 == second.counts.get("annotations_created", 0)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,13 @@ from aldaemon.store import Store, VersionRow
 from aldaemon.sync.versions import (
     training_examples,
 )
-from tests.helpers import make_tasks, review, write_projects_config
+from tests.helpers import (
+    make_tasks,
+    newest_task_update,
+    review,
+    wait_for_server_clock,
+    write_projects_config,
+)
 from tests.lsserver import LabelStudioClient, LabelStudioServer
 
 # Not a real token of this server: Label Studio answers 401 to both kinds.
@@ -616,7 +623,10 @@ def text_field_renamed(
     task_ids = ls_client.import_tasks(project_id, tasks)
     # Unlabeled tasks must be older than the watermark's overlap window, or the ordinary
     # poll would re-read them anyway and hide whether the rename forced a full read.
-    time.sleep(WATERMARK_OVERLAP_SECONDS + 1)
+    overlap_passed = newest_task_update(ls_client, project_id) + timedelta(
+        seconds=WATERMARK_OVERLAP_SECONDS + 1
+    )
+    wait_for_server_clock(ls_client, overlap_passed)
     annotate(ls_client, task_ids[:12], labels[:12])
     config = write_projects_config(
         tmp_path_factory.mktemp("renamed") / "config.toml", label_studio, [project_id]
