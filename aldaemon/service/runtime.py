@@ -12,7 +12,6 @@ other, and a project added back starts with fresh health.
 from __future__ import annotations
 
 import asyncio
-from types import TracebackType
 
 from aldaemon.config import Config, ProjectConfig
 from aldaemon.labelstudio.gateway import LabelStudioGateway
@@ -58,12 +57,8 @@ class Runtime:
             self.runner(project.id).health.failure = self.store.get_meta(project.id).failure
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Close everything, whether or not the block raised (nothing is swallowed)."""
         await self.cancel_prunes()
         if self._retired_gateways:
             await asyncio.gather(*self._retired_gateways, return_exceptions=True)

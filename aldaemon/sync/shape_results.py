@@ -16,13 +16,21 @@ instead. Pure: takes spans by shape (a Protocol), so this module imports no mode
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from aldaemon.sync.config_shapes import ServedControl
 
 Result = dict[str, Any]
 MULTILABEL_THRESHOLD = 0.5
+
+
+def control_regions(result: object, from_name: str) -> list[Mapping[str, Any]]:
+    """The regions of control `from_name` in an annotation's result, read as Label Studio
+    may send it: a result that is not a list has none, a region not an object is skipped."""
+    if not isinstance(result, list):
+        return []
+    return [r for r in result if isinstance(r, Mapping) and r.get("from_name") == from_name]
 
 
 class SpanLike(Protocol):

@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from aldaemon.sync.shape_results import control_regions
+
 
 @dataclass(frozen=True)
 class SpanAnswer:
@@ -47,12 +49,8 @@ def span_codes_of_result(result: object, from_name: str) -> tuple[str, ...]:
     Results of other controls, without a label, or with an empty range are skipped; a
     span with several labels keeps its first.
     """
-    if not isinstance(result, list):
-        return ()
     spans: list[SpanAnswer] = []
-    for region in result:
-        if not isinstance(region, Mapping) or region.get("from_name") != from_name:
-            continue
+    for region in control_regions(result, from_name):
         if region.get("type") != "labels":
             continue
         value = region.get("value")
