@@ -105,8 +105,8 @@ def _suspects(
 
 
 def score_pool(**fields: Any) -> ScoredPool:
-    """`score(ScoringRequest(**fields))`: the keyword form, for in-process callers (the
-    report) not yet moved to a request."""
+    """`score(ScoringRequest(**fields))`: the keyword form, kept for in-process callers
+    (views/report.py, tests, benchmarks) until they pass a request."""
     return score(ScoringRequest(**fields))
 
 

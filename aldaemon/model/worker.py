@@ -132,8 +132,8 @@ class ModelWorker:
     async def score(self, request: ScoringRequest | None = None, **fields: Any) -> ScoredPool:
         """training.score in the worker process.
 
-        Keyword form (`score(artifact_path=..., ...)`, the fields of ScoringRequest) kept
-        for callers not yet moved to a request.
+        The keyword form (`score(artifact_path=..., ...)`: the fields of ScoringRequest)
+        is kept until its last caller (loop/team.py) passes a request.
         """
         if request is None:
             request = ScoringRequest(**fields)
