@@ -32,6 +32,7 @@ from aldaemon.store import VersionRow
 from aldaemon.sync.label_sets import cold_start_counts
 from aldaemon.sync.policy import (
     CLOCK_STEP_TOLERANCE_SECONDS,
+    IntervalAnchor,
     TrainingDecision,
     decide_training,
     seconds_since_attempt,
@@ -128,7 +129,7 @@ class Cycle:
                 logger=self.log,
             ),
         )
-        if self._resync_due():
+        if self.resync_due():
             await self._step("resync", self._resync())
         await self._step("team_views", team.refresh_views(self.ctx, logger=self.log))
         version = self.ctx.store.unfinished_version(self.project_id)
@@ -148,6 +149,12 @@ class Cycle:
     async def _resync(self) -> None:
         await poll.resync(self.ctx, report=self.report, logger=self.log)
         self._resynced = True
+        # The interval to the next one starts now, on the monotonic clock.
+        resynced_at = self.ctx.store.sync_state(self.project_id).last_resync_at
+        if resynced_at is not None:
+            self.ctx.intervals.resync = IntervalAnchor(
+                attempt_at=resynced_at, elapsed=0.0, monotonic=self.ctx.monotonic()
+            )
 
     async def _resync_once(self) -> None:
         """Resync unless this cycle already did."""
@@ -157,14 +164,30 @@ class Cycle:
     def _resync_older_than(self, seconds: float) -> bool:
         if self._resynced:
             return False
-        last = self.ctx.store.sync_state(self.project_id).last_resync_at
-        return last is None or self.ctx.clock() - last >= seconds
+        elapsed = self._seconds_since_resync()
+        return elapsed is None or elapsed >= seconds
 
-    def _resync_due(self) -> bool:
-        sync = self.ctx.store.sync_state(self.project_id)
-        if self.force_resync or sync.last_resync_at is None:
+    def resync_due(self) -> bool:
+        """The periodic full id listing is due: `resync_interval` has passed since the
+        last one, measured on the monotonic clock (a wall-clock step neither brings it
+        forward nor holds it back), or it is forced, or there never was one."""
+        if self.force_resync:
             return True
-        return self.ctx.clock() - sync.last_resync_at >= self.ctx.daemon.resync_interval
+        elapsed = self._seconds_since_resync()
+        return elapsed is None or elapsed >= self.ctx.daemon.resync_interval
+
+    def _seconds_since_resync(self) -> float | None:
+        last = self.ctx.store.sync_state(self.project_id).last_resync_at
+        if last is None:
+            return None
+        elapsed = seconds_since_attempt(
+            attempt_at=last,
+            wall_now=self.ctx.clock(),
+            monotonic_now=self.ctx.monotonic(),
+            anchor=self.ctx.intervals.resync,
+        )
+        self.ctx.intervals.resync = elapsed.anchor
+        return elapsed.seconds
 
     # --- decide and train -----------------------------------------------------------------
 
@@ -211,14 +234,14 @@ class Cycle:
         times = [t for t in attempts if t is not None]
         if not times:
             return None
-        clock = self.ctx.training_clock
+        clock = self.ctx.intervals
         elapsed = seconds_since_attempt(
             attempt_at=max(times),
             wall_now=self.ctx.clock(),
             monotonic_now=self.ctx.monotonic(),
-            anchor=clock.anchor,
+            anchor=clock.training,
         )
-        clock.anchor = elapsed.anchor
+        clock.training = elapsed.anchor
         step = elapsed.wall_behind - clock.reported_behind
         if elapsed.wall_behind and abs(step) > CLOCK_STEP_TOLERANCE_SECONDS:
             self.log.warning(
