@@ -26,6 +26,7 @@ from aldaemon.loop import backend, poll, team, train
 from aldaemon.loop.context import CycleContext, CycleReport
 from aldaemon.loop.ownership import handle_drift
 from aldaemon.loop.publish import Publisher, fail_version
+from aldaemon.loop.removed_labels import republish_without_removed_labels
 from aldaemon.loop.schema_change import LabelingConfigWatch
 from aldaemon.records import LabelingSchema
 from aldaemon.store import VersionRow
@@ -207,8 +208,13 @@ class Cycle:
         self.ctx.store.set_meta(self.project_id, last_decision=decision.reason)
         if not decision.train:
             self.labeling_config.remember()
-            self.report.outcome = "idle"
-            return None
+            # No new model yet: the active one must still not show a label the config lost.
+            republished = await self._step(
+                "republish", republish_without_removed_labels(self.ctx, schema, logger=self.log)
+            )
+            if republished is None:
+                self.report.outcome = "idle"
+            return republished
         label_changes = self.ctx.store.sync_state(self.project_id).label_changes
         return await self._step("train", self._train(schema, label_changes=label_changes))
 

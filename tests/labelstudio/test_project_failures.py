@@ -35,7 +35,7 @@ from aldaemon.store import Store, VersionRow
 from aldaemon.sync.versions import (
     training_examples,
 )
-from tests.helpers import make_tasks, review, write_projects_config
+from tests.helpers import choices_config, make_tasks, review, write_projects_config
 from tests.lsserver import LabelStudioClient, LabelStudioServer
 
 # Not a real token of this server: Label Studio answers 401 to both kinds.
@@ -102,14 +102,6 @@ def annotate(client: LabelStudioClient, task_ids: Sequence[int], labels: Sequenc
 
 def set_label_config(client: LabelStudioClient, project_id: int, label_config: str) -> None:
     client.call("PATCH", f"/api/projects/{project_id}/", {"label_config": label_config})
-
-
-def choices_config(labels: Sequence[str], *, text_field: str = "text") -> str:
-    choices = "".join(f'<Choice value="{label}"/>' for label in labels)
-    return (
-        f'<View><Text name="text" value="${text_field}"/>'
-        f'<Choices name="sentiment" toName="text" choice="single">{choices}</Choices></View>'
-    )
 
 
 def predicted_labels(client: LabelStudioClient, project_id: int) -> dict[str, set[str]]:
