@@ -24,7 +24,7 @@ import structlog
 
 from aldaemon.loop import backend, poll, team, train
 from aldaemon.loop.context import CycleContext, CycleReport
-from aldaemon.loop.ownership import handle_drift
+from aldaemon.loop.ownership import check_queue_view, handle_drift
 from aldaemon.loop.publish import Publisher, fail_version
 from aldaemon.loop.removed_labels import republish_without_removed_labels
 from aldaemon.loop.schema_change import LabelingConfigWatch
@@ -132,6 +132,7 @@ class Cycle:
         )
         if self.resync_due():
             await self._step("resync", self._resync())
+            await self._step("resync", check_queue_view(self.ctx, logger=self.log))
         await self._step("team_views", team.refresh_views(self.ctx, logger=self.log))
         version = self.ctx.store.unfinished_version(self.project_id)
         if version is not None:
