@@ -210,9 +210,7 @@ class Cycle:
         if not decision.train:
             self.labeling_config.remember()
             # No new model yet: the active one must still not show a label the config lost.
-            republished = await self._step(
-                "republish", republish_without_removed_labels(self.ctx, schema, logger=self.log)
-            )
+            republished = await republish_without_removed_labels(self.ctx, schema, logger=self.log)
             if republished is None:
                 self.report.outcome = "idle"
             return republished
