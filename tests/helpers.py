@@ -49,6 +49,15 @@ def make_tasks(n: int, *, seed: int = 0) -> tuple[list[dict[str, object]], list[
     return [{"text": review(rng, label)} for label in labels], labels
 
 
+def choices_config(labels: Sequence[str], *, text_field: str = "text") -> str:
+    """A labeling config with one single-choice `sentiment` over the text field."""
+    choices = "".join(f'<Choice value="{label}"/>' for label in labels)
+    return (
+        f'<View><Text name="text" value="${text_field}"/>'
+        f'<Choices name="sentiment" toName="text" choice="single">{choices}</Choices></View>'
+    )
+
+
 def write_projects_config(
     path: Path,
     server: LabelStudioServer,

@@ -16,12 +16,13 @@ from aldaemon.sync.policy import IntervalAnchor
 
 
 @dataclass
-class TrainingClock:
-    """What one project's cycles carry from one to the next to measure `min_interval`
-    on the monotonic clock (see `sync.policy.seconds_since_attempt`)."""
+class IntervalClocks:
+    """What one project's cycles carry from one to the next to measure `min_interval` and
+    `resync_interval` on the monotonic clock (see `sync.policy.seconds_since_attempt`)."""
 
-    anchor: IntervalAnchor | None = None
+    training: IntervalAnchor | None = None  # since the last training attempt
     reported_behind: float = 0.0  # the step back last logged, so each step is logged once
+    resync: IntervalAnchor | None = None  # since the last full id listing
 
 
 @dataclass
@@ -36,7 +37,7 @@ class CycleContext:
     artifacts_dir: Path
     clock: Callable[[], float] = time.time  # wall clock: stored times, for display too
     monotonic: Callable[[], float] = time.monotonic  # intervals within this process
-    training_clock: TrainingClock = field(default_factory=TrainingClock)
+    intervals: IntervalClocks = field(default_factory=IntervalClocks)
 
 
 @dataclass

@@ -24,14 +24,16 @@ import structlog
 
 from aldaemon.loop import backend, poll, team, train
 from aldaemon.loop.context import CycleContext, CycleReport
-from aldaemon.loop.ownership import handle_drift
+from aldaemon.loop.ownership import check_queue_view, handle_drift
 from aldaemon.loop.publish import Publisher, fail_version
+from aldaemon.loop.removed_labels import republish_without_removed_labels
 from aldaemon.loop.schema_change import LabelingConfigWatch
 from aldaemon.records import LabelingSchema
 from aldaemon.store import VersionRow
 from aldaemon.sync.label_sets import cold_start_counts
 from aldaemon.sync.policy import (
     CLOCK_STEP_TOLERANCE_SECONDS,
+    IntervalAnchor,
     TrainingDecision,
     decide_training,
     seconds_since_attempt,
@@ -128,8 +130,9 @@ class Cycle:
                 logger=self.log,
             ),
         )
-        if self._resync_due():
+        if self.resync_due():
             await self._step("resync", self._resync())
+            await self._step("resync", check_queue_view(self.ctx, logger=self.log))
         await self._step("team_views", team.refresh_views(self.ctx, logger=self.log))
         version = self.ctx.store.unfinished_version(self.project_id)
         if version is not None:
@@ -148,6 +151,12 @@ class Cycle:
     async def _resync(self) -> None:
         await poll.resync(self.ctx, report=self.report, logger=self.log)
         self._resynced = True
+        # The interval to the next one starts now, on the monotonic clock.
+        resynced_at = self.ctx.store.sync_state(self.project_id).last_resync_at
+        if resynced_at is not None:
+            self.ctx.intervals.resync = IntervalAnchor(
+                attempt_at=resynced_at, elapsed=0.0, monotonic=self.ctx.monotonic()
+            )
 
     async def _resync_once(self) -> None:
         """Resync unless this cycle already did."""
@@ -157,14 +166,30 @@ class Cycle:
     def _resync_older_than(self, seconds: float) -> bool:
         if self._resynced:
             return False
-        last = self.ctx.store.sync_state(self.project_id).last_resync_at
-        return last is None or self.ctx.clock() - last >= seconds
+        elapsed = self._seconds_since_resync()
+        return elapsed is None or elapsed >= seconds
 
-    def _resync_due(self) -> bool:
-        sync = self.ctx.store.sync_state(self.project_id)
-        if self.force_resync or sync.last_resync_at is None:
+    def resync_due(self) -> bool:
+        """The periodic full id listing is due: `resync_interval` has passed since the
+        last one, measured on the monotonic clock (a wall-clock step neither brings it
+        forward nor holds it back), or it is forced, or there never was one."""
+        if self.force_resync:
             return True
-        return self.ctx.clock() - sync.last_resync_at >= self.ctx.daemon.resync_interval
+        elapsed = self._seconds_since_resync()
+        return elapsed is None or elapsed >= self.ctx.daemon.resync_interval
+
+    def _seconds_since_resync(self) -> float | None:
+        last = self.ctx.store.sync_state(self.project_id).last_resync_at
+        if last is None:
+            return None
+        elapsed = seconds_since_attempt(
+            attempt_at=last,
+            wall_now=self.ctx.clock(),
+            monotonic_now=self.ctx.monotonic(),
+            anchor=self.ctx.intervals.resync,
+        )
+        self.ctx.intervals.resync = elapsed.anchor
+        return elapsed.seconds
 
     # --- decide and train -----------------------------------------------------------------
 
@@ -184,8 +209,11 @@ class Cycle:
         self.ctx.store.set_meta(self.project_id, last_decision=decision.reason)
         if not decision.train:
             self.labeling_config.remember()
-            self.report.outcome = "idle"
-            return None
+            # No new model yet: the active one must still not show a label the config lost.
+            republished = await republish_without_removed_labels(self.ctx, schema, logger=self.log)
+            if republished is None:
+                self.report.outcome = "idle"
+            return republished
         label_changes = self.ctx.store.sync_state(self.project_id).label_changes
         return await self._step("train", self._train(schema, label_changes=label_changes))
 
@@ -211,14 +239,14 @@ class Cycle:
         times = [t for t in attempts if t is not None]
         if not times:
             return None
-        clock = self.ctx.training_clock
+        clock = self.ctx.intervals
         elapsed = seconds_since_attempt(
             attempt_at=max(times),
             wall_now=self.ctx.clock(),
             monotonic_now=self.ctx.monotonic(),
-            anchor=clock.anchor,
+            anchor=clock.training,
         )
-        clock.anchor = elapsed.anchor
+        clock.training = elapsed.anchor
         step = elapsed.wall_behind - clock.reported_behind
         if elapsed.wall_behind and abs(step) > CLOCK_STEP_TOLERANCE_SECONDS:
             self.log.warning(

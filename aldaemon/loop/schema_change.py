@@ -6,8 +6,10 @@ in `aldaemon.sync.versions`):
 - a label added or removed: the last model's labels (its `class_counts`) no longer match
   the config's, so the next decision retrains as if there were no model; a new label
   keeps the cold start (and the old model active) until it has `min_per_class` labels.
-  Annotations with a removed label are left out of training, and an unfinished version
-  that predicts a removed label is abandoned, so no prediction ever carries it.
+  Annotations with a removed label are left out of training, an unfinished version
+  that predicts a removed label is abandoned, and while no new model can train (a new
+  label's cold start) the active version is republished without it (`removed_labels.py`),
+  so no prediction Label Studio serves carries it.
 - the text field renamed (`$text` -> `$review`): the poll only re-reads tasks whose
   `updated_at` moved, so that cycle re-reads every task's text, then retrains. The new
   config is stored only once a retraining is under way (or not possible yet): a crash

@@ -17,7 +17,7 @@ hour" needs no `time()` arithmetic in PromQL and still moves while the daemon is
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
@@ -103,7 +103,14 @@ class Metrics:
             "aldaemon_labelstudio_requests", "Requests sent to Label Studio."
         )
         self.labels = declare.gauge(
-            "aldaemon_labels", "Annotations that count as labels, per label.", by=("label",)
+            "aldaemon_labels",
+            "Labels that train, per label of the labeling config.",
+            by=("label",),
+        )
+        self.labels_not_in_config = declare.gauge(
+            "aldaemon_labels_not_in_config",
+            "Labels the labeling config does not have (left out of training), per label.",
+            by=("label",),
         )
         self.labels_since_training = declare.gauge(
             "aldaemon_labels_since_training", "New or changed labels since the last training."
@@ -125,6 +132,22 @@ class Metrics:
         """Stamp the project's last success (now, by `clock`, unless `at` is given)."""
         when = self.clock() if at is None else at
         self.last_success.labels(project=project_label(project_id)).set(when)
+
+    def set_label_counts(
+        self, project: str, *, trained: Mapping[str, int], not_in_config: Mapping[str, int]
+    ) -> None:
+        """Both label gauges of one project; a label gone from a count leaves its gauge."""
+        for gauge, counts in ((self.labels, trained), (self.labels_not_in_config, not_in_config)):
+            shown = {
+                sample.labels["label"]
+                for family in gauge.collect()
+                for sample in family.samples
+                if sample.labels["project"] == project
+            }
+            for label in shown - counts.keys():
+                gauge.remove(project, label)
+            for label, count in counts.items():
+                gauge.labels(project, label).set(count)
 
     def record_labelstudio_error(self, project_id: int, error: BaseException) -> None:
         """Count one failed Label Studio call under the kind its exception maps to."""

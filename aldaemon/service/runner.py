@@ -35,7 +35,8 @@ from aldaemon.loop.cycle import Cycle
 from aldaemon.loop.prune import prune_own_versions
 from aldaemon.service.health import ProjectHealth
 from aldaemon.service.metrics import project_label
-from aldaemon.sync.versions import label_changes_since_training, label_counts
+from aldaemon.sync.label_sets import trainable_label_counts
+from aldaemon.sync.versions import label_changes_since_training
 
 if TYPE_CHECKING:
     from aldaemon.service.runtime import Runtime
@@ -221,9 +222,12 @@ class ProjectRunner:
         assert store is not None
         metrics = self._runtime.metrics
         metrics.team.update(self._label, store, project)
-        policy = project.labels.policy
-        for label, count in label_counts(store.annotated_tasks(self.project_id), policy).items():
-            metrics.labels.labels(self._label, label).set(count)
+        trained, not_in_config = trainable_label_counts(
+            store.annotated_tasks(self.project_id),
+            store.get_meta(self.project_id).schema,
+            project.labels.policy,
+        )
+        metrics.set_label_counts(self._label, trained=trained, not_in_config=not_in_config)
         since = label_changes_since_training(
             label_changes=store.sync_state(self.project_id).label_changes,
             versions=store.list_versions(self.project_id),

@@ -15,7 +15,7 @@ import asyncio
 
 from aldaemon.config import Config, ProjectConfig
 from aldaemon.labelstudio.gateway import LabelStudioGateway
-from aldaemon.loop.context import CycleContext, CycleReport, TrainingClock
+from aldaemon.loop.context import CycleContext, CycleReport, IntervalClocks
 from aldaemon.model.worker import ModelWorker
 from aldaemon.service.health import HealthReport, ProjectHealth, assess_health, stale_after
 from aldaemon.service.metrics import Metrics
@@ -47,7 +47,7 @@ class Runtime:
         }
         self._retired_gateways: set[asyncio.Task[None]] = set()
         # Per project, across its cycles: min_interval on the monotonic clock.
-        self.training_clocks: dict[int, TrainingClock] = {}
+        self.interval_clocks: dict[int, IntervalClocks] = {}
 
     async def __aenter__(self) -> Runtime:
         self.store = Store.open(self.config.state.dir)
@@ -122,7 +122,7 @@ class Runtime:
             store=self.store,
             worker=self.worker,
             artifacts_dir=self.config.state.dir / "models" / str(project.id),
-            training_clock=self.training_clocks.setdefault(project.id, TrainingClock()),
+            intervals=self.interval_clocks.setdefault(project.id, IntervalClocks()),
         )
 
     async def run_cycle(

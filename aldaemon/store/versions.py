@@ -87,11 +87,57 @@ class VersionTables(SqliteConnection):
                     (project_id, name, number, VersionState.TRAINING, now, label_changes),
                 )
         except sqlite3.IntegrityError as exc:
-            raise StateError(
-                f"version {name!r} (number {number}) already exists for project {project_id} "
-                f"in {self.db_path}"
-            ) from exc
+            raise self._name_taken(project_id, name, number) from exc
         return self.require_version(project_id, name)
+
+    def create_republished_version(
+        self,
+        project_id: int,
+        *,
+        name: str,
+        number: int,
+        source: VersionRow,
+        class_counts: Mapping[str, int],
+        predictions: Sequence[PredictionRecord],
+        now: float,
+    ) -> VersionRow:
+        """Record `source`'s model republished as `name`, 'scored' with `predictions`, in
+        one transaction (a crash leaves it whole or absent; see sync.removed_labels).
+
+        Not a training: `trained_at` stays empty, so the retrain policy and the report go
+        on counting from `source`. Its facts for `status` (labels, metrics) are copied.
+        """
+        _check_one_per_task(predictions)
+        try:
+            with self._transaction(durable=True) as conn:
+                conn.execute(
+                    "INSERT INTO versions (project_id, name, number, state, created_at, "
+                    "n_labels, class_counts, metrics, label_changes_at_training, "
+                    "backend_version, n_predictions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        project_id,
+                        name,
+                        number,
+                        VersionState.SCORED,
+                        now,
+                        source.n_labels,
+                        to_json(dict(class_counts)),
+                        to_json(source.metrics),
+                        source.label_changes_at_training,
+                        source.backend_version,
+                        len(predictions),
+                    ),
+                )
+                _insert_predictions(conn, project_id, name, predictions)
+        except sqlite3.IntegrityError as exc:
+            raise self._name_taken(project_id, name, number) from exc
+        return self.require_version(project_id, name)
+
+    def _name_taken(self, project_id: int, name: str, number: int) -> StateError:
+        return StateError(
+            f"version {name!r} (number {number}) already exists for project {project_id} "
+            f"in {self.db_path}"
+        )
 
     # --- transitions ----------------------------------------------------------------------
 
@@ -250,9 +296,7 @@ class VersionTables(SqliteConnection):
         Fixed positions make upload batches the same after any restart. Two predictions
         for one task raise ValueError: Label Studio must never get two (invariant 2).
         """
-        duplicates = [t for t, n in Counter(p.task_id for p in predictions).items() if n > 1]
-        if duplicates:
-            raise ValueError(f"more than one prediction for tasks {sorted(duplicates)[:20]}")
+        _check_one_per_task(predictions)
         with self._transaction(durable=True) as conn:
             exists = conn.execute(
                 "SELECT 1 FROM versions WHERE project_id = ? AND name = ?", (project_id, version)
@@ -263,24 +307,7 @@ class VersionTables(SqliteConnection):
                 "DELETE FROM predictions WHERE project_id = ? AND version = ?",
                 (project_id, version),
             )
-            conn.executemany(
-                "INSERT INTO predictions (project_id, version, task_id, position, label, score, "
-                "cluster, labels, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        project_id,
-                        version,
-                        p.task_id,
-                        position,
-                        p.label,
-                        p.score,
-                        p.cluster,
-                        encode_labels(p.labels),
-                        None if p.result is None else to_json(list(p.result)),
-                    )
-                    for position, p in enumerate(predictions)
-                ],
-            )
+            _insert_predictions(conn, project_id, version, predictions)
 
     def load_predictions(self, project_id: int, version: str) -> list[PredictionRecord]:
         """The version's stored predictions in position order (empty if none)."""
@@ -289,6 +316,40 @@ class VersionTables(SqliteConnection):
     def drop_predictions(self, project_id: int, version: str) -> None:
         """Forget the local copy of a pruned version's predictions; the version row stays."""
         self._drop_version_rows(PREDICTIONS, project_id=project_id, version=version)
+
+
+def _check_one_per_task(predictions: Sequence[PredictionRecord]) -> None:
+    duplicates = [t for t, n in Counter(p.task_id for p in predictions).items() if n > 1]
+    if duplicates:
+        raise ValueError(f"more than one prediction for tasks {sorted(duplicates)[:20]}")
+
+
+def _insert_predictions(
+    conn: sqlite3.Connection,
+    project_id: int,
+    version: str,
+    predictions: Sequence[PredictionRecord],
+) -> None:
+    """Insert the version's predictions at positions 0..n-1 (inside the caller's
+    transaction)."""
+    conn.executemany(
+        "INSERT INTO predictions (project_id, version, task_id, position, label, score, "
+        "cluster, labels, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                project_id,
+                version,
+                p.task_id,
+                position,
+                p.label,
+                p.score,
+                p.cluster,
+                encode_labels(p.labels),
+                None if p.result is None else to_json(list(p.result)),
+            )
+            for position, p in enumerate(predictions)
+        ],
+    )
 
 
 def _version_row(row: Sequence[Any]) -> VersionRow:

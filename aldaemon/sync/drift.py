@@ -15,6 +15,9 @@ so each change is found at the next poll without an extra request, and decided h
     no active version any more     its predictions were deleted (checked by one count
                                    request): its stored predictions are uploaded again and
                                    it is activated again; else it is just activated again
+    the queue view edited/deleted  restored (plainly aldaemon's); checked at each periodic
+                                   full id listing, `resync_interval`, with one view
+                                   listing (every poll would break the 2-request idle poll)
 
 A state dir that knows no version at all (a first start, `aldaemon state rebuild`) adopts
 the versions of its prefix it finds: it numbers past them, as a rebuilt state must.
@@ -33,6 +36,12 @@ class DriftKind(enum.StrEnum):
     SAMPLING = "sampling"
     ACTIVE_SWITCHED = "active_version"
     ACTIVE_LOST = "active_version_lost"
+    QUEUE_VIEW = "queue_view"
+
+
+# What aldaemon owns of its queue view's data; other keys (column widths, hidden columns)
+# are the annotators' to arrange.
+QUEUE_VIEW_KEYS = ("title", "filters", "ordering")
 
 
 @dataclass(frozen=True)
@@ -138,3 +147,41 @@ def detect_drift(
 def lost_predictions(*, name: str, counts: Mapping[str, int]) -> bool:
     """After `ACTIVE_LOST`: Label Studio holds none of the version's predictions."""
     return counts.get(name, 0) == 0
+
+
+def queue_view_drift(
+    *, found: Mapping[str, object] | None, expected: Mapping[str, object]
+) -> Drift | None:
+    """How a person changed aldaemon's queue view (`found` is its data, None: deleted)."""
+    if found is None:
+        return Drift(
+            DriftKind.QUEUE_VIEW,
+            found="deleted",
+            expected=str(expected.get("title")),
+            action="recreated",
+        )
+    changed = [key for key in QUEUE_VIEW_KEYS if _owned(found, key) != _owned(expected, key)]
+    if not changed:
+        return None
+    return Drift(
+        DriftKind.QUEUE_VIEW,
+        found="; ".join(f"{key} {found.get(key)!r}" for key in changed),
+        expected="; ".join(f"{key} {expected.get(key)!r}" for key in changed),
+        action="restored: unlabeled tasks of the active version, lowest score first",
+    )
+
+
+def _owned(data: Mapping[str, object], key: str) -> object:
+    """A key of a view's data as compared: filter items by their four fields only."""
+    value = data.get(key)
+    if key != "filters" or not isinstance(value, Mapping):
+        return value
+    items = value.get("items")
+    fields = ("filter", "operator", "type", "value")
+    return (
+        value.get("conjunction"),
+        [
+            tuple(item.get(name) for name in fields) if isinstance(item, Mapping) else item
+            for item in (items if isinstance(items, list) else [])
+        ],
+    )

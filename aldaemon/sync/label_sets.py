@@ -23,6 +23,7 @@ from aldaemon.sync.versions import (
     AnnotatedTask,
     TrainingExample,
     label_counts,
+    split_by_config,
     training_examples,
 )
 
@@ -103,3 +104,17 @@ def stored_label_counts(
         for span in decode_spans(example.labels):
             counts[span.label] = counts.get(span.label, 0) + 1
     return counts
+
+
+def trainable_label_counts(
+    tasks: Iterable[AnnotatedTask],
+    stored_schema: Mapping[str, Any] | None,
+    policy: str = LATEST,
+) -> tuple[dict[str, int], dict[str, int]]:
+    """(labels that train, labels the stored labeling config does not have), per label.
+
+    The one count that `status`, the `aldaemon_labels` gauge and the report show: a label
+    removed from the config (or never in it) trains nothing, so it is listed apart.
+    """
+    counts = stored_label_counts(tasks, stored_schema, policy)
+    return split_by_config(counts, stored_schema.get("labels") if stored_schema else None)

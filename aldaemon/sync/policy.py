@@ -17,6 +17,7 @@ Intervals are measured on the monotonic clock once the process has seen the trai
 counts from (`seconds_since_attempt`): a wall clock stepped back (NTP, a VM restore) must
 not hold training back by the size of the step. The stored wall-clock times only start the
 measure, and tell how far the wall clock is behind, for the `clock.stepped_back` event.
+The periodic full id listing (`resync_interval`) is measured the same way.
 """
 
 from __future__ import annotations

@@ -327,7 +327,8 @@ def schema_change_notices(
             (
                 f"label {label!r} removed",
                 f"its {label_counts.get(label, 0)} annotation(s) are left out of training and "
-                f"no new prediction carries {label!r}; retraining without it; relabel those "
+                f"no prediction Label Studio serves carries {label!r} (the active version is "
+                "republished without it until a retrained one replaces it); relabel those "
                 "annotations in Label Studio if they should count",
             )
         )
@@ -367,6 +368,11 @@ def model_misfit(
     return ", ".join(added + removed) or None
 
 
+def removed_model_labels(version: VersionRow, schema_labels: Collection[str]) -> list[str]:
+    """Labels the version's model knows that the labeling config no longer has, sorted."""
+    return sorted(set(version.class_counts or {}) - set(schema_labels))
+
+
 def outdated_version_reason(
     version: VersionRow, *, schema_labels: Sequence[str], text_field_changed: bool
 ) -> str | None:
@@ -375,7 +381,7 @@ def outdated_version_reason(
     Its model predicts a removed label (Label Studio would drop those predictions, and
     annotators must never see them), or it read the old text field.
     """
-    removed = sorted(set(version.class_counts or {}) - set(schema_labels))
+    removed = removed_model_labels(version, schema_labels)
     if removed:
         return (
             f"labeling config changed: it predicts removed label(s) {', '.join(map(repr, removed))}"

@@ -28,7 +28,7 @@ import itertools
 import random
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,9 +38,10 @@ import structlog
 from aldaemon.config import Config, ProjectConfig
 from aldaemon.errors import AldaemonError, ModelError
 from aldaemon.store import DB_FILENAME, Store, VersionRow
+from aldaemon.sync.label_sets import trainable_label_counts
 from aldaemon.sync.scoring import cohen_kappa
 from aldaemon.sync.timestamps import parse_ls_datetime
-from aldaemon.sync.versions import VersionState, is_trained, label_counts, training_examples
+from aldaemon.sync.versions import VersionState, is_trained, training_examples
 from aldaemon.views import plots
 from aldaemon.views.team import render_team_html, team_status
 
@@ -90,6 +91,7 @@ class ReportData:
     agreements: tuple[Agreement, ...]
     active_version: str | None
     team: dict[str, Any] | None = None  # views.team.team_status
+    labels_not_in_config: dict[str, int] = field(default_factory=dict)  # they train nothing
 
 
 # --- from local state to plain data -------------------------------------------------------
@@ -153,7 +155,11 @@ def collect_report_data(
 ) -> ReportData:
     """Read what the report shows; the agreement step loads artifacts (scikit-learn)."""
     project_config = project or ProjectConfig(id=project_id)
-    counts = label_counts(store.annotated_tasks(project_id), project_config.labels.policy)
+    counts, not_in_config = trainable_label_counts(
+        store.annotated_tasks(project_id),
+        store.get_meta(project_id).schema,
+        project_config.labels.policy,
+    )
     rows = store.list_versions(project_id)
     points = version_points(rows)
     by_name = {row.name: row for row in rows}
@@ -175,6 +181,7 @@ def collect_report_data(
         agreements=consecutive_agreements(store, project_id, [by_name[p.name] for p in points]),
         active_version=active,
         team=team_status(store, project_config),
+        labels_not_in_config=dict(sorted(not_in_config.items())),
     )
 
 
@@ -259,6 +266,8 @@ def render_html(data: ReportData, *, images: Mapping[str, str]) -> str:
     generated = _iso(data.generated_at)
     total = sum(data.labels_per_class.values())
     per_class = ", ".join(f"{_e(label)} {count}" for label, count in data.labels_per_class.items())
+    others = ", ".join(f"{_e(label)} {n}" for label, n in data.labels_not_in_config.items())
+    not_in_config = f" Labels not in the config (not trained on): {others}." if others else ""
     kappa_by_newer = {a.newer: a for a in data.agreements}
     rows = []
     for version in data.versions:
@@ -307,7 +316,7 @@ td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
 <h1>Project {data.project_id}</h1>
 <p>Generated {generated} UTC from local state. {total} training labels
 ({per_class or "none yet"}); {len(data.versions)} trained version(s); active version:
-{_e(data.active_version or "none")}.</p>
+{_e(data.active_version or "none")}.{not_in_config}</p>
 {figures}
 <h2>Versions</h2>
 {table}

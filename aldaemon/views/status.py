@@ -13,13 +13,12 @@ from typing import Any
 
 from aldaemon.config import Config, ProjectConfig
 from aldaemon.store import Store, VersionRow
-from aldaemon.sync.label_sets import stored_label_counts
+from aldaemon.sync.label_sets import trainable_label_counts
 from aldaemon.sync.scoring import cohen_kappa
 from aldaemon.sync.versions import (
     LIVE_STATES,
     VersionState,
     label_changes_since_training,
-    split_by_config,
     trained_versions,
 )
 from aldaemon.views.team import render_team_lines, team_status
@@ -45,10 +44,9 @@ def project_status(store: Store, project: ProjectConfig) -> dict[str, Any]:
     since = label_changes_since_training(label_changes=sync.label_changes, versions=versions)
     active = next((v for v in versions if v.state == VersionState.ACTIVE), None)
     cycle = store.last_cycle(pid)
-    # Count what trains: the stored labeling config's labels; the rest is shown apart.
-    config_labels = meta.schema.get("labels") if meta.schema else None
-    counts = stored_label_counts(store.annotated_tasks(pid), meta.schema, project.labels.policy)
-    counts, not_in_config = split_by_config(counts, config_labels)
+    counts, not_in_config = trainable_label_counts(
+        store.annotated_tasks(pid), meta.schema, project.labels.policy
+    )
     return {
         "project_id": pid,
         "failure": meta.failure,

@@ -35,11 +35,14 @@ from aldaemon.loop.cycle import Cycle
 from aldaemon.loop.poll import record_poll
 from aldaemon.records import AnnotationRecord, LabelingSchema, PredictionRecord, TaskRecord
 from aldaemon.service.http import HttpEdge
+from aldaemon.service.metrics import Metrics
 from aldaemon.service.runtime import Runtime
 from aldaemon.store import Store
 from aldaemon.sync.policy import seconds_since_attempt
 from aldaemon.sync.reconcile import diff
 from aldaemon.sync.versions import label_counts
+from aldaemon.views.report import collect_report_data
+from aldaemon.views.status import project_status
 from tests.conftest import MakeProject
 from tests.lsserver import LabelStudioClient, LabelStudioServer, free_port
 
@@ -413,6 +416,67 @@ class TestStatusCountsWhatTrains:
             project["labels_not_in_config"],
             "labels not in the config: meh 1" in text,
         ), text
+
+
+@pytest.mark.labelstudio
+class TestEveryLabelCountIsWhatTrains:
+    @pytest.fixture
+    def counts(
+        self,
+        tmp_path: Path,
+        make_project: MakeProject,
+        ls_client: LabelStudioClient,
+        label_studio: LabelStudioServer,
+    ) -> dict[str, tuple[dict[str, int], dict[str, int]]]:
+        """(labels that train, labels not in the config) as `status`, the `aldaemon_labels`
+        gauges and the report each count them, after a cycle read 4 config labels and 'meh'."""
+        project_id = make_project(TASKS)
+        label_tasks(ls_client, project_id, first=0, count=2)
+        label_tasks(ls_client, project_id, first=4, count=2)
+        ls_client.annotate(sorted(ls_client.task_ids(project_id))[8], "meh")
+        path = write_config(
+            tmp_path,
+            state_dir=tmp_path / "state",
+            url=label_studio.url,
+            token=label_studio.legacy_token,
+            project_id=project_id,
+        )
+        config = load_config(path, env={})
+        (project,) = config.projects
+
+        def gauge(metrics: Metrics, name: str) -> dict[str, int]:
+            return {
+                sample.labels["label"]: int(sample.value)
+                for family in metrics.registry.collect()
+                for sample in family.samples
+                if sample.name == name and sample.labels.get("project") == str(project_id)
+            }
+
+        async def run() -> dict[str, tuple[dict[str, int], dict[str, int]]]:
+            async with Runtime(config) as runtime:
+                await runtime.run_cycle(project)
+                assert runtime.store is not None
+                status = project_status(runtime.store, project)
+                report = collect_report_data(
+                    runtime.store, project_id, now=time.time(), project=project
+                )
+                return {
+                    "status": (status["labels_per_class"], status["labels_not_in_config"]),
+                    "gauges": (
+                        gauge(runtime.metrics, "aldaemon_labels"),
+                        gauge(runtime.metrics, "aldaemon_labels_not_in_config"),
+                    ),
+                    "report": (report.labels_per_class, report.labels_not_in_config),
+                }
+
+        return asyncio.run(run())
+
+    def test_status_gauges_and_report_agree_on_what_trains(
+        self, counts: dict[str, tuple[dict[str, int], dict[str, int]]]
+    ) -> None:
+        """All three count pos 2 and neg 2 as training labels and list 'meh' apart."""
+        expected = ({"neg": 2, "pos": 2}, {"meh": 1})
+        assert {"status": expected, "gauges": expected, "report": expected} == counts
 
 
 # ---- item 8: the wall clock steps back -------------------------------------------------------

@@ -20,9 +20,10 @@ from aldaemon.sync.drift import (
     DriftKind,
     detect_drift,
     foreign_versions,
+    queue_view_drift,
     sent_versions,
 )
-from aldaemon.sync.versions import VersionRow, VersionState
+from aldaemon.sync.versions import VersionRow, VersionState, queue_view_data
 from tests.helpers import captured_events, events
 from tests.lsserver import LabelStudioClient, LabelStudioServer
 
@@ -78,6 +79,25 @@ class TestDriftRules:
         """Once the pinned version's row is superseded, the next version activates."""
         ours = [row("aldaemon-v2", VersionState.SUPERSEDED, uploaded=5)]
         assert drift("human-v1", "Sequential sampling", ours) is None
+
+
+class TestQueueViewRule:
+    EXPECTED = queue_view_data(title="Active learning queue", version="aldaemon-v2")
+
+    def test_a_deleted_view_is_recreated(self) -> None:
+        found = queue_view_drift(found=None, expected=self.EXPECTED)
+        assert (DriftKind.QUEUE_VIEW, "deleted") == (found and found.what, found and found.found)
+
+    def test_a_changed_ordering_is_named(self) -> None:
+        edited = {**self.EXPECTED, "ordering": ["-tasks:id"]}
+        found = queue_view_drift(found=edited, expected=self.EXPECTED)
+        assert "ordering ['-tasks:id']" == (found and found.found)
+
+    def test_columns_arranged_by_annotators_are_not_a_drift(self) -> None:
+        """Hidden columns and widths are the annotators'; only title, filters and
+        ordering are aldaemon's."""
+        arranged = {**self.EXPECTED, "hiddenColumns": {"explore": ["tasks:data.text"]}}
+        assert queue_view_drift(found=arranged, expected=self.EXPECTED) is None
 
 
 class TestForeignVersions:
@@ -238,3 +258,89 @@ class TestHumanEdits:
     def test_lost_predictions_are_republished(self, edits: Edits) -> None:
         assert (edits.active_after_unpin_and_delete or "").startswith("aldaemon-v")
         assert edits.healthy
+
+
+# --- the queue view, checked at each full id listing ----------------------------------------
+
+
+@dataclass
+class ViewEdits:
+    logs: list[MutableMapping[str, Any]] = field(default_factory=list)
+    title: str = ""
+    expected: dict[str, Any] = field(default_factory=dict)  # the view's data as aldaemon wrote it
+    after_delete: list[dict[str, Any]] = field(default_factory=list)  # views with that title
+    after_edit: dict[str, Any] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="class")
+def view_edits(
+    tmp_path_factory: pytest.TempPathFactory,
+    label_studio: LabelStudioServer,
+    ls_client: LabelStudioClient,
+) -> ViewEdits:
+    """The queue view deleted, then its ordering edited; each followed by a cycle that
+    lists every task id (as the periodic resync does), then one more with nothing changed."""
+    rng = random.Random(5)
+    project_id = ls_client.create_project(title="queue view edits")
+    labels = ["pos" if i % 2 == 0 else "neg" for i in range(12)]
+    words = {"pos": ["great", "lovely", "fine"], "neg": ["awful", "broken", "bad"]}
+    task_ids = ls_client.import_tasks(
+        project_id, [{"text": " ".join(rng.choices(words[label], k=4))} for label in labels]
+    )
+    for task_id, label in zip(task_ids[:6], labels[:6], strict=True):
+        ls_client.annotate(task_id, label)
+    config = write_config(
+        tmp_path_factory.mktemp("view-edits") / "c.toml",
+        url=label_studio.url,
+        token=label_studio.legacy_token,
+        project_id=project_id,
+    )
+    seen = ViewEdits(title=config.projects[0].view.title)
+
+    def queue_views() -> list[dict[str, Any]]:
+        views: list[dict[str, Any]] = ls_client.call("GET", f"/api/dm/views/?project={project_id}")
+        return [view for view in views if view["data"]["title"] == seen.title]
+
+    async def run() -> None:
+        async with Runtime(config) as runtime:
+            (project,) = runtime.config.projects
+            await runtime.run_cycle(project)
+            (view,) = queue_views()
+            seen.expected = view["data"]
+            ls_client.call("DELETE", f"/api/dm/views/{view['id']}/")
+            await runtime.run_cycle(project, force_resync=True)
+            seen.after_delete = queue_views()
+            if not seen.after_delete:
+                return  # not recreated: the tests below say so
+            view = seen.after_delete[0]
+            edited = {**view["data"], "ordering": ["-tasks:id"]}
+            ls_client.call(
+                "PATCH", f"/api/dm/views/{view['id']}/", {"project": project_id, "data": edited}
+            )
+            await runtime.run_cycle(project, force_resync=True)
+            await runtime.run_cycle(project, force_resync=True)
+            seen.after_edit = queue_views()[0]["data"]
+
+    with captured_events() as logs:
+        asyncio.run(run())
+    seen.logs = list(logs)
+    return seen
+
+
+@pytest.mark.labelstudio
+class TestQueueViewEdits:
+    def test_a_deleted_view_is_recreated(self, view_edits: ViewEdits) -> None:
+        """One view with the queue's title and aldaemon's data exists again."""
+        assert [view_edits.expected] == [view["data"] for view in view_edits.after_delete]
+
+    def test_an_edited_ordering_is_restored(self, view_edits: ViewEdits) -> None:
+        assert view_edits.expected == view_edits.after_edit
+
+    def test_each_edit_is_logged_once_with_what_changed(self, view_edits: ViewEdits) -> None:
+        """Two `drift.detected` (`queue_view`): the deletion, then the ordering; the cycle
+        after the restore finds nothing."""
+        found = [
+            (entry["what"], str(entry["found"]).split(" ")[0])
+            for entry in events(view_edits.logs, "drift.detected")
+        ]
+        assert [("queue_view", "deleted"), ("queue_view", "ordering")] == found

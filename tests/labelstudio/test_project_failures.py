@@ -37,6 +37,7 @@ from aldaemon.sync.versions import (
     training_examples,
 )
 from tests.helpers import (
+    choices_config,
     make_tasks,
     newest_task_update,
     review,
@@ -109,14 +110,6 @@ def annotate(client: LabelStudioClient, task_ids: Sequence[int], labels: Sequenc
 
 def set_label_config(client: LabelStudioClient, project_id: int, label_config: str) -> None:
     client.call("PATCH", f"/api/projects/{project_id}/", {"label_config": label_config})
-
-
-def choices_config(labels: Sequence[str], *, text_field: str = "text") -> str:
-    choices = "".join(f'<Choice value="{label}"/>' for label in labels)
-    return (
-        f'<View><Text name="text" value="${text_field}"/>'
-        f'<Choices name="sentiment" toName="text" choice="single">{choices}</Choices></View>'
-    )
 
 
 def predicted_labels(client: LabelStudioClient, project_id: int) -> dict[str, set[str]]:

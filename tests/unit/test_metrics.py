@@ -18,6 +18,7 @@ EXPORTED_NAMES = (
     "aldaemon_labelstudio_errors_total",
     "aldaemon_labelstudio_requests_total",
     "aldaemon_labels",
+    "aldaemon_labels_not_in_config",
     "aldaemon_labels_since_training",
     "aldaemon_last_success_timestamp_seconds",
     "aldaemon_webhooks_total",
@@ -71,6 +72,25 @@ class TestIndependence:
             sample(first, "aldaemon_trainings_total", {"project": "1"}),
             sample(second, "aldaemon_trainings_total", {"project": "1"}),
         )
+
+
+class TestLabelCounts:
+    def test_a_label_gone_from_a_count_leaves_its_gauge(self) -> None:
+        """'neg' renamed 'negative': its labels move from one gauge to the other."""
+        metrics = Metrics()
+        metrics.set_label_counts("1", trained={"pos": 3, "neg": 2}, not_in_config={})
+        metrics.set_label_counts("1", trained={"pos": 3}, not_in_config={"neg": 2})
+        assert (3.0, None, 2.0) == (
+            sample(metrics, "aldaemon_labels", {"project": "1", "label": "pos"}),
+            sample(metrics, "aldaemon_labels", {"project": "1", "label": "neg"}),
+            sample(metrics, "aldaemon_labels_not_in_config", {"project": "1", "label": "neg"}),
+        )
+
+    def test_other_projects_keep_their_labels(self) -> None:
+        metrics = Metrics()
+        metrics.set_label_counts("1", trained={"pos": 3}, not_in_config={})
+        metrics.set_label_counts("2", trained={"neg": 1}, not_in_config={})
+        assert 3.0 == sample(metrics, "aldaemon_labels", {"project": "1", "label": "pos"})
 
 
 class TestSecondsSinceLastSuccess:
