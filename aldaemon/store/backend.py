@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aldaemon.store.sqlite import SqliteConnection, from_json, to_json
+from aldaemon.store.database import Tables
+from aldaemon.store.encoding import from_json, to_json
 from aldaemon.sync.versions import VersionState
 
 
@@ -28,7 +29,7 @@ class StoredBackendPrediction:
     model_version: str | None
 
 
-class BackendTables(SqliteConnection):
+class BackendTables(Tables):
     """The backend's version per aldaemon version, and /predict answers per batch."""
 
     def mark_backend_trained(

@@ -7,21 +7,14 @@ and what may follow what are in `aldaemon.sync.versions`.
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aldaemon.errors import StateError
 from aldaemon.records import PredictionRecord
-from aldaemon.store.sqlite import (
-    SqliteConnection,
-    decode_labels,
-    encode_labels,
-    from_json,
-    placeholders,
-    to_json,
-)
+from aldaemon.store.database import ConstraintViolation, Tables, placeholders
+from aldaemon.store.encoding import decode_labels, encode_labels, from_json, to_json
 from aldaemon.sync.versions import UNFINISHED_STATES, VersionRow, VersionState
 
 _VERSION_FIELDS = (
@@ -44,7 +37,7 @@ _JSON_FIELDS = frozenset({"class_counts", "metrics"})
 _VERSION_COLUMNS = ", ".join(("name", "number", "state", "created_at", *_VERSION_FIELDS))
 
 
-class VersionTables(SqliteConnection):
+class VersionTables(Tables):
     """The `versions` and `predictions` tables."""
 
     def next_version_number(self, project_id: int) -> int:
@@ -77,10 +70,10 @@ class VersionTables(SqliteConnection):
                     "label_changes_at_training) VALUES (?, ?, ?, ?, ?, ?)",
                     (project_id, name, number, VersionState.TRAINING, now, label_changes),
                 )
-        except sqlite3.IntegrityError as exc:
+        except ConstraintViolation as exc:
             raise StateError(
                 f"version {name!r} (number {number}) already exists for project {project_id} "
-                f"in {self.db_path}"
+                f"in {self.location}"
             ) from exc
         return self.require_version(project_id, name)
 
