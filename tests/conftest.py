@@ -27,7 +27,6 @@ from hypothesis import settings
 
 from aldaemon.secret import Secret
 from aldaemon.store import Store
-
 from tests.lsserver import (
     DEFAULT_LABEL_CONFIG,
     ExternalLabelStudioServer,

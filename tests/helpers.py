@@ -56,8 +56,11 @@ def write_projects_config(
     extra: str = "",
     retrain: str = RETRAIN,
     predictions: str = "",
+    state: str = "",
 ) -> Config:
-    """A config at `path` with one [[projects]] entry per id, all sharing `state/` beside it."""
+    """A config at `path` with one [[projects]] entry per id, all sharing `state/` beside it.
+
+    `state` adds lines to [state] (a PostgreSQL `dsn`, say)."""
     projects = "".join(
         f"\n[[projects]]\nid = {project_id}\n[projects.retrain]\n{retrain}\n"
         f"[projects.predictions]\n{predictions}\n"
@@ -72,6 +75,7 @@ max_attempts = 2
 
 [state]
 dir = "{path.parent / "state"}"
+{state}
 
 [daemon]
 listen = ""
