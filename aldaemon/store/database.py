@@ -23,13 +23,41 @@ What the two dialects spell differently lives in the backends and in `migrations
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol, Self
+
+from aldaemon.errors import StateError
 
 
 class ConstraintViolation(Exception):
     """A write broke a key or a check of the schema (a bug in the caller, never retried)."""
+
+
+@dataclass(frozen=True)
+class DriverErrors:
+    """A driver's exception classes: a broken key or check, an unusable database."""
+
+    integrity: type[Exception]
+    unusable: type[Exception]  # gone, locked, full: nothing the caller can fix
+
+
+@contextmanager
+def driver_errors(
+    kinds: DriverErrors, location: str, verb: str, detail: Callable[[Exception], str] = str
+) -> Iterator[None]:
+    """The driver's errors as ours (ConstraintViolation, StateError), naming the database.
+
+    `detail` is what of the driver's text a message keeps; the driver's exception is not
+    chained (its text may hold what `detail` left out, such as a password).
+    """
+    try:
+        yield
+    except kinds.integrity as exc:
+        raise ConstraintViolation(f"{location}: {detail(exc)}") from None
+    except kinds.unusable as exc:
+        raise StateError(f"cannot {verb} {location}: {detail(exc)}") from None
 
 
 class Rows(Protocol):

@@ -29,7 +29,7 @@ import os
 import socket
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache
 from typing import Any, Self
 
@@ -39,7 +39,7 @@ import structlog
 
 from aldaemon.errors import StateError, StateLockedError
 from aldaemon.secret import Secret
-from aldaemon.store.database import ConstraintViolation
+from aldaemon.store.database import DriverErrors, driver_errors
 from aldaemon.store.migrations import apply_migrations
 
 log = structlog.get_logger(__name__)
@@ -47,6 +47,7 @@ log = structlog.get_logger(__name__)
 # Advisory lock keys, per database: "aldaemon" and "aldaemon migrations" in ASCII.
 DAEMON_LOCK_KEY = 0x616C6461656D6F6E
 _MIGRATION_LOCK_KEY = 0x616C646D69677261
+_PSYCOPG_ERRORS = DriverErrors(integrity=psycopg.IntegrityError, unusable=psycopg.OperationalError)
 _CONNECT_TIMEOUT = 10  # seconds; libpq's default is to wait forever
 
 
@@ -203,15 +204,9 @@ class PostgresDatabase:
             self._conn = self._open()
         return self._conn
 
-    @contextmanager
-    def _postgres_errors(self, verb: str) -> Iterator[None]:
+    def _postgres_errors(self, verb: str) -> AbstractContextManager[None]:
         """psycopg's errors as ours, naming the database, never its password."""
-        try:
-            yield
-        except psycopg.IntegrityError as exc:
-            raise ConstraintViolation(f"{self.location}: {self._scrub(exc)}") from None
-        except psycopg.OperationalError as exc:
-            raise StateError(f"cannot {verb} {self.location}: {self._scrub(exc)}") from None
+        return driver_errors(_PSYCOPG_ERRORS, self.location, verb, self._scrub)
 
     def _scrub(self, exc: Exception) -> str:
         """The first line of an error, with the password (if libpq echoed it) masked."""

@@ -33,7 +33,7 @@ from typing import Self
 import structlog
 
 from aldaemon.errors import StateError
-from aldaemon.store.database import ConstraintViolation
+from aldaemon.store.database import DriverErrors, driver_errors
 from aldaemon.store.lock import LOCK_FILENAME, acquire_lock, make_state_dir, release_lock
 from aldaemon.store.migrations import MIGRATIONS, Statement, apply_migrations
 
@@ -41,6 +41,7 @@ log = structlog.get_logger(__name__)
 
 DB_FILENAME = "aldaemon.sqlite3"
 REBUILD_HINT = "aldaemon state rebuild --project ID"
+_SQLITE_ERRORS = DriverErrors(integrity=sqlite3.IntegrityError, unusable=sqlite3.OperationalError)
 
 
 def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
@@ -240,17 +241,14 @@ class SqliteDatabase:
     @contextmanager
     def _sqlite_errors(self, verb: str) -> Iterator[None]:
         """SQLite's errors as ours, naming the file; corruption as such."""
-        try:
-            yield
-        except sqlite3.IntegrityError as exc:
-            raise ConstraintViolation(f"{self.db_path}: {exc}") from exc
-        except sqlite3.OperationalError as exc:
-            raise StateError(f"cannot {verb} {self.db_path}: {exc}") from exc
-        except sqlite3.DatabaseError as exc:
-            # `quick_check` at open cannot see damage done later (a failing disk).
-            if _is_corruption(exc):
-                raise _corrupt(self.db_path, str(exc)) from exc
-            raise
+        with driver_errors(_SQLITE_ERRORS, self.location, verb):
+            try:
+                yield
+            except sqlite3.DatabaseError as exc:
+                # `quick_check` at open cannot see damage done later (a failing disk).
+                if _is_corruption(exc):
+                    raise _corrupt(self.db_path, str(exc)) from exc
+                raise
 
     def _live_connection(self) -> sqlite3.Connection:
         if self._conn is None:

@@ -16,7 +16,7 @@ import pytest
 
 from aldaemon.secret import Secret
 from tests.conftest import MakeProject
-from tests.helpers import make_tasks, predictions_by_version, write_projects_config
+from tests.helpers import annotate_some, make_tasks, predictions_by_version, write_projects_config
 from tests.lsserver import LabelStudioClient, LabelStudioServer
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.postgres]
@@ -35,8 +35,7 @@ def test_once_keeps_labels_and_the_published_version_in_postgresql(
     tasks, labels = make_tasks(40)
     project_id = make_project(tasks)
     task_ids = ls_client.task_ids(project_id)
-    for i in range(12):
-        ls_client.annotate(task_ids[i], labels[i])
+    annotate_some(ls_client, task_ids, labels, 12)
     user, rest = state_dsn.reveal().removeprefix("postgresql://").split("@", 1)
     dsn_file = tmp_path / "state-dsn"
     dsn_file.write_text(f"postgresql://{user.split(':')[0]}:{PASSWORD}@{rest}\n")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import sqlite3
 import stat
 import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +42,7 @@ from aldaemon.sync.versions import (
     label_counts,
     training_examples,
 )
+from tests.helpers import start_ready_python, stop_process
 
 P = 7  # project id used throughout
 T0 = "2026-11-27T21:11:36.815556Z"
@@ -146,25 +146,7 @@ HOLD_LOCK = textwrap.dedent(
 
 def start_holder(state_dir: Path) -> subprocess.Popen[str]:
     """Another process that opens the store and holds it until killed."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(state_dir)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout is not None
-    for line in holder.stdout:  # log lines may come first
-        if line == "ready\n":
-            return holder
-    raise AssertionError(f"the holder exited early with {holder.wait()}")
-
-
-def kill_holder(holder: subprocess.Popen[str]) -> None:
-    holder.kill()
-    holder.wait()
-    for pipe in (holder.stdin, holder.stdout):
-        if pipe is not None:
-            pipe.close()
+    return start_ready_python(HOLD_LOCK, str(state_dir))
 
 
 class TestOpen:
@@ -347,12 +329,12 @@ class TestLock:
                 Store.open(state_dir)
             assert f"another aldaemon (pid {holder.pid}) holds" in str(info.value)
         finally:
-            kill_holder(holder)
+            stop_process(holder)
 
     def test_killed_holder_frees_the_lock(self, state_dir: Path) -> None:
         """A holder killed with SIGKILL leaves no stale lock behind."""
         holder = start_holder(state_dir)
-        kill_holder(holder)
+        stop_process(holder)
         with Store.open(state_dir) as reopened:
             assert SyncState() == reopened.sync_state(P)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from aldaemon.secret import Secret
 from aldaemon.store import LATEST_SCHEMA_VERSION, Store, SyncState
 from aldaemon.store.backend import StoredBackendPrediction
 from aldaemon.views.status import collect, render_text
-from tests.helpers import captured_events
+from tests.helpers import captured_events, start_ready_python, stop_process
 
 pytestmark = pytest.mark.postgres
 
@@ -48,26 +47,11 @@ HOLD_LOCK = textwrap.dedent(
 @pytest.fixture
 def holder(state_dsn: Secret) -> Iterator[subprocess.Popen[str]]:
     """Another process whose store holds the database's daemon lock until killed."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, state_dsn.reveal()],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    for line in process.stdout:  # log lines may come first
-        if line == "ready\n":
-            break
-    else:
-        raise AssertionError(f"the holder exited early with {process.wait()}")
+    process = start_ready_python(HOLD_LOCK, state_dsn.reveal())
     try:
         yield process
     finally:
-        process.kill()
-        process.wait()
-        for pipe in (process.stdin, process.stdout):
-            if pipe is not None:
-                pipe.close()
+        stop_process(process)
 
 
 def connect_when_free(dsn: Secret, *, timeout: float = 30.0) -> Store:
