@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -247,6 +248,21 @@ class TestConfig:
         assert Secret(PASSWORD) == config.state.password
         with Store.from_config(config.state) as store:
             assert [] == store.project_ids()
+
+    def test_without_psycopg_the_error_names_the_extra(self) -> None:
+        """A DSN on an install without psycopg says which extra to install, no traceback."""
+        code = (
+            "import sys; sys.modules['psycopg'] = None\n"
+            "from aldaemon.secret import Secret\nfrom aldaemon.store import Store\n"
+            "try:\n    Store.connect(Secret('postgresql://u@h/db'))\n"
+            "except Exception as exc:\n    print(type(exc).__name__, exc)\n"
+        )
+        run = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+        )
+        assert run.stdout.startswith("StateError [state] dsn needs psycopg 3") and (
+            "pip install 'aldaemon[scale]'" in run.stdout
+        )
 
     def test_a_dsn_that_is_not_postgresql_is_refused(self, tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=r"state.dsn: must start with \"postgresql://\""):
