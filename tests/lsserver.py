@@ -337,6 +337,7 @@ class PostgresDatabase:
             )
             conn.execute("DROP SCHEMA public CASCADE")
             conn.execute("CREATE SCHEMA public")
+            conn.execute("GRANT USAGE ON SCHEMA public TO PUBLIC")  # as a new database has it
 
     def drop(self) -> None:
         """Drop it even if a connection lingers (PostgreSQL 13+: WITH (FORCE))."""

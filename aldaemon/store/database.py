@@ -40,7 +40,7 @@ class DriverErrors:
     """A driver's exception classes: a broken key or check, an unusable database."""
 
     integrity: type[Exception]
-    unusable: type[Exception]  # gone, locked, full: nothing the caller can fix
+    unusable: tuple[type[Exception], ...]  # gone, locked, full, refused: an operator fixes it
 
 
 @contextmanager

@@ -35,6 +35,7 @@ from typing import Any, Self
 
 import psycopg
 import psycopg.conninfo
+import psycopg.errors
 import structlog
 
 from aldaemon.errors import StateError, StateLockedError
@@ -47,7 +48,14 @@ log = structlog.get_logger(__name__)
 # Advisory lock keys, per database: "aldaemon" and "aldaemon migrations" in ASCII.
 DAEMON_LOCK_KEY = 0x616C6461656D6F6E
 _MIGRATION_LOCK_KEY = 0x616C646D69677261
-_PSYCOPG_ERRORS = DriverErrors(integrity=psycopg.IntegrityError, unusable=psycopg.OperationalError)
+_PSYCOPG_ERRORS = DriverErrors(
+    integrity=psycopg.IntegrityError,
+    unusable=(
+        psycopg.OperationalError,
+        psycopg.errors.InsufficientPrivilege,  # may not create tables, say
+        psycopg.errors.InvalidSchemaName,  # no schema on its search_path to create them in
+    ),
+)
 _CONNECT_TIMEOUT = 10  # seconds; libpq's default is to wait forever
 
 

@@ -41,7 +41,9 @@ log = structlog.get_logger(__name__)
 
 DB_FILENAME = "aldaemon.sqlite3"
 REBUILD_HINT = "aldaemon state rebuild --project ID"
-_SQLITE_ERRORS = DriverErrors(integrity=sqlite3.IntegrityError, unusable=sqlite3.OperationalError)
+_SQLITE_ERRORS = DriverErrors(
+    integrity=sqlite3.IntegrityError, unusable=(sqlite3.OperationalError,)
+)
 
 
 def _is_corruption(exc: sqlite3.DatabaseError) -> bool:

@@ -9,6 +9,7 @@ tests/conftest.py): they skip without it, and fail instead when CI=true.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -176,6 +177,24 @@ class TestSchema:
         with pytest.raises(StateError, match="newer aldaemon release") as info:
             Store.connect(state_dsn)
         assert state_dsn.reveal() in str(info.value)
+
+    def test_a_user_who_may_not_create_tables_is_told_so(self, state_dsn: Secret) -> None:
+        """PostgreSQL 15 lets only the owner create in `public`: a clear StateError, no trace."""
+        role = f"aldaemon_test_weak_{os.getpid()}"
+        with psycopg.connect(state_dsn.reveal(), autocommit=True) as admin:
+            admin.execute(f'CREATE ROLE "{role}" LOGIN')
+            admin.execute(f'GRANT USAGE ON SCHEMA public TO "{role}"')
+        weak = Secret(f"postgresql://{role}@{state_dsn.reveal().split('@', 1)[1]}")
+        try:
+            with pytest.raises(StateError) as info:
+                Store.connect(weak)
+        finally:
+            with psycopg.connect(state_dsn.reveal(), autocommit=True) as admin:
+                admin.execute(f'DROP OWNED BY "{role}"')
+                admin.execute(f'DROP ROLE "{role}"')
+        assert f"cannot connect to {weak.reveal()}: permission denied for schema public" == str(
+            info.value
+        )
 
     def test_times_and_ids_keep_every_digit(self, state_dsn: Secret) -> None:
         """Unix times stay exact (not PostgreSQL's 4-byte REAL); ids beyond 2^31 fit."""
