@@ -37,6 +37,7 @@ import psycopg
 import psycopg.conninfo
 import psycopg.errors
 import structlog
+from psycopg.pq import TransactionStatus
 
 from aldaemon.errors import StateError, StateLockedError
 from aldaemon.secret import Secret
@@ -56,6 +57,10 @@ _PSYCOPG_ERRORS = DriverErrors(
         psycopg.errors.InvalidSchemaName,  # no schema on its search_path to create them in
     ),
 )
+# Without parameters, several statements travel in one round trip.
+_BEGIN_DURABLE = "BEGIN"
+_BEGIN_WRITE = "BEGIN; SET LOCAL synchronous_commit = off"
+_BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 _CONNECT_TIMEOUT = 10  # seconds; libpq's default is to wait forever
 
 
@@ -148,24 +153,27 @@ class PostgresDatabase:
                 self._conn.close()
                 self._conn = None
 
-    @contextmanager
-    def transaction(self, *, durable: bool) -> Iterator[_Statements]:
-        with self._mutex, self._postgres_errors("write"):
-            conn = self._live_connection()
-            with conn.transaction():
-                if not durable:
-                    conn.execute("SET LOCAL synchronous_commit = off")
-                yield _Statements(conn)
+    def transaction(self, *, durable: bool) -> AbstractContextManager[_Statements]:
+        return self._within("write", _BEGIN_DURABLE if durable else _BEGIN_WRITE)
 
-    @contextmanager
-    def reading(self) -> Iterator[_Statements]:
-        with self._mutex, self._postgres_errors("read"):
-            conn = self._live_connection()
-            with conn.transaction():
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                yield _Statements(conn)
+    def reading(self) -> AbstractContextManager[_Statements]:
+        return self._within("read", _BEGIN_READ)
 
     # --- plumbing -----------------------------------------------------------------------
+
+    @contextmanager
+    def _within(self, verb: str, begin: str) -> Iterator[_Statements]:
+        """One transaction opened by `begin` (one round trip, settings included)."""
+        with self._mutex, self._postgres_errors(verb):
+            conn = self._live_connection()
+            conn.execute(begin)
+            try:
+                yield _Statements(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+                    conn.execute("ROLLBACK")
+                raise
 
     def _open(self) -> psycopg.Connection[Any]:
         """A new session, holding the daemon lock when this store is the daemon's."""
