@@ -93,7 +93,7 @@ def _project(config: Config, project_id: int) -> ProjectConfig:
 async def pin_version(config: Config, *, project_id: int, version: str) -> str:
     """Activate one of our own complete versions and stop automatic activation."""
     project = _project(config, project_id)
-    store = Store.open(config.state.dir, lock=False)
+    store = Store.from_config(config.state, lock=False)
     try:
         row = store.get_version(project_id, version)
         if row is None or own_version_number(project.predictions.version_prefix, version) is None:
@@ -137,7 +137,7 @@ async def pin_version(config: Config, *, project_id: int, version: str) -> str:
 
 def unpin_version(config: Config, *, project_id: int) -> str:
     _project(config, project_id)
-    store = Store.open(config.state.dir, lock=False)
+    store = Store.from_config(config.state, lock=False)
     try:
         pinned = store.get_meta(project_id).pinned_version
         store.set_meta(project_id, pinned_version=None)
@@ -183,13 +183,15 @@ async def rebuild_state(config: Config, *, project_id: int) -> str:
     """Forget a project's local tasks and labels, re-read them all, retrain."""
     project = _project(config, project_id)
     try:
-        store = Store.open(config.state.dir)
+        store = Store.from_config(config.state)
     except StateLockedError:
         raise
     except StateError as exc:
+        if config.state.dsn is not None:
+            raise  # PostgreSQL keeps its own files; only a SQLite file is moved aside
         moved = quarantine_database(config.state.dir, now=time.time())
         log.warning("state.quarantined", error=str(exc), moved_to=str(moved))
-        store = Store.open(config.state.dir)
+        store = Store.from_config(config.state)
     store.wipe_project(project_id)
     store.close()
     async with Runtime(config) as runtime:

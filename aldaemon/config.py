@@ -34,6 +34,9 @@ TOKEN_CREDENTIAL = "labelstudio-token"
 TOKEN_ENV = "ALDAEMON_LABEL_STUDIO_TOKEN"
 WEBHOOK_SECRET_CREDENTIAL = "webhook-secret"
 WEBHOOK_SECRET_ENV = "ALDAEMON_WEBHOOK_SECRET"
+STATE_DSN_CREDENTIAL = "state-dsn"
+STATE_DSN_ENV = "ALDAEMON_STATE_DSN"
+STATE_PASSWORD_CREDENTIAL = "state-password"
 # `model = "ml-backend"`: the project's model is the ML backend connected to it in Label Studio.
 
 
@@ -87,7 +90,9 @@ class LabelStudioConfig:
 
 @dataclass(frozen=True)
 class StateConfig:
-    dir: Path
+    dir: Path  # the SQLite file and lock (without a DSN) and the model files
+    dsn: Secret | None = None  # PostgreSQL instead of SQLite; may hold a password
+    password: Secret | None = None  # the credential state-password, given to libpq apart
 
 
 @dataclass(frozen=True)
@@ -262,7 +267,26 @@ def _secret_from_file(section: Section, key: str, path: Path) -> Secret | None:
 def _read_state(section: Section, *, env: Mapping[str, str]) -> StateConfig:
     default = env.get("STATE_DIRECTORY", "").split(":")[0] or "./.aldaemon"
     state_dir = section.string("dir", default) or default
-    return read_settings(section, StateConfig, dir=Path(state_dir).expanduser())
+    dsn = _read_secret(
+        section,
+        env=env,
+        credential=STATE_DSN_CREDENTIAL,
+        file_key="dsn_file",
+        env_var=STATE_DSN_ENV,
+        inline_key="dsn",
+    )
+    if dsn is not None and not dsn.reveal().startswith(("postgresql://", "postgres://")):
+        section.error("dsn", f'must start with "postgresql://" (from {dsn.source})')
+    credentials_dir = env.get("CREDENTIALS_DIRECTORY")
+    password_path = Path(credentials_dir or ".") / STATE_PASSWORD_CREDENTIAL
+    password = (
+        _secret_from_file(section, "dsn", password_path)
+        if credentials_dir and password_path.is_file()
+        else None
+    )
+    return read_settings(
+        section, StateConfig, dir=Path(state_dir).expanduser(), dsn=dsn, password=password
+    )
 
 
 def _read_daemon(section: Section, *, env: Mapping[str, str]) -> DaemonConfig:

@@ -5,8 +5,10 @@ reuse a server that is already running; otherwise the session starts its own (ab
 of migrations on first start) and stops it at the end.
 
 `label_studio_pg` is a second server on PostgreSQL (a fresh database, dropped at the end),
-for the behaviours that differ by database (commit order, NULL ordering). Without a usable
-PostgreSQL its tests skip, except in CI (`CI=true`), where they fail: CI must run them.
+for the behaviours that differ by database (commit order, NULL ordering). `any_store` is
+a store on each of aldaemon's own backends (SQLite, then PostgreSQL in a fresh database,
+`state_database`). Without a usable PostgreSQL those tests skip, except in CI
+(`CI=true`), where they fail: CI must run them.
 ALDAEMON_TEST_PG_HOST/_PORT/_USER/_PASSWORD say where PostgreSQL is (127.0.0.1:5432, user
 postgres or root, trust auth by default); ALDAEMON_TEST_LS_PG_URL with
 ALDAEMON_TEST_LS_PG_TOKEN and ALDAEMON_TEST_LS_PG_PAT reuse a running one.
@@ -23,6 +25,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from aldaemon.secret import Secret
+from aldaemon.store import Store
 from tests.lsserver import (
     DEFAULT_LABEL_CONFIG,
     ExternalLabelStudioServer,
@@ -75,16 +79,7 @@ def label_studio_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelS
             pat=os.environ["ALDAEMON_TEST_LS_PG_PAT"],
         )
         return
-    settings = PostgresSettings.from_env(os.environ)
-    name = f"aldaemon_test_ls_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    try:
-        database = PostgresDatabase.connect(settings, name=name)
-        database.create()
-    except PostgresUnavailable as error:
-        reason = f"Label Studio on PostgreSQL needs a usable PostgreSQL: {error}"
-        if missing_postgres_outcome(os.environ) == "fail":
-            pytest.fail(f"{reason} (CI=true: PostgreSQL tests must not be skipped)")
-        pytest.skip(reason)
+    database = fresh_postgres_database("ls", purpose="Label Studio on PostgreSQL")
     server = LabelStudioServer(
         data_dir=tmp_path_factory.mktemp("label-studio-pg-data"),
         extra_env=database.label_studio_env(),
@@ -96,6 +91,51 @@ def label_studio_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelS
     finally:
         server.stop()
         database.drop()
+
+
+def fresh_postgres_database(prefix: str, *, purpose: str) -> PostgresDatabase:
+    """A new, uniquely named database; skips (fails when CI=true) without PostgreSQL."""
+    settings = PostgresSettings.from_env(os.environ)
+    name = f"aldaemon_test_{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        database = PostgresDatabase.connect(settings, name=name)
+        database.create()
+    except PostgresUnavailable as error:
+        reason = f"{purpose} needs a usable PostgreSQL: {error}"
+        if missing_postgres_outcome(os.environ) == "fail":
+            pytest.fail(f"{reason} (CI=true: PostgreSQL tests must not be skipped)")
+        pytest.skip(reason)
+    return database
+
+
+@pytest.fixture(scope="session")
+def state_database() -> Iterator[PostgresDatabase]:
+    """A fresh database for the store's PostgreSQL backend, dropped at the end."""
+    database = fresh_postgres_database("state", purpose="the PostgreSQL store")
+    try:
+        yield database
+    finally:
+        database.drop()
+
+
+@pytest.fixture
+def state_dsn(state_database: PostgresDatabase) -> Secret:
+    """The DSN of an empty schema: each test starts from a database nothing migrated yet."""
+    state_database.reset()
+    return Secret(state_database.dsn)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A new, locked store on each backend: SQLite in a temporary dir, then PostgreSQL."""
+    if request.param == "sqlite":
+        opened = Store.open(tmp_path / "state")
+    else:
+        opened = Store.connect(request.getfixturevalue("state_dsn"))
+    try:
+        yield opened
+    finally:
+        opened.close()
 
 
 @pytest.fixture(scope="session")

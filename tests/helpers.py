@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
@@ -67,8 +69,11 @@ def write_projects_config(
     extra: str = "",
     retrain: str = RETRAIN,
     predictions: str = "",
+    state: str = "",
 ) -> Config:
-    """A config at `path` with one [[projects]] entry per id, all sharing `state/` beside it."""
+    """A config at `path` with one [[projects]] entry per id, all sharing `state/` beside it.
+
+    `state` adds lines to [state] (a PostgreSQL `dsn`, say)."""
     projects = "".join(
         f"\n[[projects]]\nid = {project_id}\n[projects.retrain]\n{retrain}\n"
         f"[projects.predictions]\n{predictions}\n"
@@ -83,6 +88,7 @@ max_attempts = 2
 
 [state]
 dir = "{path.parent / "state"}"
+{state}
 
 [daemon]
 listen = ""
@@ -164,6 +170,31 @@ async def changed_tasks(
         project_id, schema=schema, updated_after=updated_after, page_size=page_size
     )
     return changes.tasks
+
+
+def start_ready_python(code: str, *args: str) -> subprocess.Popen[str]:
+    """`python -c code args...`, returned once it printed the line "ready" (it holds
+    something, a lock say, until `stop_process`)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:  # log lines may come first
+        if line == "ready\n":
+            return process
+    raise AssertionError(f"the process exited early with {process.wait()}")
+
+
+def stop_process(process: subprocess.Popen[str]) -> None:
+    """SIGKILL it and close its pipes."""
+    process.kill()
+    process.wait()
+    for pipe in (process.stdin, process.stdout):
+        if pipe is not None:
+            pipe.close()
 
 
 def statuses(proxy: FaultProxy, path: str, method: str | None = None) -> list[int | None]:

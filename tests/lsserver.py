@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -319,8 +320,26 @@ class PostgresDatabase:
             "POSTGRE_PORT": str(self.settings.port),
         }
 
+    @property
+    def dsn(self) -> str:
+        """How aldaemon's `[state] dsn` names it, with the password when one is set."""
+        password = f":{urllib.parse.quote(self.settings.password, safe='')}"
+        login = f"{self.user}{password if self.settings.password else ''}"
+        return f"postgresql://{login}@{self.settings.host}:{self.settings.port}/{self.name}"
+
     def create(self) -> None:
         self._admin(f'CREATE DATABASE "{self.name}"')
+
+    def reset(self) -> None:
+        """Empty it: drop every table (with the public schema) and end other sessions."""
+        with _connect(self.settings, self.user, dbname=self.name) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid != pg_backend_pid()"
+            )
+            conn.execute("DROP SCHEMA public CASCADE")
+            conn.execute("CREATE SCHEMA public")
+            conn.execute("GRANT USAGE ON SCHEMA public TO PUBLIC")  # as a new database has it
 
     def drop(self) -> None:
         """Drop it even if a connection lingers (PostgreSQL 13+: WITH (FORCE))."""
@@ -331,8 +350,8 @@ class PostgresDatabase:
             conn.execute(statement)
 
 
-def _connect(settings: PostgresSettings, user: str) -> Any:
-    """An autocommit connection to the `postgres` maintenance database."""
+def _connect(settings: PostgresSettings, user: str, *, dbname: str = "postgres") -> Any:
+    """An autocommit connection, by default to the `postgres` maintenance database."""
     try:
         import psycopg  # a dev dependency; imported here so its absence is a clear reason
     except ImportError as error:
@@ -343,7 +362,7 @@ def _connect(settings: PostgresSettings, user: str) -> Any:
             port=settings.port,
             user=user,
             password=settings.password,
-            dbname="postgres",
+            dbname=dbname,
             autocommit=True,
             connect_timeout=5,
         )

@@ -50,7 +50,7 @@ class Runtime:
         self.interval_clocks: dict[int, IntervalClocks] = {}
 
     async def __aenter__(self) -> Runtime:
-        self.store = Store.open(self.config.state.dir)
+        self.store = Store.from_config(self.config.state)
         self.gateway = self._make_gateway(self.config)
         self.worker = ModelWorker(max_workers=min(2, max(1, len(self.config.projects))))
         for project in self.config.projects:

@@ -1,9 +1,12 @@
 """Local state: the only place aldaemon persists anything, behind one typed interface.
 
     __init__.py     Store (composed below) and the records it takes and returns
-    sqlite.py       the backend: opening, checks, durability, transactions, quarantine
+    database.py     what the tables need from a backend; the dialect differences
+    sqlite.py       the default backend, one file: opening, checks, durability, quarantine
+    postgres.py     the PostgreSQL backend ([state] dsn): connection, advisory lock
     lock.py         the state directory and its flock
-    migrations.py   numbered schema migrations
+    migrations.py   numbered schema migrations, and how PostgreSQL reads them
+    encoding.py     JSON columns
     annotations.py  tasks, annotations, sync state
     versions.py     model versions (one typed method per state transition), predictions
     meta.py         per-project facts and cycle history
@@ -17,12 +20,24 @@ next_watermark`) are the caller's decisions, passed in or applied to what it ret
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Self
+
+from aldaemon.errors import StateError
+from aldaemon.secret import Secret
 from aldaemon.store.annotations import AnnotationTables, SyncState
 from aldaemon.store.backend import BackendTables
+from aldaemon.store.database import ConstraintViolation
 from aldaemon.store.lock import LOCK_FILENAME
 from aldaemon.store.meta import CYCLES_KEPT_PER_PROJECT, CycleRow, MetaTables, ProjectMeta
 from aldaemon.store.migrations import LATEST_SCHEMA_VERSION, MIGRATIONS, apply_migrations
-from aldaemon.store.sqlite import DB_FILENAME, REBUILD_HINT, quarantine_database
+from aldaemon.store.sqlite import (
+    DB_FILENAME,
+    REBUILD_HINT,
+    SqliteDatabase,
+    migrate_file,
+    quarantine_database,
+)
 from aldaemon.store.team import TeamTables
 from aldaemon.store.versions import VersionTables
 from aldaemon.sync.versions import (
@@ -33,12 +48,42 @@ from aldaemon.sync.versions import (
     VersionState,
 )
 
+if TYPE_CHECKING:
+    from aldaemon.config import StateConfig
+
+SCALE_EXTRA_HINT = "pip install 'aldaemon[scale]'"
+
 
 class Store(AnnotationTables, VersionTables, MetaTables, BackendTables, TeamTables):
     """All local state of every project, behind methods that take and return plain data.
 
-    Open with `Store.open(state_dir)`; close with `close()` or use it as a context manager.
+    Open with `Store.from_config(config.state)` (SQLite under `dir`, or PostgreSQL when a
+    DSN is configured), `Store.open(state_dir)` or `Store.connect(dsn)`; close with
+    `close()` or use it as a context manager. `lock=False` opens beside a running daemon
+    (read-only commands); the default refuses a second daemon on the same state.
     """
+
+    @classmethod
+    def from_config(cls, state: StateConfig, *, lock: bool = True) -> Self:
+        if state.dsn is None:
+            return cls.open(state.dir, lock=lock)
+        return cls.connect(state.dsn, password=state.password, lock=lock)
+
+    @classmethod
+    def open(cls, state_dir: Path, *, lock: bool = True) -> Self:
+        """The SQLite state in `state_dir` (created if needed), checked and migrated."""
+        return cls(SqliteDatabase.open(state_dir, lock=lock))
+
+    @classmethod
+    def connect(cls, dsn: Secret, *, password: Secret | None = None, lock: bool = True) -> Self:
+        """The PostgreSQL state at `dsn`, migrated; needs psycopg 3 (the `scale` extra)."""
+        try:
+            from aldaemon.store.postgres import PostgresDatabase
+        except ImportError as exc:
+            raise StateError(
+                f"[state] dsn needs psycopg 3, which is not installed ({exc}); {SCALE_EXTRA_HINT}"
+            ) from None
+        return cls(PostgresDatabase.connect(dsn, password=password, lock=lock))
 
 
 __all__ = [
@@ -50,6 +95,7 @@ __all__ = [
     "REBUILD_HINT",
     "UNFINISHED_STATES",
     "AnnotatedTask",
+    "ConstraintViolation",
     "CycleRow",
     "ProjectMeta",
     "Store",
@@ -58,5 +104,6 @@ __all__ = [
     "VersionRow",
     "VersionState",
     "apply_migrations",
+    "migrate_file",
     "quarantine_database",
 ]

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass
 
 from aldaemon.records import AnnotationRecord
-from aldaemon.store.sqlite import (
-    SqliteConnection,
-    chunks,
-    decode_labels,
-    encode_labels,
-    placeholders,
-)
+from aldaemon.store.database import Connection, Tables, chunks, placeholders
+from aldaemon.store.encoding import decode_labels, encode_labels
 from aldaemon.sync.labels import StoredAnnotation
 from aldaemon.sync.reconcile import DeletionDecision, ReconcileOutcome
 from aldaemon.sync.versions import AnnotatedTask
@@ -36,12 +30,15 @@ class SyncState:
         return Watermark(value=self.watermark, moved_at=self.watermark_moved_at)
 
 
-class AnnotationTables(SqliteConnection):
+class AnnotationTables(Tables):
     """The `tasks`, `annotations` and `sync` tables."""
 
     @staticmethod
-    def _ensure_sync_row(conn: sqlite3.Connection, project_id: int) -> None:
-        conn.execute("INSERT OR IGNORE INTO sync (project_id) VALUES (?)", (project_id,))
+    def _ensure_sync_row(conn: Connection, project_id: int) -> None:
+        conn.execute(
+            "INSERT INTO sync (project_id) VALUES (?) ON CONFLICT (project_id) DO NOTHING",
+            (project_id,),
+        )
 
     # --- sync and reconcile -------------------------------------------------------------
 

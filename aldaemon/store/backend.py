@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aldaemon.store.sqlite import SqliteConnection, VersionTable, json_tuple, to_json
+from aldaemon.store.database import Tables, VersionTable
+from aldaemon.store.encoding import json_tuple, to_json
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ BACKEND_PREDICTIONS = VersionTable(
 )
 
 
-class BackendTables(SqliteConnection):
+class BackendTables(Tables):
     """The backend's version per aldaemon version, and /predict answers per batch."""
 
     def record_backend_batch(

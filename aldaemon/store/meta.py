@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aldaemon.store.sqlite import SqliteConnection, from_json, placeholders, to_json
+from aldaemon.store.database import Tables, placeholders
+from aldaemon.store.encoding import from_json, to_json
 
 CYCLES_KEPT_PER_PROJECT = 1000  # a poll every 30 s would otherwise add a million rows a year
 _META_FIELDS = ("pinned_version", "failure", "view_id", "schema", "last_decision")
@@ -36,7 +37,7 @@ class CycleRow:
     summary: dict[str, Any]
 
 
-class MetaTables(SqliteConnection):
+class MetaTables(Tables):
     """The `project_meta` and `cycles` tables, and what spans every table of a project."""
 
     def get_meta(self, project_id: int) -> ProjectMeta:

@@ -1,23 +1,46 @@
-"""Numbered schema migrations, applied in order when the store opens.
+"""Numbered schema migrations, applied in order when the store opens, on either backend.
 
 Each release that changes the schema appends one entry to `MIGRATIONS`; a released entry
-is never edited. A file written by a newer release is refused instead of guessed at.
+is never edited. A database written by a newer release is refused instead of guessed at.
+
+The statements are SQLite's, which is what an existing file holds. PostgreSQL reads them
+through `render`, by three fixed rules, so one list serves both:
+  - INTEGER is BIGINT and REAL is DOUBLE PRECISION (PostgreSQL's REAL has 24 bits: a Unix
+    time would lose its seconds); TEXT compares byte-wise (COLLATE "C"), as in SQLite;
+  - every table gets a `rowid` identity column, the insertion order SQLite gives every
+    table implicitly (cycles and backend batches are ordered by it);
+  - a statement the two spell differently is a `Spelled` pair (only a SQL JSON call).
 """
 
 from __future__ import annotations
 
-import sqlite3
+import re
 import time
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Literal
 
 from aldaemon.errors import StateError
+from aldaemon.store.database import Connection
 from aldaemon.sync.versions import VersionState
+
+Dialect = Literal["sqlite", "postgresql"]
+
+
+@dataclass(frozen=True)
+class Spelled:
+    """One migration statement as each dialect spells it."""
+
+    sqlite: str
+    postgresql: str
+
+
+Statement = str | Spelled
 
 _STATE_CHECK = ", ".join(f"'{state.value}'" for state in VersionState)
 
 # One entry per release that changed the schema; never edit a released entry, append.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+MIGRATIONS: tuple[tuple[Statement, ...], ...] = (
     (
         """CREATE TABLE tasks (
             project_id INTEGER NOT NULL,
@@ -110,7 +133,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # labels (NULL for a single-choice one, whose `label` says it all).
     (
         "ALTER TABLE annotations ADD COLUMN labels TEXT",
-        "UPDATE annotations SET labels = json_array(label) WHERE label IS NOT NULL",
+        Spelled(
+            sqlite="UPDATE annotations SET labels = json_array(label) WHERE label IS NOT NULL",
+            postgresql="UPDATE annotations SET labels = json_build_array(label)::text "
+            "WHERE label IS NOT NULL",
+        ),
         "ALTER TABLE predictions ADD COLUMN labels TEXT",
     ),
     # 4: projects served by an ML backend (loop/backend.py). `versions.backend_version` is
@@ -141,53 +168,54 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 LATEST_SCHEMA_VERSION = len(MIGRATIONS)
 
+_SCHEMA_VERSION_TABLE = (
+    "CREATE TABLE IF NOT EXISTS schema_version "
+    "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+)
+_POSTGRESQL_TYPES = {"INTEGER": "BIGINT", "REAL": "DOUBLE PRECISION", "TEXT": 'TEXT COLLATE "C"'}
+_TYPE_WORD = re.compile(r"\b(INTEGER|REAL|TEXT)\b")
+_NEW_TABLE = re.compile(r"^(CREATE TABLE (?:IF NOT EXISTS )?\w+\s*\()", re.MULTILINE)
 
-def _schema_version(conn: sqlite3.Connection) -> int:
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
-    ).fetchone()
-    if exists is None:
-        return 0
-    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-    return int(row[0] or 0)
+
+def render(statement: Statement, dialect: Dialect) -> str:
+    """The statement as `dialect` runs it (see the module docstring for the rules)."""
+    if isinstance(statement, Spelled):
+        return statement.postgresql if dialect == "postgresql" else statement.sqlite
+    if dialect == "sqlite":
+        return statement
+    typed = _TYPE_WORD.sub(lambda word: _POSTGRESQL_TYPES[word.group(1)], statement)
+    return _NEW_TABLE.sub(r"\1rowid BIGINT GENERATED ALWAYS AS IDENTITY, ", typed)
 
 
 def apply_migrations(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
-    db_path: Path,
-    migrations: Sequence[Sequence[str]] = MIGRATIONS,
+    dialect: Dialect,
+    location: str,
+    migrations: Sequence[Sequence[Statement]] = MIGRATIONS,
     now: float | None = None,
 ) -> list[int]:
-    """Bring the file up to `len(migrations)`, in order, in one write transaction.
+    """Bring the database up to `len(migrations)`, in order, in the caller's transaction.
 
-    Returns the versions applied. A file from a newer release raises StateError: an old
-    daemon writing into a schema it does not understand would corrupt it quietly.
+    The caller holds the transaction exclusively (two openers never migrate at once).
+    Returns the versions applied. A database from a newer release raises StateError: an
+    old daemon writing into a schema it does not understand would corrupt it quietly.
     """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version "
-            "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+    conn.execute(render(_SCHEMA_VERSION_TABLE, dialect))
+    current = int(conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0)
+    if current > len(migrations):
+        raise StateError(
+            f"{location} was written by a newer aldaemon release (schema {current}, this "
+            f"release knows up to {len(migrations)}); upgrade aldaemon, or point "
+            "[state] dir or dsn elsewhere"
         )
-        current = _schema_version(conn)
-        if current > len(migrations):
-            raise StateError(
-                f"{db_path} was written by a newer aldaemon release (schema {current}, this "
-                f"release knows up to {len(migrations)}); upgrade aldaemon, or point "
-                "[state] dir elsewhere"
-            )
-        applied = []
-        for version in range(current + 1, len(migrations) + 1):
-            for statement in migrations[version - 1]:
-                conn.execute(statement)
-            conn.execute(
-                "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
-                (version, time.time() if now is None else now),
-            )
-            applied.append(version)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+    applied = []
+    for version in range(current + 1, len(migrations) + 1):
+        for statement in migrations[version - 1]:
+            conn.execute(render(statement, dialect))
+        conn.execute(
+            "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+            (version, time.time() if now is None else now),
+        )
+        applied.append(version)
     return applied

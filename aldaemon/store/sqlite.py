@@ -1,14 +1,11 @@
-"""Local state: the only place aldaemon persists anything, in one SQLite file.
+"""The SQLite backend: local state in one file, the default.
 
     STATE_DIR/                 mode 0700 (it holds everything we know about the projects)
       aldaemon.sqlite3         WAL mode; every table keyed by project_id
       aldaemon.lock            flock()ed by the one daemon that owns the directory
 
-Everything else talks to the `Store` class (`aldaemon.store`) with plain records in and
-out, never SQL and never sqlite3 objects. This module is the backend's plumbing: opening,
-checking and migrating the file, and the short transactions the table classes write in.
-The store stores and returns rows; what a row means (a training label, a watermark move)
-is decided by the caller.
+This module is the backend's plumbing (see database.py): opening, checking and migrating
+the file, and the short transactions the table classes write in.
 
 Durability. WAL with `synchronous=NORMAL` never corrupts the file and loses nothing on a
 process crash or `kill -9`; only a power loss can roll back the last commits. That is
@@ -21,89 +18,32 @@ again (invariant 2). Those writes (versions, predictions, project meta) commit w
 
 Every write is one short transaction (`BEGIN IMMEDIATE ... COMMIT`), never held across a
 network call: the cycle reads, awaits Label Studio, then writes.
-
-Schema changes are numbered migrations (`migrations.py`).
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
+from typing import Self
 
 import structlog
 
 from aldaemon.errors import StateError
+from aldaemon.store.database import DriverErrors, driver_errors
 from aldaemon.store.lock import LOCK_FILENAME, acquire_lock, make_state_dir, release_lock
-from aldaemon.store.migrations import apply_migrations
+from aldaemon.store.migrations import MIGRATIONS, Statement, apply_migrations
 
 log = structlog.get_logger(__name__)
 
 DB_FILENAME = "aldaemon.sqlite3"
 REBUILD_HINT = "aldaemon state rebuild --project ID"
-_IDS_PER_QUERY = 500  # well under SQLite's bound-parameter limit on every version
-
-
-def _json_default(value: object) -> object:
-    """numpy scalars (from the model worker) become plain numbers; anything else is a bug."""
-    item = getattr(value, "item", None)
-    if callable(item):
-        return item()
-    if isinstance(value, set | frozenset):
-        return sorted(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-if TYPE_CHECKING:
-    from _typeshed import DataclassInstance
-
-_Record = TypeVar("_Record", bound="DataclassInstance")
-
-
-@dataclass(frozen=True)
-class VersionTable(Generic[_Record]):
-    """A per-version table (predictions, backend_predictions) read back as records: its
-    columns are the fields of `record`, in order, and `decoders` turn the columns stored
-    encoded (JSON) back into the fields' values."""
-
-    name: str
-    record: type[_Record]
-    order_by: str
-    decoders: Mapping[str, Callable[[Any], Any]]
-
-
-def _stored_as_is(value: Any) -> Any:
-    return value
-
-
-def to_json(value: object) -> str | None:
-    if value is None:
-        return None
-    return json.dumps(value, sort_keys=True, default=_json_default)
-
-
-def from_json(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
-
-
-def json_tuple(text: str | None) -> tuple[Any, ...] | None:
-    """A JSON array as stored, back as a tuple; NULL stays None."""
-    return None if text is None else tuple(json.loads(text))
-
-
-def encode_labels(labels: Sequence[str] | None) -> str | None:
-    """A label set as stored (a JSON array, order kept); None stays NULL: no answer."""
-    return None if labels is None else json.dumps(list(labels))
-
-
-def decode_labels(text: str | None) -> tuple[str, ...] | None:
-    return None if text is None else tuple(str(label) for label in json.loads(text))
+_SQLITE_ERRORS = DriverErrors(
+    integrity=sqlite3.IntegrityError, unusable=(sqlite3.OperationalError,)
+)
 
 
 def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
@@ -134,7 +74,7 @@ def _connect(db_path: Path) -> sqlite3.Connection:
             log.warning("store.wal_unavailable", path=str(db_path), journal_mode=journal)
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
-        applied = apply_migrations(conn, db_path=db_path)
+        applied = migrate_file(conn, db_path=db_path)
         if applied:
             log.info("store.migrated", path=str(db_path), applied=applied)
     except StateError:
@@ -149,13 +89,24 @@ def _connect(db_path: Path) -> sqlite3.Connection:
     return conn
 
 
-def chunks(ids: Sequence[int], size: int = _IDS_PER_QUERY) -> Iterator[Sequence[int]]:
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]
-
-
-def placeholders(count: int) -> str:
-    return ", ".join("?" * count)
+def migrate_file(
+    conn: sqlite3.Connection,
+    *,
+    db_path: Path,
+    migrations: Sequence[Sequence[Statement]] = MIGRATIONS,
+    now: float | None = None,
+) -> list[int]:
+    """Bring the file up to `len(migrations)` in one BEGIN IMMEDIATE transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        applied = apply_migrations(
+            conn, dialect="sqlite", location=str(db_path), migrations=migrations, now=now
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return applied
 
 
 def _damage(db_path: Path) -> str | None:
@@ -215,17 +166,15 @@ def quarantine_database(state_dir: Path, *, now: float) -> Path | None:
     return target
 
 
-class SqliteConnection:
+class SqliteDatabase:
     """One checked SQLite connection, its lock, and the short transactions on it.
 
-    The table classes (annotations.py, versions.py, meta.py) build on this, and
-    `aldaemon.store.Store` composes them.
     Methods are synchronous and short: SQLite answers in well under a millisecond for the
     sizes a project has, which is cheaper than a thread hop from the event loop.
     """
 
     def __init__(self, *, conn: sqlite3.Connection, db_path: Path, lock_fd: int | None) -> None:
-        """Use `Store.open`; this only wires an already checked connection."""
+        """Use `open`; this only wires an already checked connection."""
         self._conn: sqlite3.Connection | None = conn
         self.db_path = db_path
         self._lock_fd = lock_fd
@@ -252,8 +201,11 @@ class SqliteConnection:
         log.debug("store.opened", path=str(db_path), locked=lock)
         return cls(conn=conn, db_path=db_path, lock_fd=lock_fd)
 
+    @property
+    def location(self) -> str:
+        return str(self.db_path)
+
     def close(self) -> None:
-        """Close the database and release the lock; closing twice is harmless."""
         with self._mutex:
             if self._conn is not None:
                 self._conn.close()
@@ -262,19 +214,8 @@ class SqliteConnection:
                 release_lock(self._lock_fd)
                 self._lock_fd = None
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({str(self.db_path)!r})"
-
-    # --- plumbing -----------------------------------------------------------------------
-
     @contextmanager
-    def _transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, durable: bool) -> Iterator[sqlite3.Connection]:
         """One short write transaction; `durable` fsyncs it (see the module docstring)."""
         with self._mutex, self._sqlite_errors("write"):
             conn = self._live_connection()
@@ -289,8 +230,7 @@ class SqliteConnection:
                 raise
 
     @contextmanager
-    def _reading(self) -> Iterator[sqlite3.Connection]:
-        """A consistent snapshot for multi-query reads."""
+    def reading(self) -> Iterator[sqlite3.Connection]:
         with self._mutex, self._sqlite_errors("read"):
             conn = self._live_connection()
             conn.execute("BEGIN")
@@ -302,47 +242,15 @@ class SqliteConnection:
 
     @contextmanager
     def _sqlite_errors(self, verb: str) -> Iterator[None]:
-        """SQLite's errors as StateError, naming the file; corruption as such."""
-        try:
-            yield
-        except sqlite3.OperationalError as exc:
-            raise StateError(f"cannot {verb} {self.db_path}: {exc}") from exc
-        except sqlite3.DatabaseError as exc:
-            # `quick_check` at open cannot see damage done later (a failing disk).
-            if _is_corruption(exc):
-                raise _corrupt(self.db_path, str(exc)) from exc
-            raise
-
-    def _version_rows(
-        self, table: VersionTable[_Record], *, project_id: int, version: str
-    ) -> list[_Record]:
-        """The records of a per-version table, in the table's order."""
-        columns = [spec.name for spec in fields(table.record)]
-        with self._reading() as conn:
-            rows = conn.execute(
-                f"SELECT {', '.join(columns)} FROM {table.name} "
-                f"WHERE project_id = ? AND version = ? ORDER BY {table.order_by}",
-                (project_id, version),
-            ).fetchall()
-        return [
-            table.record(
-                **{
-                    column: table.decoders.get(column, _stored_as_is)(value)
-                    for column, value in zip(columns, row, strict=True)
-                }
-            )
-            for row in rows
-        ]
-
-    def _drop_version_rows(
-        self, table: VersionTable[Any], *, project_id: int, version: str
-    ) -> None:
-        """Delete a version's rows from a per-version table, durably."""
-        with self._transaction(durable=True) as conn:
-            conn.execute(
-                f"DELETE FROM {table.name} WHERE project_id = ? AND version = ?",
-                (project_id, version),
-            )
+        """SQLite's errors as ours, naming the file; corruption as such."""
+        with driver_errors(_SQLITE_ERRORS, self.location, verb):
+            try:
+                yield
+            except sqlite3.DatabaseError as exc:
+                # `quick_check` at open cannot see damage done later (a failing disk).
+                if _is_corruption(exc):
+                    raise _corrupt(self.db_path, str(exc)) from exc
+                raise
 
     def _live_connection(self) -> sqlite3.Connection:
         if self._conn is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aldaemon.store.sqlite import SqliteConnection
+from aldaemon.store.database import Tables
 
 SUSPECTS = "suspects"  # {"version": name, "task_ids": [most suspect first]}
 STOP_SET = "stop_set"  # [task ids]
@@ -21,7 +21,7 @@ STABLE_ANNOUNCED = "stable_announced"  # the stable_since value `project.stable`
 REOPENED_FOR = "reopened_for"  # the last trained version `project.reopened` was logged for
 
 
-class TeamTables(SqliteConnection):
+class TeamTables(Tables):
     """`team_state`: one JSON value per (project, key)."""
 
     def suspects(self, project_id: int) -> list[int]:

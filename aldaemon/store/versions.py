@@ -7,23 +7,20 @@ and what may follow what are in `aldaemon.sync.versions`.
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aldaemon.errors import StateError
 from aldaemon.records import PredictionRecord
-from aldaemon.store.sqlite import (
-    SqliteConnection,
+from aldaemon.store.database import (
+    Connection,
+    ConstraintViolation,
+    Tables,
     VersionTable,
-    decode_labels,
-    encode_labels,
-    from_json,
-    json_tuple,
     placeholders,
-    to_json,
 )
+from aldaemon.store.encoding import decode_labels, encode_labels, from_json, json_tuple, to_json
 from aldaemon.sync.versions import UNFINISHED_STATES, VersionRow, VersionState
 
 _VERSION_FIELDS = (
@@ -53,7 +50,7 @@ PREDICTIONS = VersionTable(
 )
 
 
-class VersionTables(SqliteConnection):
+class VersionTables(Tables):
     """The `versions` and `predictions` tables."""
 
     def next_version_number(self, project_id: int) -> int:
@@ -86,7 +83,7 @@ class VersionTables(SqliteConnection):
                     "label_changes_at_training) VALUES (?, ?, ?, ?, ?, ?)",
                     (project_id, name, number, VersionState.TRAINING, now, label_changes),
                 )
-        except sqlite3.IntegrityError as exc:
+        except ConstraintViolation as exc:
             raise self._name_taken(project_id, name, number) from exc
         return self.require_version(project_id, name)
 
@@ -129,14 +126,14 @@ class VersionTables(SqliteConnection):
                     ),
                 )
                 _insert_predictions(conn, project_id, name, predictions)
-        except sqlite3.IntegrityError as exc:
+        except ConstraintViolation as exc:
             raise self._name_taken(project_id, name, number) from exc
         return self.require_version(project_id, name)
 
     def _name_taken(self, project_id: int, name: str, number: int) -> StateError:
         return StateError(
             f"version {name!r} (number {number}) already exists for project {project_id} "
-            f"in {self.db_path}"
+            f"in {self.location}"
         )
 
     # --- transitions ----------------------------------------------------------------------
@@ -325,7 +322,7 @@ def _check_one_per_task(predictions: Sequence[PredictionRecord]) -> None:
 
 
 def _insert_predictions(
-    conn: sqlite3.Connection,
+    conn: Connection,
     project_id: int,
     version: str,
     predictions: Sequence[PredictionRecord],

@@ -350,14 +350,14 @@ def write_report(config: Config, *, project_id: int, out_dir: str | Path) -> Pat
     """Write DIR/index.html and its PNGs for one project; returns the page's path."""
     plots.load_figure_class()  # fail before any work when matplotlib is missing
     state_dir = config.state.dir
-    if not (state_dir / DB_FILENAME).is_file():
+    if config.state.dsn is None and not (state_dir / DB_FILENAME).is_file():
         raise AldaemonError(f"no local state in {state_dir}: has the daemon run yet?")
-    with Store.open(state_dir, lock=False) as store:
+    with Store.from_config(config.state, lock=False) as store:
         known = store.project_ids()
         if project_id not in known:
             listed = ", ".join(str(p) for p in known) or "none"
             raise AldaemonError(
-                f"local state in {state_dir} has nothing about project {project_id} "
+                f"local state in {store.location} has nothing about project {project_id} "
                 f"(projects there: {listed})"
             )
         data = collect_report_data(

@@ -25,10 +25,11 @@ from aldaemon.views.team import render_team_lines, team_status
 
 
 def collect(config: Config) -> dict[str, Any]:
-    store = Store.open(config.state.dir, lock=False)
+    store = Store.from_config(config.state, lock=False)
     try:
         return {
             "state_dir": str(config.state.dir),
+            "store": store.location,  # the SQLite file, or the DSN without its password
             "projects": [project_status(store, project) for project in config.projects],
         }
     finally:
@@ -106,7 +107,7 @@ def _iso(timestamp: float | None) -> str | None:
 
 
 def render_text(report: dict[str, Any]) -> str:
-    lines = [f"state: {report['state_dir']}"]
+    lines = [f"state: {report['store']}"]
     for p in report["projects"]:
         lines.append(
             f"project {p['project_id']}" + (f"  FAILED: {p['failure']}" if p["failure"] else "")

@@ -1,4 +1,8 @@
-"""Local state in SQLite: opening safely, reconciling, training data, versions and history."""
+"""Local state: opening safely, reconciling, training data, versions and history.
+
+Tests taking `store` run on both backends (SQLite, then PostgreSQL: `any_store` in
+tests/conftest.py); those taking `sqlite_store` or a `state_dir` are about the SQLite file.
+"""
 
 # Our tests assert `expected == actual`, which ruff's SIM300 calls a Yoda condition.
 
@@ -7,11 +11,11 @@ from __future__ import annotations
 import sqlite3
 import stat
 import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from aldaemon.errors import StateError, StateLockedError
@@ -21,12 +25,13 @@ from aldaemon.store import (
     DB_FILENAME,
     LATEST_SCHEMA_VERSION,
     LOCK_FILENAME,
+    ConstraintViolation,
     CycleRow,
     ProjectMeta,
     Store,
     SyncState,
     VersionRow,
-    apply_migrations,
+    migrate_file,
     quarantine_database,
 )
 from aldaemon.store import meta as store_module
@@ -37,6 +42,7 @@ from aldaemon.sync.versions import (
     label_counts,
     training_examples,
 )
+from tests.helpers import start_ready_python, stop_process
 
 P = 7  # project id used throughout
 T0 = "2026-11-27T21:11:36.815556Z"
@@ -50,7 +56,12 @@ def state_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(state_dir: Path) -> Iterator[Store]:
+def store(any_store: Store) -> Store:
+    return any_store
+
+
+@pytest.fixture
+def sqlite_store(state_dir: Path) -> Iterator[Store]:
     opened = Store.open(state_dir)
     try:
         yield opened
@@ -109,9 +120,12 @@ def resync(store: Store, listed: list[int], *, now: float = 200.0) -> DeletionDe
     return decision
 
 
-def raw(state_dir: Path, sql: str) -> list[tuple[object, ...]]:
-    """Read the file behind the store's back, as another process would."""
-    conn = sqlite3.connect(state_dir / DB_FILENAME)
+def raw(store: Store, sql: str) -> list[tuple[object, ...]]:
+    """Read the database behind the store's back, as another process would."""
+    if store.location.startswith("postgresql://"):
+        with psycopg.connect(store.location) as pg:
+            return [tuple(row) for row in pg.execute(sql).fetchall()]
+    conn = sqlite3.connect(store.location)
     try:
         return conn.execute(sql).fetchall()
     finally:
@@ -132,25 +146,7 @@ HOLD_LOCK = textwrap.dedent(
 
 def start_holder(state_dir: Path) -> subprocess.Popen[str]:
     """Another process that opens the store and holds it until killed."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(state_dir)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout is not None
-    for line in holder.stdout:  # log lines may come first
-        if line == "ready\n":
-            return holder
-    raise AssertionError(f"the holder exited early with {holder.wait()}")
-
-
-def kill_holder(holder: subprocess.Popen[str]) -> None:
-    holder.kill()
-    holder.wait()
-    for pipe in (holder.stdin, holder.stdout):
-        if pipe is not None:
-            pipe.close()
+    return start_ready_python(HOLD_LOCK, str(state_dir))
 
 
 class TestOpen:
@@ -160,14 +156,14 @@ class TestOpen:
         Store.open(state_dir).close()
         assert 0o700 == stat.S_IMODE(state_dir.stat().st_mode)
 
-    def test_empty_file_gets_every_migration(self, store: Store, state_dir: Path) -> None:
+    def test_empty_file_gets_every_migration(self, store: Store) -> None:
         """A new database has every migration recorded, in order."""
-        applied = raw(state_dir, "SELECT version FROM schema_version ORDER BY version")
+        applied = raw(store, "SELECT version FROM schema_version ORDER BY version")
         assert [(n,) for n in range(1, LATEST_SCHEMA_VERSION + 1)] == applied
 
-    def test_empty_file_gets_every_table(self, store: Store, state_dir: Path) -> None:
+    def test_empty_file_gets_every_table(self, sqlite_store: Store) -> None:
         """A new database has all tables the daemon uses."""
-        tables = {row[0] for row in raw(state_dir, "SELECT name FROM sqlite_master")}
+        tables = {row[0] for row in raw(sqlite_store, "SELECT name FROM sqlite_master")}
         expected = {
             "schema_version",
             "tasks",
@@ -180,14 +176,14 @@ class TestOpen:
         }
         assert expected == expected & tables
 
-    def test_database_uses_wal(self, store: Store, state_dir: Path) -> None:
+    def test_database_uses_wal(self, sqlite_store: Store) -> None:
         """The database is in WAL mode, so `status` can read while the daemon writes."""
-        assert [("wal",)] == raw(state_dir, "PRAGMA journal_mode")
+        assert [("wal",)] == raw(sqlite_store, "PRAGMA journal_mode")
 
     def test_foreign_keys_are_enforced(self, store: Store) -> None:
         """An annotation of a task local state does not hold is refused."""
         outcome = ReconcileOutcome(created=(annotation(10, task_id=99),))
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(ConstraintViolation):
             record_poll(store, P, outcome, now=1.0)
 
     def test_reopen_keeps_data(self, state_dir: Path) -> None:
@@ -203,7 +199,8 @@ class TestOpen:
         """Opening an up-to-date file leaves its migration history alone."""
         Store.open(state_dir).close()
         Store.open(state_dir).close()
-        applied = raw(state_dir, "SELECT version FROM schema_version ORDER BY version")
+        with Store.open(state_dir) as again:
+            applied = raw(again, "SELECT version FROM schema_version ORDER BY version")
         assert [(n,) for n in range(1, LATEST_SCHEMA_VERSION + 1)] == applied
 
     def test_older_file_gets_only_the_missing_migrations(self, tmp_path: Path) -> None:
@@ -211,13 +208,13 @@ class TestOpen:
         db_path = tmp_path / "old.sqlite3"
         conn = sqlite3.connect(db_path, isolation_level=None)
         first = (("CREATE TABLE a (x INTEGER)",),)
-        apply_migrations(conn, db_path=db_path, migrations=first, now=1.0)
+        migrate_file(conn, db_path=db_path, migrations=first, now=1.0)
         later = (
             *first,
             ("CREATE TABLE b (y INTEGER)",),
             ("INSERT INTO b SELECT COUNT(*) FROM a",),
         )
-        applied = apply_migrations(conn, db_path=db_path, migrations=later, now=2.0)
+        applied = migrate_file(conn, db_path=db_path, migrations=later, now=2.0)
         conn.close()
         assert [2, 3] == applied
 
@@ -310,14 +307,16 @@ class TestQuarantine:
         state_dir.mkdir()
         assert None is quarantine_database(state_dir, now=0.0)
 
-    def test_refused_while_a_daemon_holds_the_lock(self, store: Store, state_dir: Path) -> None:
+    def test_refused_while_a_daemon_holds_the_lock(
+        self, sqlite_store: Store, state_dir: Path
+    ) -> None:
         """Quarantine needs the lock, so it cannot pull the file from under a daemon."""
         with pytest.raises(StateLockedError):
             quarantine_database(state_dir, now=0.0)
 
 
 class TestLock:
-    def test_second_opener_is_refused(self, store: Store, state_dir: Path) -> None:
+    def test_second_opener_is_refused(self, sqlite_store: Store, state_dir: Path) -> None:
         """A second locking open of the same state dir raises StateLockedError."""
         with pytest.raises(StateLockedError, match=str(state_dir / LOCK_FILENAME)):
             Store.open(state_dir)
@@ -330,12 +329,12 @@ class TestLock:
                 Store.open(state_dir)
             assert f"another aldaemon (pid {holder.pid}) holds" in str(info.value)
         finally:
-            kill_holder(holder)
+            stop_process(holder)
 
     def test_killed_holder_frees_the_lock(self, state_dir: Path) -> None:
         """A holder killed with SIGKILL leaves no stale lock behind."""
         holder = start_holder(state_dir)
-        kill_holder(holder)
+        stop_process(holder)
         with Store.open(state_dir) as reopened:
             assert SyncState() == reopened.sync_state(P)
 
@@ -345,9 +344,9 @@ class TestLock:
         with Store.open(state_dir) as again:
             assert [] == again.project_ids()
 
-    def test_reader_opens_beside_the_holder(self, store: Store, state_dir: Path) -> None:
+    def test_reader_opens_beside_the_holder(self, sqlite_store: Store, state_dir: Path) -> None:
         """`lock=False` (for `status`) opens while a daemon holds the lock and sees its data."""
-        poll(store, [task(1, annotation(10))])
+        poll(sqlite_store, [task(1, annotation(10))])
         with Store.open(state_dir, lock=False) as reader:
             assert {"pos": 1} == label_counts(reader.annotated_tasks(P))
 
@@ -456,7 +455,7 @@ class TestApplyReconcile:
             created=(annotation(10, task_id=99),),
             newest_updated_at=T2,
         )
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(ConstraintViolation):
             record_poll(store, P, broken, now=1.0)
         assert (set(), SyncState()) == (store.known_task_ids(P), store.sync_state(P))
 
@@ -634,10 +633,10 @@ class TestVersions:
             version.metrics,
         )
 
-    def test_states_are_stored_as_their_names(self, store: Store, state_dir: Path) -> None:
+    def test_states_are_stored_as_their_names(self, store: Store) -> None:
         """The state column holds the same strings as before the enum (old files read back)."""
         name = add_version(store, 1, state="failed")
-        assert [("failed",)] == raw(state_dir, "SELECT state FROM versions")
+        assert [("failed",)] == raw(store, "SELECT state FROM versions")
         assert VersionState.FAILED is store.get_version(P, name).state  # type: ignore[union-attr]
 
     def test_missing_version_is_refused(self, store: Store) -> None:
@@ -807,7 +806,7 @@ class TestCycles:
                 outcome="ok",
                 summary={},
             )
-        rows = raw(store.db_path.parent, "SELECT cycle_id FROM cycles ORDER BY started_at")
+        rows = raw(store, "SELECT cycle_id FROM cycles ORDER BY started_at")
         assert [("c3",), ("c4",), ("c5",)] == rows
 
 
