@@ -76,7 +76,7 @@ class PredictionsConfig:
     version_prefix: str = "aldaemon"
     random_fraction: float = 0.0
     clusters: int = 0
-    queue_depth: int | None = None
+    queue_depth: int | None = 1000  # see README "queue_depth"; None (0 in the file): every task
     show_predictions: bool = True
     batch_size: int = 20_000
     prune_per_cycle: int = 1

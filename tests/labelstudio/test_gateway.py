@@ -27,7 +27,7 @@ from aldaemon.errors import (
 )
 from aldaemon.labelstudio import LabelStudioGateway, parse_labeling_config
 from aldaemon.labelstudio.auth import TokenKind, access_lifetime, token_kind
-from aldaemon.labelstudio.failures import to_labelstudio_error
+from aldaemon.labelstudio.failures import MEMORY_EFFICIENT_IMPORT_FLAG, to_labelstudio_error
 from aldaemon.labelstudio.http import RequestTally, count_requests
 from aldaemon.labelstudio.payloads import (
     choices_result,
@@ -1024,6 +1024,22 @@ class TestErrorMapping:
             type(error),
             "SSRF_PROTECTION_ENABLED=false" in str(error),
         )
+
+    def test_sqlite_variable_wall_is_permanent_and_names_the_remedy(self) -> None:
+        """Label Studio's 500 "too many SQL variables" (the body its exception handler
+        writes) is a refusal naming the import flag and PostgreSQL, not an outage."""
+        body = {"id": "x", "status_code": 500, "detail": "too many SQL variables"}
+        error = mapped(500, body, project_id=3)
+
+        assert (LabelStudioRefused, 500) == (type(error), getattr(error, "status_code", None))
+        assert f"{MEMORY_EFFICIENT_IMPORT_FLAG}=true" in str(error)
+        assert "PostgreSQL" in str(error)
+
+    def test_another_500_stays_temporary(self) -> None:
+        """Any other 500 from Label Studio is still "unreachable", retried next poll."""
+        error = mapped(500, {"detail": "database is locked"}, project_id=3)
+
+        assert LabelStudioUnreachable is type(error)
 
     def test_echoed_secret_is_redacted(self) -> None:
         """A credential echoed back in the server's message is replaced by ***."""
