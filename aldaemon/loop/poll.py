@@ -79,8 +79,11 @@ async def poll(
     if tally.pages_read > 1:
         newest = cap_watermark(newest, tally.started_at)
     record_poll(store, project_id, newest, now=ctx.clock())
-    for name in ("tasks_read", *_CHANGE_COUNTS):
-        report.count(name, getattr(tally, name))
+    report.count("tasks_read", tally.tasks_read)
+    report.count("annotations_created", tally.annotations_created)
+    report.count("annotations_updated", tally.annotations_updated)
+    report.count("annotations_deleted", tally.annotations_deleted)
+    report.count("label_changes", tally.label_changes)
     if tally.annotations_created or tally.annotations_updated or tally.annotations_deleted:
         logger.info(
             "reconcile.finished",
@@ -90,14 +93,6 @@ async def poll(
             deleted=tally.annotations_deleted,
             label_changes=tally.label_changes,
         )
-
-
-_CHANGE_COUNTS = (
-    "annotations_created",
-    "annotations_updated",
-    "annotations_deleted",
-    "label_changes",
-)
 
 
 @dataclasses.dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +22,36 @@ from aldaemon.loop.context import CycleReport
 from aldaemon.loop.cycle import RESYNC_BEFORE_TRAINING_SECONDS, Cycle
 from aldaemon.service.runtime import Runtime
 from aldaemon.store import Store
+from tests import helpers
 from tests.conftest import MakeProject
 from tests.faultproxy import FaultProxy
-from tests.helpers import (
-    IMPORT_PATH,
-    annotate_some,
-    make_tasks,
-    one_cycle,
-    statuses,
-    write_config,
-)
+from tests.helpers import annotate_some, make_tasks, one_cycle, write_config
 from tests.lsserver import ExternalLabelStudioServer, LabelStudioClient, LabelStudioServer
 
 pytestmark = pytest.mark.labelstudio
 
 DEPTH = 6  # K: published of the 32 unlabeled tasks below
 UNSERVABLE_TEXT = "broken \ud800 text"  # valid JSON, not encodable: Label Studio cannot list it
+
+
+@dataclass(frozen=True)
+class Lab:
+    """The server, a setup client, a project maker and a scratch directory, for one test."""
+
+    server: LabelStudioServer
+    client: LabelStudioClient
+    make_project: MakeProject
+    tmp_path: Path
+
+
+@pytest.fixture
+def lab(
+    tmp_path: Path,
+    label_studio: LabelStudioServer,
+    ls_client: LabelStudioClient,
+    make_project: MakeProject,
+) -> Lab:
+    return Lab(server=label_studio, client=ls_client, make_project=make_project, tmp_path=tmp_path)
 
 
 def version_scores(client: LabelStudioClient, project_id: int, version: str) -> dict[int, float]:
@@ -60,58 +75,46 @@ def top_k_config(directory: Path, server: LabelStudioServer, project_id: int, **
 
 
 class TestPublishingTheMostInformative:
-    def test_k_of_n_leaves_exactly_the_k_lowest_scores(
-        self,
-        tmp_path: Path,
-        label_studio: LabelStudioServer,
-        ls_client: LabelStudioClient,
-        make_project: MakeProject,
-    ) -> None:
+    def test_k_of_n_leaves_exactly_the_k_lowest_scores(self, lab: Lab) -> None:
         """With queue_depth K, the version holds exactly K predictions, and they are the K
         lowest scores of the whole pool: a second daemon (another prefix) trained on the
         same labels publishes every task, and none of the others scores below the K."""
         tasks, labels = make_tasks(40, seed=31)
-        project_id = make_project(tasks)
-        annotate_some(ls_client, ls_client.task_ids(project_id), labels, 8)
-        every_dir = tmp_path / "every"
+        project_id = lab.make_project(tasks)
+        annotate_some(lab.client, lab.client.task_ids(project_id), labels, 8)
+        every_dir = lab.tmp_path / "every"
         every_dir.mkdir()
         every = write_config(
             every_dir,
-            label_studio,
+            lab.server,
             project_id,
             predictions='queue_depth = 0\nversion_prefix = "every"',
         )
 
         top_report = asyncio.run(
-            one_cycle(top_k_config(tmp_path / "top", label_studio, project_id))
+            one_cycle(top_k_config(lab.tmp_path / "top", lab.server, project_id))
         )
         every_report = asyncio.run(one_cycle(every))
 
         assert ("ok", "ok") == (top_report.outcome, every_report.outcome)
-        top = version_scores(ls_client, project_id, "aldaemon-v1")
-        pool = version_scores(ls_client, project_id, "every-v1")
+        top = version_scores(lab.client, project_id, "aldaemon-v1")
+        pool = version_scores(lab.client, project_id, "every-v1")
         assert (DEPTH, 32) == (len(top), len(pool))
         assert top == {task: pool[task] for task in top}  # same labels, same model
         assert max(top.values()) <= min(s for task, s in pool.items() if task not in top)
 
-    def test_the_k_are_activated_served_first_and_fill_the_queue_view(
-        self,
-        tmp_path: Path,
-        label_studio: LabelStudioServer,
-        ls_client: LabelStudioClient,
-        make_project: MakeProject,
-    ) -> None:
+    def test_the_k_are_activated_served_first_and_fill_the_queue_view(self, lab: Lab) -> None:
         """K < N passes the count check (K expected, K held), becomes the active version
         with uncertainty sampling, `/next` serves its lowest score, and the queue view
         lists exactly the K tasks, lowest score first."""
         tasks, labels = make_tasks(40, seed=32)
-        project_id = make_project(tasks)
-        annotate_some(ls_client, ls_client.task_ids(project_id), labels, 8)
-        config = top_k_config(tmp_path, label_studio, project_id)
+        project_id = lab.make_project(tasks)
+        annotate_some(lab.client, lab.client.task_ids(project_id), labels, 8)
+        config = top_k_config(lab.tmp_path, lab.server, project_id)
 
         report = asyncio.run(one_cycle(config))
 
-        scores = version_scores(ls_client, project_id, "aldaemon-v1")
+        scores = version_scores(lab.client, project_id, "aldaemon-v1")
         store = Store.open(config.state.dir, lock=False)
         try:
             version = store.require_version(project_id, "aldaemon-v1")
@@ -119,48 +122,42 @@ class TestPublishingTheMostInformative:
         finally:
             store.close()
         assert ("ok", "active", DEPTH) == (report.outcome, version.state, version.uploaded_count)
-        project = ls_client.get_project(project_id)
+        project = lab.client.get_project(project_id)
         assert ("aldaemon-v1", "Uncertainty sampling") == (
             project["model_version"],
             project["sampling"],
         )
-        served = ls_client.call("GET", f"/api/projects/{project_id}/next")
+        served = lab.client.call("GET", f"/api/projects/{project_id}/next")
         assert min(scores.values()) == scores[served["id"]]
-        listed = ls_client.call(
+        listed = lab.client.call(
             "GET", f"/api/tasks/?view={view_id}&project={project_id}&page_size=100&fields=all"
         )["tasks"]
         assert sorted(scores, key=lambda task: (scores[task], task)) == [t["id"] for t in listed]
 
-    def test_an_upload_of_k_resumes_after_a_lost_answer(
-        self,
-        tmp_path: Path,
-        label_studio: LabelStudioServer,
-        ls_client: LabelStudioClient,
-        make_project: MakeProject,
-    ) -> None:
+    def test_an_upload_of_k_resumes_after_a_lost_answer(self, lab: Lab) -> None:
         """The first import answer of K = 6 in batches of 4 is lost: the next cycle sends
         only the missing batch and activates the same version, one prediction per task."""
         tasks, labels = make_tasks(40, seed=33)
-        project_id = make_project(tasks)
-        annotate_some(ls_client, ls_client.task_ids(project_id), labels, 8)
-        with FaultProxy(label_studio.url) as proxy:
-            proxy.drop_response_next(n=1, method="POST", path_contains=IMPORT_PATH)
-            server = behind(proxy, label_studio)
+        project_id = lab.make_project(tasks)
+        annotate_some(lab.client, lab.client.task_ids(project_id), labels, 8)
+        with FaultProxy(lab.server.url) as proxy:
+            proxy.drop_response_next(n=1, method="POST", path_contains=helpers.IMPORT_PATH)
+            server = behind(proxy, lab.server)
             config = write_config(
-                tmp_path,
+                lab.tmp_path,
                 server,
                 project_id,
                 predictions=f"queue_depth = {DEPTH}\nbatch_size = 4",
             )
             first = asyncio.run(one_cycle(config))
             second = asyncio.run(one_cycle(config))
-            sent = statuses(proxy, IMPORT_PATH, method="POST")
+            sent = helpers.statuses(proxy, helpers.IMPORT_PATH, method="POST")
 
-        held = [p["task"] for p in ls_client.predictions(project_id)]
+        held = [p["task"] for p in lab.client.predictions(project_id)]
         assert ("failed", "ok", "aldaemon-v1") == (first.outcome, second.outcome, second.version)
         assert [None, 201] == sent
         assert (DEPTH, DEPTH) == (len(held), len(set(held)))
-        assert "aldaemon-v1" == ls_client.get_project(project_id)["model_version"]
+        assert "aldaemon-v1" == lab.client.get_project(project_id)["model_version"]
 
 
 # ---- reading: page by page, and the id listing only when counts disagree ------------------
@@ -206,28 +203,22 @@ def live_task_ids(config: Config, project_id: int) -> set[int]:
 
 
 class TestListingTaskIds:
-    def test_equal_count_churn_waits_for_the_periodic_listing(
-        self,
-        tmp_path: Path,
-        label_studio: LabelStudioServer,
-        ls_client: LabelStudioClient,
-        make_project: MakeProject,
-    ) -> None:
+    def test_equal_count_churn_waits_for_the_periodic_listing(self, lab: Lab) -> None:
         """One task deleted and one added that the poll cannot read: Label Studio counts as
         many tasks as local state, so the training goes ahead without a listing; the
         periodic listing (`resync_interval`) then finds the deleted task."""
         tasks, labels = make_tasks(24, seed=34)
-        project_id = make_project(tasks)
-        ids = ls_client.task_ids(project_id)
-        annotate_some(ls_client, ids, labels, 8)
-        config = write_config(tmp_path, label_studio, project_id, extra="resync_interval = 3600")
+        project_id = lab.make_project(tasks)
+        ids = lab.client.task_ids(project_id)
+        annotate_some(lab.client, ids, labels, 8)
+        config = write_config(lab.tmp_path, lab.server, project_id, extra="resync_interval = 3600")
         deleted = ids[0]
 
         def churn() -> float:
-            ls_client.call("DELETE", f"/api/tasks/{deleted}/")
-            ls_client.import_tasks(project_id, [{"text": UNSERVABLE_TEXT}])
+            lab.client.call("DELETE", f"/api/tasks/{deleted}/")
+            lab.client.import_tasks(project_id, [{"text": UNSERVABLE_TEXT}])
             for i in range(8, 12):
-                ls_client.annotate(ids[i], labels[i])
+                lab.client.annotate(ids[i], labels[i])
             return AFTER_A_WHILE
 
         after_first: set[int] = set()
@@ -245,26 +236,20 @@ class TestListingTaskIds:
             next(iter(set(ids) - live_task_ids(config, project_id))),
         )
 
-    def test_a_deletion_alone_is_listed_before_the_training(
-        self,
-        tmp_path: Path,
-        label_studio: LabelStudioServer,
-        ls_client: LabelStudioClient,
-        make_project: MakeProject,
-    ) -> None:
+    def test_a_deletion_alone_is_listed_before_the_training(self, lab: Lab) -> None:
         """A task deleted with nothing added leaves Label Studio one task short: the
         counts disagree, so the ids are listed before the training, long before the
         periodic listing is due, and the deleted task's label does not train."""
         tasks, labels = make_tasks(24, seed=35)
-        project_id = make_project(tasks)
-        ids = ls_client.task_ids(project_id)
-        annotate_some(ls_client, ids, labels, 8)
-        config = write_config(tmp_path, label_studio, project_id, extra="resync_interval = 3600")
+        project_id = lab.make_project(tasks)
+        ids = lab.client.task_ids(project_id)
+        annotate_some(lab.client, ids, labels, 8)
+        config = write_config(lab.tmp_path, lab.server, project_id, extra="resync_interval = 3600")
 
         def delete_one() -> float:
-            ls_client.call("DELETE", f"/api/tasks/{ids[0]}/")
+            lab.client.call("DELETE", f"/api/tasks/{ids[0]}/")
             for i in range(8, 12):
-                ls_client.annotate(ids[i], labels[i])
+                lab.client.annotate(ids[i], labels[i])
             return AFTER_A_WHILE
 
         _, second = asyncio.run(cycles(config, [lambda: None, delete_one]))
@@ -274,21 +259,15 @@ class TestListingTaskIds:
 
 
 class TestReadingPageByPage:
-    def test_a_scan_cut_short_keeps_its_pages_and_not_its_watermark(
-        self,
-        tmp_path: Path,
-        label_studio: LabelStudioServer,
-        ls_client: LabelStudioClient,
-        make_project: MakeProject,
-    ) -> None:
+    def test_a_scan_cut_short_keeps_its_pages_and_not_its_watermark(self, lab: Lab) -> None:
         """Label Studio goes away after the first page of a first read: that page's tasks
         are stored, the watermark has not moved (later pages are unread), and the next
         poll reads the rest."""
         tasks, _ = make_tasks(1100, seed=36)  # pages of 500: three
-        project_id = make_project(tasks)
-        with FaultProxy(label_studio.url) as proxy:
-            server = behind(proxy, label_studio)
-            config = write_config(tmp_path, server, project_id)
+        project_id = lab.make_project(tasks)
+        with FaultProxy(lab.server.url) as proxy:
+            server = behind(proxy, lab.server)
+            config = write_config(lab.tmp_path, server, project_id)
             proxy.fail_next(
                 n=None, status=503, method="GET", path_contains="/api/tasks/", spare_first=1
             )
