@@ -123,9 +123,9 @@ class PredictionsConfig:
     version_prefix: str = field(default="aldaemon", metadata={"check": _version_prefix_problem})
     random_fraction: float = field(default=0.0, metadata={"minimum": 0.0, "maximum": 1.0})
     clusters: int = field(default=0, metadata={"minimum": 0, "maximum": 1000})
-    # 0 in the file means "no limit"
+    # see README "queue_depth"; None (0 in the file): every task
     queue_depth: int | None = field(
-        default=None, metadata={"minimum": 0, "parse": lambda depth: depth or None}
+        default=1000, metadata={"minimum": 0, "parse": lambda depth: depth or None}
     )
     show_predictions: bool = True
     batch_size: int = field(default=20_000, metadata={"minimum": 1, "maximum": 100_000})

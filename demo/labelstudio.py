@@ -42,6 +42,7 @@ import structlog
 
 from aldaemon.errors import AldaemonError, LabelStudioRefused, LabelStudioUnreachable
 from aldaemon.labelstudio import LabelStudioGateway, payloads
+from aldaemon.labelstudio.failures import MEMORY_EFFICIENT_IMPORT_FLAG
 from aldaemon.labelstudio.http import NothingLeft
 from aldaemon.labelstudio.retry import Replay
 from aldaemon.records import LabelingSchema
@@ -110,6 +111,9 @@ def server_environment(
             # Label Studio 1.23 regenerates a SECRET_KEY starting with "$" at every
             # start (and with it every personal access token): pin one per data dir.
             "SECRET_KEY": _pinned_secret_key(data_dir),
+            # Its prediction import then recounts only the tasks it touched, not the
+            # whole project (README: "Label Studio's prediction import on big projects").
+            MEMORY_EFFICIENT_IMPORT_FLAG: "true",
         }
     )
     return env

@@ -74,6 +74,7 @@ class FaultRule:
     status: int = 503
     retry_after: float | None = None
     seconds: float = 0.0
+    spare_first: int = 0  # matching requests let through untouched before the fault starts
 
     def matches(self, method: str, path: str) -> bool:
         if self.remaining is not None and self.remaining <= 0:
@@ -172,8 +173,10 @@ class FaultProxy:
         retry_after: float | None = None,
         method: str | None = None,
         path_contains: str | None = None,
+        spare_first: int = 0,
     ) -> FaultRule:
-        """Answer `status` (with `Retry-After: retry_after` if given) without forwarding."""
+        """Answer `status` (with `Retry-After: retry_after` if given) without forwarding,
+        once `spare_first` matching requests went through untouched."""
         return self.add_rule(
             FaultRule(
                 FaultKind.STATUS,
@@ -182,6 +185,7 @@ class FaultProxy:
                 remaining=n,
                 status=status,
                 retry_after=retry_after,
+                spare_first=spare_first,
             )
         )
 
@@ -248,6 +252,9 @@ class FaultProxy:
         with self._lock:
             for rule in self._rules:
                 if rule.matches(method, path):
+                    if rule.spare_first > 0:
+                        rule.spare_first -= 1
+                        return None
                     if rule.remaining is not None:
                         rule.remaining -= 1
                     return rule

@@ -35,6 +35,9 @@ NEGATIVE = ["awful", "terrible", "bad", "hate", "stale", "broken", "bland", "gro
 IMPORT_PATH = "/import/predictions"
 QUICK_BACKOFF = 0.2  # seconds: the cap on waits between attempts, to keep the suite quick
 RETRAIN = "min_new_annotations = 4\nmin_interval = 0\nmin_per_class = 2"
+# For tests that count one prediction per unlabeled task: publish every task, whatever
+# the `queue_depth` default (their projects are far smaller than it anyway).
+EVERY_TASK = "queue_depth = 0"
 
 
 def review(rng: random.Random, label: str) -> str:
@@ -165,11 +168,15 @@ async def changed_tasks(
     updated_after: str | None,
     page_size: int = 500,
 ) -> list[TaskRecord]:
-    """The tasks of one `fetch_changes` scan, for tests that need no scan details."""
-    changes = await gw.fetch_changes(
-        project_id, schema=schema, updated_after=updated_after, page_size=page_size
-    )
-    return changes.tasks
+    """The tasks of one `changed_task_pages` scan, all pages, for tests that need no
+    scan details."""
+    return [
+        task
+        async for page in gw.changed_task_pages(
+            project_id, schema=schema, updated_after=updated_after, page_size=page_size
+        )
+        for task in page.tasks
+    ]
 
 
 def start_ready_python(code: str, *args: str) -> subprocess.Popen[str]:

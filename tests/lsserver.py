@@ -36,6 +36,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from aldaemon.labelstudio.failures import MEMORY_EFFICIENT_IMPORT_FLAG
 from demo import labelstudio as demo_labelstudio
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -147,7 +148,10 @@ class LabelStudioServer:
 
         SSRF protection is off so that tests can register webhooks to 127.0.0.1, and a
         webhook may take 10 s instead of 1 (a loaded test machine must not turn a slow
-        delivery into a lost one); `extra_env` comes last, so it wins.
+        delivery into a lost one). The memory-efficient prediction import the demo turns
+        on is off here: the suite meets Label Studio's stock import, the one most servers
+        run (tests/labelstudio/test_sqlite_import_wall.py runs both). `extra_env` comes
+        last, so it wins.
         """
         env = demo_labelstudio.server_environment(
             data_dir=self.data_dir,
@@ -157,6 +161,7 @@ class LabelStudioServer:
         )
         env["SSRF_PROTECTION_ENABLED"] = "false"
         env["WEBHOOK_TIMEOUT"] = "10"
+        env[MEMORY_EFFICIENT_IMPORT_FLAG] = "false"
         env.update(self.extra_env)
         return env
 

@@ -33,6 +33,15 @@ _EXCERPT_LIMIT = 80
 # SsrfBlockedUrlError's detail (core/utils/exceptions.py): a 403 that is not about the token.
 _SSRF_REFUSAL = "URL was not allowed"
 
+# SQLite's own error, passed on as the detail of a 500 (core/utils/common.py's handler).
+# Label Studio 1.23's default prediction import recounts every task of the project with
+# one SQL variable per task id (data_import/api.py, `_create_legacy`); the SQLite Label
+# Studio ships with allows 250,000, so the import fails on any bigger project.
+SQLITE_TOO_MANY_VARIABLES = "too many SQL variables"
+MEMORY_EFFICIENT_IMPORT_FLAG = (
+    "fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short"
+)
+
 _TOKEN_HINTS = {
     TokenKind.LEGACY: (
         "the configured token looks like a legacy token: check the token file, and that "
@@ -114,6 +123,16 @@ def _classify(
         return ProjectNotFound(
             f"{operation}: project {project_id} does not exist in Label Studio at {url}, "
             f"or the token's user cannot see it ({said})",
+            status_code=status,
+        )
+    if status == 500 and SQLITE_TOO_MANY_VARIABLES in detail:
+        return LabelStudioRefused(
+            f"{operation}: Label Studio at {url} failed on its SQLite database ({said}): "
+            "Label Studio 1.23 on SQLite passes one SQL variable per task of the project "
+            "when it imports predictions, and fails above about 250,000 tasks. Retrying "
+            f"will not help: start Label Studio with {MEMORY_EFFICIENT_IMPORT_FLAG}=true in "
+            "its environment (it imports in batches and recounts only the tasks it "
+            "touched), or run it on PostgreSQL",
             status_code=status,
         )
     if is_retryable_status(status):

@@ -3,7 +3,7 @@
 It is assembled from one part per subject, each in its own module, over one shared HTTP
 core (`http.py`: authentication, retries, request counting, error mapping):
 
-    tasks.py        the changed-task poll and the full id listing
+    tasks.py        the changed-task poll, the full id listing, a version's tasks (paged)
     predictions.py  prediction uploads, model-version counts and deletions
     projects.py     the project, its settings and Data Manager views
     webhooks.py     the webhook the daemon registers
@@ -12,9 +12,11 @@ Only the calls the daemon makes live here. It never edits what it did not create
 helpers that create projects, tasks and annotations (for the demo, the tests and the
 benchmarks) live outside this package. Nothing here returns an SDK object.
 
-The SDK is used where its typed call is a plain fit (current user, projects, predictions
-list). Raw calls cover what it lacks or gets wrong: the task listing with a `query` JSON
-string, `model-versions`, `import/predictions`, views (it remaps their keys), webhooks.
+The SDK is used where its typed call is a plain fit (current user, projects). Raw calls
+cover what it lacks or gets wrong: the task listing with a `query` JSON string,
+`model-versions`, `import/predictions`, views (it remaps their keys), webhooks. The
+prediction listing (`/api/predictions/`) is not used: Label Studio 1.23 answers it
+unpaged, every prediction of every version at once.
 """
 
 from __future__ import annotations

@@ -312,3 +312,26 @@ class GatewayPart:
     """A part of `LabelStudioGateway`: its calls all go through the one shared core."""
 
     _http: LabelStudioHttp
+
+    async def _project_request(
+        self,
+        method: str,
+        project_id: int,
+        subpath: str,
+        *,
+        operation: str,
+        json_body: object = None,
+        replay: Replay = Replay.IDEMPOTENT,
+        timeout: float | None = None,
+    ) -> Any:
+        """A call on `/api/projects/{project_id}/{subpath}`: a 404 there means the project
+        is gone (`ProjectNotFound`), so the project id always travels with it."""
+        return await self._http.request(
+            method,
+            f"/api/projects/{project_id}/{subpath}",
+            json_body=json_body,
+            operation=operation,
+            project_id=project_id,
+            replay=replay,
+            timeout=timeout,
+        )

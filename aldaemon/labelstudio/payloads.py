@@ -34,18 +34,35 @@ from aldaemon.sync.timestamps import format_ls_datetime, parse_ls_datetime
 # annotations come back as bare {id, updated_at}.
 TASK_INCLUDE = "id,updated_at,data,annotations,result,was_cancelled,completed_by,ground_truth"
 TASK_ID_INCLUDE = "id"
+# The task's model versions, joined by commas ("aldaemon-v3,aldaemon-v4").
+TASK_VERSIONS_INCLUDE = "id,predictions_model_versions"
 
 
 def task_query(
-    *, updated_after: str | None, after_id: int | None, up_to_id: int | None = None
+    *,
+    updated_after: str | None,
+    after_id: int | None,
+    up_to_id: int | None = None,
+    model_version: str | None = None,
 ) -> str:
     """The Data Manager `query` parameter (a JSON string) for one page of the task scan.
 
     Ordered by id and narrowed by `id > after_id`, so paging never depends on offsets that
     shift while annotators work. `id <= up_to_id` cuts a page into id ranges, which is how
-    the gateway reads around a task Label Studio cannot serve.
+    the gateway reads around a task Label Studio cannot serve. `model_version` keeps the
+    tasks holding a prediction of a version whose name CONTAINS it (Label Studio 1.23
+    matches substrings: "v1" also finds "v10"; `versions_of_task` tells them apart).
     """
     items: list[dict[str, object]] = []
+    if model_version is not None:
+        items.append(
+            {
+                "filter": "filter:tasks:predictions_model_versions",
+                "operator": "contains",
+                "type": "List",
+                "value": [model_version],
+            }
+        )
     if updated_after is not None:
         items.append(
             {
@@ -179,6 +196,18 @@ def parse_task(raw: Mapping[str, Any], schema: LabelingSchema) -> TaskRecord:
             for annotation in annotations
         ),
     )
+
+
+def versions_of_task(raw: Mapping[str, Any]) -> frozenset[str]:
+    """The model versions a task holds predictions of, from a TASK_VERSIONS_INCLUDE listing.
+
+    Label Studio joins them with commas; aldaemon's own names hold none (letters, digits,
+    "-" and "_"), so splitting gives each of ours back exactly.
+    """
+    joined = raw.get("predictions_model_versions")
+    if not isinstance(joined, str):
+        return frozenset()
+    return frozenset(name.strip() for name in joined.split(",") if name.strip())
 
 
 def _task_text(data: object, schema: LabelingSchema) -> object:

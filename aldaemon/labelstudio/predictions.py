@@ -28,29 +28,10 @@ class PredictionCalls(GatewayPart):
 
     async def model_version_counts(self, project_id: int) -> dict[str, int]:
         """Predictions per model version in the project, e.g. {"aldaemon-v3": 120}."""
-        answer = await self._http.request(
-            "GET",
-            f"/api/projects/{project_id}/model-versions/",
-            operation="model_version_counts",
-            project_id=project_id,
+        answer = await self._project_request(
+            "GET", project_id, "model-versions/", operation="model_version_counts"
         )
         return payloads.model_version_counts(answer)
-
-    async def list_predictions(self, project_id: int) -> list[tuple[int, str, float | None]]:
-        """(task id, model version, score) of every prediction in the project; unpaginated."""
-        predictions = await self._http.sdk_call(
-            lambda: self._http.sdk.predictions.list(project=project_id),
-            operation="list_predictions",
-            project_id=project_id,
-        )
-        return [
-            (
-                int(prediction.task),
-                str(prediction.model_version or ""),
-                None if prediction.score is None else float(prediction.score),
-            )
-            for prediction in predictions
-        ]
 
     async def import_predictions(
         self,
@@ -70,12 +51,12 @@ class PredictionCalls(GatewayPart):
         body = payloads.prediction_payloads(predictions, model_version=model_version, schema=schema)
         if not body:
             return 0
-        answer = await self._http.request(
+        answer = await self._project_request(
             "POST",
-            f"/api/projects/{project_id}/import/predictions",
+            project_id,
+            "import/predictions",
             json_body=body,
             operation="import_predictions",
-            project_id=project_id,
             replay=Replay.IF_NOT_SENT,
             timeout=max(self._http.timeout, self.IMPORT_TIMEOUT),
         )
@@ -94,12 +75,12 @@ class PredictionCalls(GatewayPart):
         """Delete every prediction of one version; returns how many. Slow on the server."""
         if not model_version:
             raise ValueError("model_version must not be empty")
-        answer = await self._http.request(
+        answer = await self._project_request(
             "DELETE",
-            f"/api/projects/{project_id}/model-versions/",
+            project_id,
+            "model-versions/",
             json_body={"model_version": model_version},
             operation="delete_model_version",
-            project_id=project_id,
             timeout=max(self._http.timeout, self.DELETE_VERSION_TIMEOUT),
         )
         return int(answer.get("deleted_predictions", 0))

@@ -78,12 +78,8 @@ class ProjectCalls(GatewayPart):
             changes["show_collab_predictions"] = show_collab_predictions
         if not changes:
             return await self.get_project(project_id)
-        answer = await self._http.request(
-            "PATCH",
-            f"/api/projects/{project_id}/",
-            json_body=changes,
-            operation="update_project",
-            project_id=project_id,
+        answer = await self._project_request(
+            "PATCH", project_id, "", json_body=changes, operation="update_project"
         )
         return payloads.parse_project(answer)
 

@@ -1,14 +1,17 @@
-"""Reading tasks: the changed-task poll and the full id listing, paged by id.
+"""Reading tasks: the changed-task poll, the full id listing, a version's tasks, paged by id.
 
-Both are one scan of `/api/tasks/` with a Data Manager `query` (see `payloads.task_query`),
+Each is one scan of `/api/tasks/` with a Data Manager `query` (see `payloads.task_query`),
 page 1 each time with `id > last id seen`, so an annotator's work between two pages can
-neither shift a task out of the scan nor show it twice. The scan also reads around a task
-Label Studio cannot serve (bisecting the page), so one broken task cannot stall the poll.
+neither shift a task out of the scan nor show it twice. Scans hand their pages on one at
+a time (async iterators): a reader of a million tasks holds one page, not the project.
+The scan also reads around a task Label Studio cannot serve (bisecting the page), so one
+broken task cannot stall the poll.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -32,19 +35,20 @@ class TaskReads(GatewayPart):
     # past this many per scan, the poll fails as it would have without the search.
     MAX_ISOLATION_REQUESTS = 64
 
-    async def fetch_changes(
+    async def changed_task_pages(
         self,
         project_id: int,
         *,
         schema: LabelingSchema,
         updated_after: str | None,
         page_size: int = 500,
-    ) -> ChangedTasks:
-        """Every task updated after `updated_after` (None: all), with all its annotations.
+    ) -> AsyncIterator[ChangedPage]:
+        """Every task updated after `updated_after` (None: all), with all its annotations,
+        one page at a time (at least one page, possibly empty).
 
         A scan of several pages is not one snapshot: a task on an early page annotated
         while later pages are read carries a new `updated_at` the scan never saw, yet later
-        pages may hold newer timestamps. `ChangedTasks.started_at` (the server's clock when
+        pages may hold newer timestamps. `ChangedPage.started_at` (the server's clock when
         the first page was served, less a second) is the highest watermark such a scan
         can safely claim.
 
@@ -61,56 +65,67 @@ class TaskReads(GatewayPart):
         annotation it has, those made while it was unreadable included; deleting it is
         found by `list_task_ids` like any deletion.
         """
-        stats = _ScanStats()
-        raw_tasks = await self._scan_tasks(
+        scan = _TaskScan(
             project_id,
-            include=payloads.TASK_INCLUDE,
+            payloads.TASK_INCLUDE,
+            "fetch_changed_tasks",
+            page_size,
             updated_after=updated_after,
-            page_size=page_size,
-            operation="fetch_changed_tasks",
-            skip_unreadable=True,
-            stats=stats,
         )
-        return ChangedTasks(
-            tasks=[payloads.parse_task(task, schema) for task in raw_tasks],
-            pages=stats.pages,
-            started_at=stats.started_at,
-        )
+        stats = _ScanStats()
+        async for raw_tasks in self._scan_pages(scan, skip_unreadable=True, stats=stats):
+            yield ChangedPage(
+                tasks=[payloads.parse_task(task, schema) for task in raw_tasks],
+                pages_read=stats.pages,
+                started_at=stats.started_at,
+            )
 
     async def list_task_ids(self, project_id: int, *, page_size: int = 1000) -> list[int]:
         """Ids of every task in the project, ascending: how deleted tasks are found."""
-        raw_tasks = await self._scan_tasks(
-            project_id,
-            include=payloads.TASK_ID_INCLUDE,
-            updated_after=None,
-            page_size=page_size,
-            operation="list_task_ids",
-        )
-        return [int(task["id"]) for task in raw_tasks]
+        scan = _TaskScan(project_id, payloads.TASK_ID_INCLUDE, "list_task_ids", page_size)
+        ids: list[int] = []
+        async for raw_tasks in self._scan_pages(scan):
+            ids.extend(int(task["id"]) for task in raw_tasks)
+        return ids
 
-    async def _scan_tasks(
+    async def tasks_holding_version(
+        self, project_id: int, model_version: str, *, page_size: int = 1000
+    ) -> set[int]:
+        """Ids of the tasks that hold a prediction of `model_version`, paged like the rest.
+
+        `/api/predictions/` cannot do this at scale: Label Studio 1.23 answers it in one
+        unpaged list of every prediction of every version (it ignores `page`, `page_size`
+        and `model_version`). The task listing filters by version and pages by id.
+        """
+        scan = _TaskScan(
+            project_id,
+            payloads.TASK_VERSIONS_INCLUDE,
+            "list_version_tasks",
+            page_size,
+            model_version=model_version,
+        )
+        holding: set[int] = set()
+        async for raw_tasks in self._scan_pages(scan):
+            holding.update(
+                int(task["id"])
+                for task in raw_tasks
+                if model_version in payloads.versions_of_task(task)
+            )
+        return holding
+
+    async def _scan_pages(
         self,
-        project_id: int,
+        scan: _TaskScan,
         *,
-        include: str,
-        updated_after: str | None,
-        page_size: int,
-        operation: str,
         skip_unreadable: bool = False,
         stats: _ScanStats | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """The raw tasks of `scan`, one page at a time; at least one (possibly empty) page."""
         stats = stats or _ScanStats()
-        if page_size < 1:
+        if scan.page_size < 1:
             raise ValueError("page_size must be at least 1")
-        scan = _TaskScan(
-            project_id=project_id,
-            include=include,
-            updated_after=updated_after,
-            page_size=page_size,
-            operation=operation,
-        )
+        operation, project_id = scan.operation, scan.project_id
         budget = _Budget(self.MAX_ISOLATION_REQUESTS)
-        tasks: list[dict[str, Any]] = []
         after_id: int | None = None
         while True:
             try:
@@ -138,11 +153,11 @@ class TaskReads(GatewayPart):
                 page = await self._read_around_unreadable(
                     scan, listed, after_id=after_id, budget=budget, failure=failure.error
                 )
-            tasks.extend(page)
             stats.pages += 1
+            yield page
             # `total` counts what matches this request's filters: all of it came back.
             if not listed or len(listed) >= int(answer.get("total", 0)):
-                return tasks
+                return
             last_id = listed[-1]
             if after_id is not None and last_id <= after_id:
                 raise LabelStudioRefused(
@@ -234,21 +249,25 @@ class TaskReads(GatewayPart):
         return await isolate(after_id, listed)
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@dataclasses.dataclass(frozen=True)
 class _TaskScan:
     """What every request of one task scan shares; its pages differ by id range only."""
 
     project_id: int
     include: str
-    updated_after: str | None
-    page_size: int
     operation: str
+    page_size: int
+    updated_after: str | None = None
+    model_version: str | None = None
 
     def params(
         self, *, after_id: int | None, up_to_id: int | None = None, include: str | None = None
     ) -> dict[str, str | int]:
         query = payloads.task_query(
-            updated_after=self.updated_after, after_id=after_id, up_to_id=up_to_id
+            updated_after=self.updated_after,
+            after_id=after_id,
+            up_to_id=up_to_id,
+            model_version=self.model_version,
         )
         return {
             "project": self.project_id,
@@ -276,11 +295,11 @@ class _Budget:
 
 
 @dataclass(frozen=True)
-class ChangedTasks:
-    """What one scan for changed tasks read."""
+class ChangedPage:
+    """One page of a scan for changed tasks, and where the scan stands."""
 
     tasks: list[TaskRecord]
-    pages: int
+    pages_read: int  # this page included
     started_at: datetime | None  # server clock at the first page, less 1 s; None if unknown
 
 

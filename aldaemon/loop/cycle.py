@@ -197,10 +197,16 @@ class Cycle:
         self, schema: LabelingSchema, *, text_field_changed: bool
     ) -> VersionRow | None:
         decision = self._decide(schema, text_field_changed=text_field_changed)
-        if decision.train and self._resync_older_than(RESYNC_BEFORE_TRAINING_SECONDS):
+        project = self.labeling_config.project
+        if (
+            decision.train
+            and self._resync_older_than(RESYNC_BEFORE_TRAINING_SECONDS)
+            and (project is None or poll.counts_disagree(self.ctx, project))
+        ):
             # Labels of tasks deleted in Label Studio should not train the model, and a
             # deleted task makes Label Studio refuse a whole upload: list ids first, unless
-            # that was done moments ago (10k ids take seconds; a refused upload still fails
+            # that was done moments ago or Label Studio counts as many tasks as local
+            # state (10k ids take seconds, 1M take minutes; a refused upload still fails
             # only its version, and a new one follows).
             await self._step("resync", self._resync())
             decision = self._decide(schema, text_field_changed=text_field_changed)

@@ -1,8 +1,13 @@
 """Reading Label Studio into local state: the incremental poll and the full id listing.
 
-poll:   tasks whose `updated_at` passed the watermark (minus an overlap) -> diff ->
-        store the changes and the moved watermark in one transaction
+poll:   tasks whose `updated_at` passed the watermark (minus an overlap), page by page ->
+        diff the page -> store its changes -> ... -> last page: move the watermark
 resync: every task id -> tasks local state holds that Label Studio no longer lists
+
+A poll holds one page at a time, however big the project: a first read of a million
+tasks stores each page of 500 as it arrives. The watermark moves only once every page is
+stored (pages come by id, not by `updated_at`, so a page cannot vouch for the tasks after
+it); a crash mid-scan re-reads the scan, and re-reading stored annotations changes nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from datetime import datetime
 import structlog
 
 from aldaemon.loop.context import CycleContext, CycleReport
-from aldaemon.records import LabelingSchema
+from aldaemon.records import LabelingSchema, ProjectInfo
 from aldaemon.store import Store
 from aldaemon.sync import reconcile, timestamps, watermark
 
@@ -59,27 +64,66 @@ async def poll(
     if read_all:
         # A renamed text field changes every task's text without moving its updated_at.
         after = None
-    changes = await ctx.gateway.fetch_changes(project_id, schema=schema, updated_after=after)
-    tasks = changes.tasks
-    known = store.known_annotations(project_id, [task.id for task in tasks])
-    outcome = reconcile.diff(tasks, known)
-    if changes.pages > 1:
-        outcome = cap_watermark(outcome, changes.started_at)
-    record_poll(store, project_id, outcome, now=ctx.clock())
-    report.count("tasks_read", len(tasks))
-    report.count("annotations_created", len(outcome.created))
-    report.count("annotations_updated", len(outcome.updated))
-    report.count("annotations_deleted", len(outcome.deleted))
-    report.count("label_changes", outcome.label_changes)
-    if outcome.created or outcome.updated or outcome.deleted:
+    tally = _PollTally()
+    async for page in ctx.gateway.changed_task_pages(
+        project_id, schema=schema, updated_after=after
+    ):
+        known = store.known_annotations(project_id, [task.id for task in page.tasks])
+        outcome = reconcile.diff(page.tasks, known)
+        # Each page's changes as they come; the watermark stays where it was.
+        store.apply_reconcile(
+            project_id, outcome, watermark=sync.current_watermark, now=ctx.clock()
+        )
+        tally.add(outcome, pages_read=page.pages_read, started_at=page.started_at)
+    newest = reconcile.ReconcileOutcome(newest_updated_at=tally.newest_updated_at)
+    if tally.pages_read > 1:
+        newest = cap_watermark(newest, tally.started_at)
+    record_poll(store, project_id, newest, now=ctx.clock())
+    report.count("tasks_read", tally.tasks_read)
+    report.count("annotations_created", tally.annotations_created)
+    report.count("annotations_updated", tally.annotations_updated)
+    report.count("annotations_deleted", tally.annotations_deleted)
+    report.count("label_changes", tally.label_changes)
+    if tally.annotations_created or tally.annotations_updated or tally.annotations_deleted:
         logger.info(
             "reconcile.finished",
-            tasks_read=len(tasks),
-            created=len(outcome.created),
-            updated=len(outcome.updated),
-            deleted=len(outcome.deleted),
-            label_changes=outcome.label_changes,
+            tasks_read=tally.tasks_read,
+            created=tally.annotations_created,
+            updated=tally.annotations_updated,
+            deleted=tally.annotations_deleted,
+            label_changes=tally.label_changes,
         )
+
+
+@dataclasses.dataclass
+class _PollTally:
+    """What a poll read and changed, summed over its pages (counts, not the records)."""
+
+    tasks_read: int = 0
+    annotations_created: int = 0
+    annotations_updated: int = 0
+    annotations_deleted: int = 0
+    label_changes: int = 0
+    newest_updated_at: str | None = None
+    pages_read: int = 0
+    started_at: datetime | None = None
+
+    def add(
+        self,
+        outcome: reconcile.ReconcileOutcome,
+        *,
+        pages_read: int,
+        started_at: datetime | None,
+    ) -> None:
+        self.tasks_read += len(outcome.tasks)
+        self.annotations_created += len(outcome.created)
+        self.annotations_updated += len(outcome.updated)
+        self.annotations_deleted += len(outcome.deleted)
+        self.label_changes += outcome.label_changes
+        self.newest_updated_at = timestamps.later_ls_datetime(
+            self.newest_updated_at, outcome.newest_updated_at
+        )
+        self.pages_read, self.started_at = pages_read, started_at
 
 
 async def resync(
@@ -96,6 +140,21 @@ async def resync(
         logger.info("resync.tasks_deleted", count=len(decision.deleted_task_ids))
     ctx.store.apply_resync(project_id, decision, now=ctx.clock())
     report.count("tasks_deleted", len(decision.deleted_task_ids))
+
+
+def counts_disagree(ctx: CycleContext, project: ProjectInfo) -> bool:
+    """Label Studio's task count (read with the project, at the start of the cycle)
+    differs from the live tasks local state holds after the poll.
+
+    The poll stores every task created since the last one, so equal counts mean no task
+    was deleted, unless as many appeared unseen (a task the poll cannot read) or one was
+    deleted between the two reads. That equal-count churn is left to the listing every
+    `resync_interval`; this check only spares the listing before a training, which at a
+    million tasks is a thousand requests.
+    """
+    return project.task_count is None or project.task_count != ctx.store.live_task_count(
+        ctx.project.id
+    )
 
 
 def cap_watermark(

@@ -185,8 +185,7 @@ class Publisher:
         stored order: a process killed during the re-send resumes on the same list and
         cannot send a prediction twice.
         """
-        listed = await self.ctx.gateway.list_predictions(self.project_id)
-        present = {task_id for task_id, version, _ in listed if version == name}
+        present = await self.ctx.gateway.tasks_holding_version(self.project_id, name)
         held = [p for p in predictions if p.task_id in present]
         reordered = held + [p for p in predictions if p.task_id not in present]
         self.ctx.store.save_predictions(self.project_id, name, reordered)

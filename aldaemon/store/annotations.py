@@ -140,6 +140,15 @@ class AnnotationTables(Tables):
             ).fetchall()
         return {int(row[0]) for row in rows}
 
+    def live_task_count(self, project_id: int) -> int:
+        """How many tasks local state holds as live (compared with Label Studio's count)."""
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM tasks WHERE project_id = ? AND deleted_at IS NULL",
+                (project_id,),
+            ).fetchone()
+        return int(row[0])
+
     def apply_resync(self, project_id: int, decision: DeletionDecision, *, now: float) -> None:
         """Mark tasks a full listing no longer shows as deleted, with their annotations.
 

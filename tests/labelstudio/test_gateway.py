@@ -27,7 +27,7 @@ from aldaemon.errors import (
 )
 from aldaemon.labelstudio import LabelStudioGateway, parse_labeling_config
 from aldaemon.labelstudio.auth import TokenKind, access_lifetime, token_kind
-from aldaemon.labelstudio.failures import to_labelstudio_error
+from aldaemon.labelstudio.failures import MEMORY_EFFICIENT_IMPORT_FLAG, to_labelstudio_error
 from aldaemon.labelstudio.http import RequestTally, count_requests
 from aldaemon.labelstudio.payloads import (
     choices_result,
@@ -387,6 +387,34 @@ class TestListTaskIds:
         assert [first, third] == ids
 
 
+@labelstudio
+class TestTasksHoldingVersion:
+    async def test_lists_the_tasks_of_one_version_across_pages(
+        self,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """Paged by id, exactly the tasks holding a prediction of the version come back,
+        not those of a version whose name merely contains it ("v1" inside "v10")."""
+        project_id = make_project(texts(7))
+        ids = ls_client.task_ids(project_id)
+
+        async with gateway(label_studio, label_studio.pat) as gw:
+            for version, chosen in (("aldaemon-v1", ids[:4]), ("aldaemon-v10", ids[2:6])):
+                await gw.import_predictions(
+                    project_id,
+                    model_version=version,
+                    schema=SCHEMA,
+                    predictions=[
+                        PredictionRecord(task_id=t, label="pos", score=0.5) for t in chosen
+                    ],
+                )
+            holding = await gw.tasks_holding_version(project_id, "aldaemon-v1", page_size=2)
+
+        assert set(ids[:4]) == holding
+
+
 # ---- tasks Label Studio cannot serve ------------------------------------------------------
 
 UNSERVABLE_TEXT = "broken \ud800 text"  # valid JSON ("\ud800"), not encodable as UTF-8
@@ -580,7 +608,9 @@ class TestImportPredictions:
             await gw.import_predictions(
                 project_id, model_version="v1", schema=SCHEMA, predictions=predictions
             )
-            stored = await gw.list_predictions(project_id)
+        stored = [
+            (p["task"], p["model_version"], p["score"]) for p in ls_client.predictions(project_id)
+        ]
 
         assert [(first, "v1", 0.25), (second, "v1", 0.75)] == sorted(stored)
 
@@ -994,6 +1024,22 @@ class TestErrorMapping:
             type(error),
             "SSRF_PROTECTION_ENABLED=false" in str(error),
         )
+
+    def test_sqlite_variable_wall_is_permanent_and_names_the_remedy(self) -> None:
+        """Label Studio's 500 "too many SQL variables" (the body its exception handler
+        writes) is a refusal naming the import flag and PostgreSQL, not an outage."""
+        body = {"id": "x", "status_code": 500, "detail": "too many SQL variables"}
+        error = mapped(500, body, project_id=3)
+
+        assert (LabelStudioRefused, 500) == (type(error), getattr(error, "status_code", None))
+        assert f"{MEMORY_EFFICIENT_IMPORT_FLAG}=true" in str(error)
+        assert "PostgreSQL" in str(error)
+
+    def test_another_500_stays_temporary(self) -> None:
+        """Any other 500 from Label Studio is still "unreachable", retried next poll."""
+        error = mapped(500, {"detail": "database is locked"}, project_id=3)
+
+        assert LabelStudioUnreachable is type(error)
 
     def test_echoed_secret_is_redacted(self) -> None:
         """A credential echoed back in the server's message is replaced by ***."""

@@ -154,6 +154,7 @@ min_interval = 0
 min_per_class = 1
 [projects.predictions]
 keep_versions = {keep_versions}
+queue_depth = 0  # every unlabeled task: the tests count them
 """
     )
     return load_config(path, env={})

@@ -40,6 +40,7 @@ from aldaemon.store import Store
 from tests.conftest import MakeProject
 from tests.faultproxy import FaultProxy
 from tests.helpers import (
+    EVERY_TASK,
     IMPORT_PATH,
     QUICK_BACKOFF,
     annotate_some,
@@ -80,7 +81,9 @@ class TestKilledDuringUpload:
         tasks, labels = make_tasks(1000, seed=21)
         project_id = make_project(tasks)
         annotate_some(ls_client, ls_client.task_ids(project_id), labels, 20)
-        config = write_config(tmp_path, label_studio, project_id, predictions="batch_size = 40")
+        config = write_config(
+            tmp_path, label_studio, project_id, predictions="batch_size = 40\n" + EVERY_TASK
+        )
         total = 980
 
         process = start_once(config.path)
@@ -137,7 +140,9 @@ class TestResumingARepairedUpload:
         tasks, labels = make_tasks(110, seed=23)
         project_id = make_project(tasks)
         annotate_some(ls_client, ls_client.task_ids(project_id), labels, 10)
-        config = write_config(tmp_path, label_studio, project_id, predictions="batch_size = 25")
+        config = write_config(
+            tmp_path, label_studio, project_id, predictions="batch_size = 25\n" + EVERY_TASK
+        )
         version = "aldaemon-v1"
 
         async def run_killed_during_the_resend() -> None:
@@ -228,7 +233,8 @@ def cycle_config(*, url: str, token: str, state_dir: Path, project_id: int) -> C
             ProjectConfig(
                 id=project_id,
                 retrain=RetrainConfig(min_new_annotations=1, min_interval=0.0, min_per_class=2),
-                predictions=PredictionsConfig(batch_size=BATCH_SIZE),
+                # every unlabeled task is predicted: the tests count them
+                predictions=PredictionsConfig(batch_size=BATCH_SIZE, queue_depth=None),
             ),
         ),
     )

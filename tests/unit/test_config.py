@@ -261,3 +261,15 @@ class TestMLBackendConfig:
             write(tmp_path, GOOD.replace("id = 1\n", "id = 1\nml_backend_id = 2\n"))
         )
         assert ['projects[0].ml_backend_id: applies only with model = "ml-backend"'] == problems
+
+
+class TestQueueDepth:
+    def test_the_default_publishes_the_thousand_most_informative(self, tmp_path: Path) -> None:
+        """Without the key, a version holds the 1,000 most informative tasks (README)."""
+        config = load_config(write(tmp_path, GOOD), env={})
+        assert 1000 == config.projects[0].predictions.queue_depth
+
+    def test_zero_publishes_every_task(self, tmp_path: Path) -> None:
+        """`queue_depth = 0` means no limit: every unlabeled task is published."""
+        config = load_config(write(tmp_path, GOOD + "queue_depth = 0\n"), env={})
+        assert config.projects[0].predictions.queue_depth is None
