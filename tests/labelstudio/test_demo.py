@@ -200,6 +200,7 @@ class TestSession:
             min_new_annotations=10,
             min_interval=0.0,
             listen="",
+            digits=False,
         )
 
         async def first_active_version(project_id: int) -> None:

@@ -22,7 +22,7 @@ from sklearn.datasets import load_digits
 from aldaemon.labelstudio import ml_backends
 from aldaemon.labelstudio.ml_backends import MLBackend, MLBackendState
 from aldaemon.model import ml_backend
-from examples.ml_backend.images import digit_to_data_url
+from examples.ml_backend.images import DIGITS_LABEL_CONFIG, digit_to_data_url
 from tests.conftest import MakeProject
 from tests.lsserver import REPO_ROOT, LabelStudioClient, LabelStudioServer, free_port
 
@@ -36,11 +36,7 @@ SPANS_CONFIG = """<View>
   <Labels name="ner" toName="text"><Label value="PER"/><Label value="ORG"/></Labels>
   <Text name="text" value="$text"/>
 </View>"""
-DIGITS_CONFIG = (
-    '<View><Image name="image" value="$image"/><Choices name="digit" toName="image">'
-    + "".join(f'<Choice value="{d}"/>' for d in range(10))
-    + "</Choices></View>"
-)
+DIGITS_CONFIG = DIGITS_LABEL_CONFIG
 
 
 def choice(label: str, score: float | None = None) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from aldaemon.loop.context import CycleReport
 from aldaemon.store import DB_FILENAME
 from aldaemon.sync.versions import queue_view_data
 from aldaemon.views.status import collect
-from examples.ml_backend.images import digit_to_data_url
+from examples.ml_backend.images import DIGITS_LABEL_CONFIG, digit_to_data_url
 from examples.ml_backend.process import BackendProcess
 from tests.conftest import MakeProject
 from tests.helpers import one_cycle, predictions_by_version
@@ -32,11 +32,7 @@ from tests.lsserver import LabelStudioClient, LabelStudioServer, free_port
 
 pytestmark = pytest.mark.labelstudio
 
-DIGITS_CONFIG = (
-    '<View><Image name="image" value="$image"/><Choices name="digit" toName="image">'
-    + "".join(f'<Choice value="{d}"/>' for d in range(10))
-    + "</Choices></View>"
-)
+DIGITS_CONFIG = DIGITS_LABEL_CONFIG
 DIGITS = load_digits()
 
 
