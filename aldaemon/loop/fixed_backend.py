@@ -71,6 +71,8 @@ async def top_up(
     active = _active_version(ctx)
     if fixed is None or active is None or active.backend_version != fixed:
         return TopUp.NOT_FIXED
+    if ctx.project.predictions.queue_depth:  # only the top K are published: rescore in full
+        return TopUp.NOT_FIXED
     client = ctx.gateway.http_client
     connected = await ml_backends.find_backend(
         client, project_id=project_id, ml_backend_id=ctx.project.ml_backend_id
@@ -81,7 +83,10 @@ async def top_up(
         )
         return TopUp.NEW_VERSION
     report.version, report.backend_version = active.name, fixed
-    stored = {p.task_id: p for p in store.load_predictions(project_id, active.name)}
+    live = store.known_task_ids(project_id)  # a deleted task took its prediction along
+    stored = {
+        p.task_id: p for p in store.load_predictions(project_id, active.name) if p.task_id in live
+    }
     pool = {task_id: data for task_id, data in store.unlabeled_tasks(project_id) if data}
     digests = backend.scored_digests(ctx, active.name)
     changed = [
