@@ -1,6 +1,6 @@
 """Label efficiency through an ML backend: digits images, aldaemon's queue against random.
 
-    python -m bench.ml_backend_digits [--seeds 0 1 2] [--step 20] [--cap 400]
+    python -m bench.ml_backend_digits [--seeds 0 1 2] [--step 40] [--cap 400]
 
 scikit-learn's 1,797 bundled digits are split once (stratified, fixed): 1,400 become
 tasks of a Label Studio project, 397 are the test set. The example backend (a real
@@ -8,8 +8,9 @@ process, LogisticRegression on the 64 pixels) is connected through Label Studio'
 Per seed, both arms start from the same 20 seed labels (two of each digit, chosen by the
 seed):
 
-- aldaemon: `model = "ml-backend"`, retraining every `step` labels (min_new_annotations =
-  step, min_interval = 0). Each cycle asks Label Studio to train the backend, scores the
+- aldaemon: `model = "ml-backend"`, retraining every `step` labels (one cycle per step;
+  min_new_annotations = 20 so the first version trains on the seed labels, min_interval
+  = 0). Each cycle asks Label Studio to train the backend, scores the
   unlabeled pool through /predict, uploads and activates the version with uncertainty
   sampling; a simulated annotator then takes `step` tasks from `GET /api/projects/{id}/next`
   and answers with the true digit. The backend's score is its probability of the
@@ -127,7 +128,11 @@ async def aldaemon_curve(
         directory=work_dir / f"daemon-{seed}",
         server=server,
         project_id=project_id,
-        retrain={"min_new_annotations": step, "min_interval": 0, "min_per_class": 1},
+        retrain={
+            "min_new_annotations": min(step, len(labeled)),
+            "min_interval": 0,
+            "min_per_class": 1,
+        },
         predictions={"prune_per_cycle": 0},
         ml_backend={"batch_size": 100, "timeout": 60},
     )
@@ -261,7 +266,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m bench.{NAME}", description=__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--step", type=int, default=20, help="labels between two retrains")
+    parser.add_argument("--step", type=int, default=40, help="labels between two retrains")
     parser.add_argument("--cap", type=int, default=400, help="labels the AULC spans")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
