@@ -112,6 +112,7 @@ async def aldaemon_curve(
     step: int,
     cap: int,
     target: float,
+    max_labels: int,
     work_dir: Path,
 ) -> tuple[list[tuple[int, float]], list[dict[str, Any]]]:
     """The aldaemon arm through Label Studio and the backend; the curve and per-step log."""
@@ -156,7 +157,7 @@ async def aldaemon_curve(
                 labels=len(labeled),
                 cap=cap,
                 reached_target=any(a >= target for _, a in curve),
-                pool_left=len(data.pool) - len(labeled),
+                pool_left=min(len(data.pool), max_labels) - len(labeled),
             ):
                 break
             for _ in range(step):
@@ -180,11 +181,16 @@ async def aldaemon_curve(
     return curve, steps
 
 
-def summarize(runs: Sequence[dict[str, Any]], *, cap: int, target: float) -> dict[str, Any]:
-    """Per seed and median: labels needed, ratio to random, AULC up to `cap`."""
+def summarize(
+    runs: Sequence[dict[str, Any]], *, cap: int, target: float, max_labels: int | None = None
+) -> dict[str, Any]:
+    """Per seed and median: labels needed, ratio to random, AULC up to `cap`.
+
+    A run stopped at `max_labels` before the target counts as `max_labels` (censored)."""
+    bound = max_labels or cap
     ours = [curves.labels_needed(r["aldaemon"], target=target) for r in runs]
     theirs = [curves.labels_needed(r["random"], target=target) for r in runs]
-    comparison = curves.compare_to_random(ours, theirs, cap=cap)
+    comparison = curves.compare_to_random(ours, theirs, cap=bound)
     area_ours = [curves.normalized_area([p for p in r["aldaemon"] if p[0] <= cap]) for r in runs]
     area_theirs = [curves.normalized_area([p for p in r["random"] if p[0] <= cap]) for r in runs]
     return {
@@ -202,8 +208,8 @@ def summarize(runs: Sequence[dict[str, Any]], *, cap: int, target: float) -> dic
             )
         ],
         "median_labels_needed": {
-            "aldaemon": statistics.median([o or cap for o in ours]),
-            "random": statistics.median([t or cap for t in theirs]),
+            "aldaemon": statistics.median([o or bound for o in ours]),
+            "random": statistics.median([t or bound for t in theirs]),
         },
         "median_ratio": comparison.median_ratio,
         "censored": comparison.censored,
@@ -219,7 +225,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     full = data.accuracy(data.pool)
     target = TARGET_SHARE_OF_FULL * full
     print(f"model on all {len(data.pool)} pool digits: accuracy {full:.4f}; target {target:.4f}")
-    runs = []
+    runs: list[dict[str, Any]] = []
+    payload: dict[str, Any] = {}
     with (
         common.work_directory(NAME, keep=args.keep) as work_dir,
         common.label_studio(work_dir, startup_timeout=digits.STARTUP_TIMEOUT) as server,
@@ -231,7 +238,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 began = time.perf_counter()
                 ours, steps = await aldaemon_curve(
                     server, backend, data, seed,
-                    step=args.step, cap=args.cap, target=target, work_dir=work_dir,
+                    step=args.step, cap=args.cap, target=target,
+                    max_labels=args.max_labels, work_dir=work_dir,
                 )  # fmt: skip
                 theirs = random_curve(data, seed, step=args.step, cap=args.cap, target=target)
                 runs.append(
@@ -244,23 +252,38 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     }
                 )
                 print(f"seed {seed}: aldaemon {ours[-1]}, random {theirs[-1]}")
+                # Written after every seed: a run cut short keeps the seeds it finished.
+                payload = _payload(args, data, runs, full=full, target=target,
+                                   machine=common.machine_info(server))  # fmt: skip
+                common.write_result(NAME, payload, module=f"bench.{NAME}")
         finally:
             log_stream.close()
-        machine = common.machine_info(server)
-    payload = {
+    return payload
+
+
+def _payload(
+    args: argparse.Namespace,
+    data: Data,
+    runs: Sequence[dict[str, Any]],
+    *,
+    full: float,
+    target: float,
+    machine: dict[str, Any],
+) -> dict[str, Any]:
+    return {
         "pool": len(data.pool),
         "test": len(data.test),
         "step": args.step,
         "cap": args.cap,
+        "max_labels": args.max_labels,
+        "seeds_done": [run["seed"] for run in runs],
         "seed_labels": SEED_PER_CLASS * 10,
         "full_pool_accuracy": common.rounded(full, 4),
         "target_accuracy": common.rounded(target, 4),
-        "summary": summarize(runs, cap=args.cap, target=target),
-        "runs": runs,
+        "summary": summarize(runs, cap=args.cap, target=target, max_labels=args.max_labels),
+        "runs": list(runs),
         "machine": machine,
     }
-    common.write_result(NAME, payload, module=f"bench.{NAME}")
-    return payload
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -268,6 +291,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--step", type=int, default=40, help="labels between two retrains")
     parser.add_argument("--cap", type=int, default=400, help="labels the AULC spans")
+    parser.add_argument(
+        "--max-labels", type=int, default=800,
+        help="aldaemon's arm stops here even below the target (censored: reported so)",
+    )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
     payload = asyncio.run(run(args))
