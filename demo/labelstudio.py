@@ -105,8 +105,11 @@ def server_environment(
             "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
             "PYTHONUNBUFFERED": "1",
             # The demo's and the tests' ML backends listen on 127.0.0.1, which Label
-            # Studio refuses to connect by default ("reserved network address").
+            # Studio refuses to connect by default ("reserved network address"). Both
+            # settings: connecting a backend also adds a webhook to its /webhook, which
+            # is checked under SSRF protection (a 403 with the same message otherwise).
             "ML_BLOCK_LOCAL_IP": "false",
+            "SSRF_PROTECTION_ENABLED": "false",
             # Label Studio 1.23 regenerates a SECRET_KEY starting with "$" at every
             # start (and with it every personal access token): pin one per data dir.
             "SECRET_KEY": _pinned_secret_key(data_dir),

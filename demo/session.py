@@ -326,7 +326,8 @@ async def _digits_project(
             "demo.digits_skipped",
             reason=str(exc),
             action="the reviews project runs alone; a Label Studio of your own must run "
-            "with ML_BLOCK_LOCAL_IP=false to connect a backend on 127.0.0.1",
+            "with ML_BLOCK_LOCAL_IP=false and SSRF_PROTECTION_ENABLED=false to connect a "
+            "backend on 127.0.0.1",
         )
         return None, None
     return digits_id, backend
