@@ -55,6 +55,24 @@ from examples.ml_backend.model import (
 log = logging.getLogger("examples.ml_backend")
 _MODELS = web.AppKey("models", dict[str, ProjectModel])
 _PAGE_SIZE = 500
+# Only tasks with an annotation, and only the fields training reads: a pool of images
+# as data URLs is megabytes Label Studio would serialize for nothing.
+_ANNOTATED_ONLY = json.dumps(
+    {
+        "filters": {
+            "conjunction": "and",
+            "items": [
+                {
+                    "filter": "filter:tasks:total_annotations",
+                    "operator": "greater",
+                    "type": "Number",
+                    "value": 0,
+                }
+            ],
+        },
+        "ordering": ["tasks:id"],
+    }
+)
 
 
 def flag(name: str) -> bool:
@@ -207,7 +225,8 @@ async def webhook(request: web.Request) -> web.Response:
 
 
 async def read_annotations(project_id: str, control: str) -> list[tuple[dict[str, Any], str]]:
-    """(task data, chosen label) for every task annotated in the project, read from the API.
+    """(task data, chosen label) for every task annotated in the project, read from the API
+    (`GET /api/tasks/` filtered to tasks with an annotation).
 
     LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (a legacy token, sent as `Token`) say where.
     Skipped annotations and annotations without this control are left out; a task with
@@ -227,6 +246,8 @@ async def read_annotations(project_id: str, control: str) -> list[tuple[dict[str
                 "page": str(page),
                 "page_size": str(_PAGE_SIZE),
                 "fields": "all",
+                "include": "id,data,annotations,result,was_cancelled",
+                "query": _ANNOTATED_ONLY,
             }
             async with session.get(f"{url}/api/tasks/", params=params) as response:
                 if response.status == 404 and page > 1:
