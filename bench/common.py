@@ -80,9 +80,9 @@ def repeated_tasks(reviews: Sequence[Review], count: int) -> list[BenchTask]:
 
 
 @contextlib.contextmanager
-def label_studio(work_dir: Path) -> Iterator[LabelStudioServer]:
+def label_studio(work_dir: Path, *, startup_timeout: float = 300.0) -> Iterator[LabelStudioServer]:
     """A private Label Studio on a free port with a fresh data dir under `work_dir`."""
-    server = LabelStudioServer(data_dir=work_dir / "label-studio")
+    server = LabelStudioServer(data_dir=work_dir / "label-studio", startup_timeout=startup_timeout)
     server.start()
     try:
         yield server
@@ -148,8 +148,13 @@ def daemon_config(
     project_id: int,
     retrain: Mapping[str, object],
     predictions: Mapping[str, object] | None = None,
+    ml_backend: Mapping[str, object] | None = None,
 ) -> Config:
-    """Write a daemon config for one project (no listener) and load it the daemon's way."""
+    """Write a daemon config for one project (no listener) and load it the daemon's way.
+
+    With `ml_backend` (its `[projects.ml_backend]` keys) the project is served by the ML
+    backend connected to it (`model = "ml-backend"`).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     token_file = directory / "token"
     token_file.write_text(server.legacy_token)
@@ -168,6 +173,9 @@ def daemon_config(
         "",
         "[[projects]]",
         f"id = {project_id}",
+        *(['model = "ml-backend"'] if ml_backend is not None else []),
+        *(["[projects.ml_backend]"] if ml_backend is not None else []),
+        *(f"{key} = {_toml(value)}" for key, value in (ml_backend or {}).items()),
         "[projects.retrain]",
         *(f"{key} = {_toml(value)}" for key, value in retrain.items()),
         "[projects.predictions]",

@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from bench import curves
+from bench import curves, ml_backend_digits
 from bench.footprint import summarize_model
 from bench.label_efficiency import keep_labeling, merge, plan, seed_review_indices, summarize
 from bench.label_efficiency_offline import served_order
@@ -239,3 +239,31 @@ class TestMerge:
             merge(main, self.document([("entropy", 1, 200)], step=100), other_name="o", command="")
         with pytest.raises(ValueError, match="entropy seed 0"):
             merge(main, self.document([("entropy", 0, 200)]), other_name="o", command="")
+
+
+class TestMlBackendDigits:
+    def test_seed_labels_hold_two_of_each_digit_and_depend_on_the_seed(self) -> None:
+        """Both arms start from two labels per digit, chosen by the seed."""
+        data = ml_backend_digits.Data()
+        first, second = data.seed_labels(0), data.seed_labels(1)
+
+        assert {d: 2 for d in range(10)} == Counter(int(data.targets[i]) for i in first)
+        assert set(first) <= set(data.pool) and first != second
+
+    def test_summary_gives_ratio_to_random_and_area_up_to_the_cap(self) -> None:
+        """Labels needed per arm, their ratio, and each arm's area over [seed, cap]."""
+        run = {
+            "seed": 0,
+            "aldaemon": [(20, 0.5), (40, 0.96), (60, 0.97)],
+            "random": [(20, 0.5), (40, 0.8), (60, 0.9), (80, 0.96)],
+        }
+
+        summary = ml_backend_digits.summarize([run], cap=60, target=0.95)
+
+        seed = summary["per_seed"][0]
+        assert (40, 80, 0.5) == (
+            seed["aldaemon_labels_needed"],
+            seed["random_labels_needed"],
+            seed["ratio"],
+        )
+        assert seed["aldaemon_aulc"] > seed["random_aulc"]

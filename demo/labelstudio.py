@@ -106,8 +106,11 @@ def server_environment(
             "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
             "PYTHONUNBUFFERED": "1",
             # The demo's and the tests' ML backends listen on 127.0.0.1, which Label
-            # Studio refuses to connect by default ("reserved network address").
+            # Studio refuses to connect by default ("reserved network address"). Both
+            # settings: connecting a backend also adds a webhook to its /webhook, which
+            # is checked under SSRF protection (a 403 with the same message otherwise).
             "ML_BLOCK_LOCAL_IP": "false",
+            "SSRF_PROTECTION_ENABLED": "false",
             # Label Studio 1.23 regenerates a SECRET_KEY starting with "$" at every
             # start (and with it every personal access token): pin one per data dir.
             "SECRET_KEY": _pinned_secret_key(data_dir),
@@ -398,3 +401,47 @@ class DemoGateway(LabelStudioGateway):
         except NothingLeft:
             return None
         return dict(answer)
+
+    async def task_data(self, project_id: int) -> dict[int, dict[str, Any]]:
+        """Every task's data by id, in one listing (the demo's own bookkeeping)."""
+        answer = await self._http.request(
+            "GET",
+            "/api/tasks/",
+            params={
+                "project": project_id,
+                "page": 1,
+                "page_size": 100_000,
+                "fields": "all",
+                "include": "id,data",
+            },
+            operation="task_data",
+            project_id=project_id,
+        )
+        return {int(task["id"]): dict(task.get("data") or {}) for task in answer.get("tasks", [])}
+
+    async def connect_ml_backend(self, project_id: int, *, url: str, title: str) -> int:
+        """Connect the backend at `url` to the project as a user would (`POST /api/ml`);
+        a backend connected earlier is reused, its URL updated if the port changed."""
+        listed = await self._http.request(
+            "GET", "/api/ml", params={"project": project_id}, operation="list_ml_backends",
+            project_id=project_id,
+        )  # fmt: skip
+        for backend in listed or []:
+            if str(backend.get("url", "")).rstrip("/") == url:
+                return int(backend["id"])
+        if listed:
+            backend_id = int(listed[0]["id"])
+            await self._http.request(
+                "PATCH", f"/api/ml/{backend_id}", json_body={"url": url},
+                operation="update_ml_backend", project_id=project_id,
+            )  # fmt: skip
+            return backend_id
+        created = await self._http.request(
+            "POST",
+            "/api/ml",
+            json_body={"url": url, "project": project_id, "title": title},
+            operation="connect_ml_backend",
+            project_id=project_id,
+            replay=Replay.IF_NOT_SENT,
+        )
+        return int(created["id"])

@@ -39,6 +39,7 @@ from aldaemon.errors import AldaemonError
 from aldaemon.secret import Secret
 from aldaemon.service.logs import configure_logging, register_secret
 from demo.data import PROJECT_TITLE, ReviewSets, load_reviews
+from demo.digits import DIGITS_TITLE
 from demo.labelstudio import DemoUser, LocalLabelStudio, install_label_studio, is_healthy
 from demo.paths import DemoPaths, read_json, update_json, write_private
 from demo.session import SessionOptions, run_session
@@ -122,7 +123,13 @@ def _stored_user(demo: Mapping[str, Any], paths: DemoPaths) -> DemoUser | None:
 
 
 def print_banner(
-    *, url: str, user: DemoUser | None, paths: DemoPaths, options: SessionOptions, project_id: int
+    *,
+    url: str,
+    user: DemoUser | None,
+    paths: DemoPaths,
+    options: SessionOptions,
+    project_id: int,
+    digits_id: int | None,
 ) -> None:
     config = paths.config_file
     login = f"{user.email} / {user.password.reveal()}" if user else "(your own account)"
@@ -132,6 +139,12 @@ def print_banner(
         f"  login          {login}",
         f"  project        {url}/projects/{project_id}/data  ({PROJECT_TITLE})",
     ]
+    if digits_id is not None:
+        lines += [
+            f"  project        {url}/projects/{digits_id}/data  ({DIGITS_TITLE})",
+            f"  ML backend     http://127.0.0.1:{options.backend_port}  "
+            f"(log: {paths.root / 'backend.log'})",
+        ]
     if options.listen:
         lines.append(f"  daemon health  http://{options.listen}/healthz   metrics: /metrics")
     lines += [
@@ -153,6 +166,8 @@ async def _demo(
         seconds=args.seconds,
         annotators=args.annotators if args.simulate else 0,
         labels_per_second=args.rate,
+        digits=not args.no_digits,
+        backend_port=args.backend_port,
     )
     url, token, user = await connect_label_studio(paths, port=args.port, started=started)
     return await run_session(
@@ -161,8 +176,13 @@ async def _demo(
         paths=paths,
         reviews=reviews,
         options=options,
-        on_ready=lambda project_id: print_banner(
-            url=url, user=user, paths=paths, options=options, project_id=project_id
+        on_ready=lambda project_id, digits_id: print_banner(
+            url=url,
+            user=user,
+            paths=paths,
+            options=options,
+            project_id=project_id,
+            digits_id=digits_id,
         ),
     )
 
@@ -180,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="Label Studio port")
     parser.add_argument("--dir", default=".demo", help="demo directory (.demo)")
+    parser.add_argument(
+        "--no-digits", action="store_true", help="only the reviews project, no ML backend"
+    )
+    parser.add_argument(
+        "--backend-port", type=int, default=9091, help="the example ML backend's port (9091)"
+    )
     return parser
 
 

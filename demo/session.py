@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import secrets
 import shutil
@@ -22,7 +23,7 @@ from typing import Any
 import structlog
 
 from aldaemon.config import Config, load_config
-from aldaemon.errors import ConfigError, ProjectNotFound
+from aldaemon.errors import AldaemonError, ConfigError, ProjectNotFound
 from aldaemon.labelstudio import parse_labeling_config
 from aldaemon.secret import Secret
 from aldaemon.service.logs import register_secret
@@ -34,11 +35,23 @@ from demo.data import (
     ReviewSets,
     labels_by_review_id,
     task_data,
+    true_label,
 )
+from demo.digits import (
+    BACKEND_TITLE,
+    DigitsSummary,
+    digit_answer,
+    digit_targets,
+    digits_versions,
+    ensure_digits_project,
+    start_backend,
+)
+from demo.digits import SCHEMA as DIGITS_SCHEMA
 from demo.labelstudio import DemoGateway as LabelStudioGateway
 from demo.paths import DemoPaths, read_json, update_json, write_private
 from demo.simulate import AnnotationCounter, ensure_annotators, start_annotators
 from demo.summary import DemoSummary, summarize
+from examples.ml_backend.process import BackendProcess
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +67,8 @@ class SessionOptions:
     min_new_annotations: int = 20
     min_interval: float = 10.0
     listen: str = "127.0.0.1:9090"
+    digits: bool = True  # the second project, served through the example ML backend
+    backend_port: int = 9091  # where the demo runs the example backend
 
 
 # --- the config file ---------------------------------------------------------------
@@ -67,8 +82,54 @@ def config_text(
     project_id: int,
     options: SessionOptions,
     webhook_secret: str,
+    digits_project_id: int | None = None,
 ) -> str:
     """The demo's config.toml: short intervals so a few minutes show several versions."""
+    return _reviews_config(
+        url=url,
+        token_file=token_file,
+        state_dir=state_dir,
+        project_id=project_id,
+        options=options,
+        webhook_secret=webhook_secret,
+    ) + ("" if digits_project_id is None else _digits_config(digits_project_id, options))
+
+
+def _digits_config(project_id: int, options: SessionOptions) -> str:
+    return f"""
+# The digits images, served by the example ML backend connected to the project in
+# Label Studio (python -m examples.ml_backend, started by the demo).
+[[projects]]
+id = {project_id}
+model = "ml-backend"
+
+[projects.ml_backend]
+batch_size = 200
+timeout = 50
+
+[projects.retrain]
+min_new_annotations = {options.min_new_annotations}
+min_interval = {options.min_interval:g}
+min_per_class = 1
+
+[projects.predictions]
+keep_versions = 2
+prune_per_cycle = 0
+
+[projects.view]
+title = "Active learning queue"
+"""
+
+
+def _reviews_config(
+    *,
+    url: str,
+    token_file: Path,
+    state_dir: Path,
+    project_id: int,
+    options: SessionOptions,
+    webhook_secret: str,
+) -> str:
     return f"""\
 # Written by the demo (python -m demo). It is reused while its project id and
 # URL match the demo's, so edit freely.
@@ -107,18 +168,22 @@ title = "Active learning queue"
 
 
 def ensure_config(
-    paths: DemoPaths, *, url: str, project_id: int, options: SessionOptions
+    paths: DemoPaths,
+    *,
+    url: str,
+    project_id: int,
+    options: SessionOptions,
+    digits_project_id: int | None = None,
 ) -> Config:
-    """Reuse .demo/config.toml when it still points at this project and URL, else write it."""
+    """Reuse .demo/config.toml when it still points at these projects and URL, else write it."""
+    wanted = [project_id] + ([] if digits_project_id is None else [digits_project_id])
     if paths.config_file.exists():
         try:
             existing = load_config(paths.config_file)
         except ConfigError as exc:
             log.warning("demo.config_rewritten", reason=str(exc))
         else:
-            if existing.labelstudio.url == url and [p.id for p in existing.projects] == [
-                project_id
-            ]:
+            if existing.labelstudio.url == url and [p.id for p in existing.projects] == wanted:
                 log.info("demo.config_reused", path=str(paths.config_file))
                 return existing
     text = config_text(
@@ -128,6 +193,7 @@ def ensure_config(
         project_id=project_id,
         options=options,
         webhook_secret=secrets.token_urlsafe(24),
+        digits_project_id=digits_project_id,
     )
     write_private(paths.config_file, text)
     log.info("demo.config_written", path=str(paths.config_file))
@@ -198,37 +264,100 @@ async def run_session(
     paths: DemoPaths,
     reviews: ReviewSets,
     options: SessionOptions,
-    on_ready: Callable[[int], None] | None = None,
+    on_ready: Callable[[int, int | None], None] | None = None,
     stop_when: Callable[[int], Awaitable[object]] | None = None,
 ) -> DemoSummary:
     """Set up the project and config, run the daemon (and annotators) until stopped.
 
     It stops on SIGINT/SIGTERM, after `options.seconds`, or when `stop_when(project_id)`
     returns (a test waits for a version that way instead of for a fixed time).
-    `on_ready(project_id)` is called once the project and config exist, before the daemon
-    starts: the command prints its banner there.
+    `on_ready(project_id, digits_project_id)` is called once the projects and config
+    exist, before the daemon starts: the command prints its banner there. The digits
+    project (None when not served) gets its own annotators and its own summary lines.
     """
-    from aldaemon.service.daemon import Daemon  # the service shell; imported when a session runs
-    from aldaemon.service.runtime import Runtime
-
     register_secret(token.reveal())
     async with LabelStudioGateway(url=url, token=token) as gateway:
         await gateway.check_auth()
         project_id, created = await ensure_project(gateway, paths, reviews.train)
+        digits_id, backend = await _digits_project(gateway, paths, url=url, token=token,
+                                                   options=options)  # fmt: skip
     if created:
         forget_local_state(paths.state_dir, project_id)
     if not paths.token_file.exists():
         write_private(paths.token_file, token.reveal() + "\n")
-    config = ensure_config(paths, url=url, project_id=project_id, options=options)
+    try:
+        config = ensure_config(
+            paths, url=url, project_id=project_id, options=options, digits_project_id=digits_id
+        )
+        if on_ready is not None:
+            on_ready(project_id, digits_id)
+        return await _serve(
+            config, url=url, token=token, paths=paths, reviews=reviews, options=options,
+            project_id=project_id, digits_id=digits_id, stop_when=stop_when,
+        )  # fmt: skip
+    finally:
+        if backend is not None:
+            backend.stop()
+
+
+async def _digits_project(
+    gateway: LabelStudioGateway,
+    paths: DemoPaths,
+    *,
+    url: str,
+    token: Secret,
+    options: SessionOptions,
+) -> tuple[int | None, BackendProcess | None]:
+    """The digits project and its running, connected backend; (None, None) when the demo
+    cannot serve it here (it says why, and the reviews project runs on)."""
+    if not options.digits:
+        return None, None
+    backend = None
+    try:
+        digits_id, created = await ensure_digits_project(gateway, paths)
+        if created:
+            forget_local_state(paths.state_dir, digits_id)
+        backend = start_backend(paths, url=url, token=token.reveal(), port=options.backend_port)
+        await gateway.connect_ml_backend(digits_id, url=backend.url, title=BACKEND_TITLE)
+    except AldaemonError as exc:
+        if backend is not None:
+            backend.stop()
+        log.warning(
+            "demo.digits_skipped",
+            reason=str(exc),
+            action="the reviews project runs alone; a Label Studio of your own must run "
+            "with ML_BLOCK_LOCAL_IP=false and SSRF_PROTECTION_ENABLED=false to connect a "
+            "backend on 127.0.0.1",
+        )
+        return None, None
+    return digits_id, backend
+
+
+async def _serve(
+    config: Config,
+    *,
+    url: str,
+    token: Secret,
+    paths: DemoPaths,
+    reviews: ReviewSets,
+    options: SessionOptions,
+    project_id: int,
+    digits_id: int | None,
+    stop_when: Callable[[int], Awaitable[object]] | None,
+) -> DemoSummary:
+    """Run the daemon (and annotators) until stopped; then the summary."""
+    from aldaemon.service.daemon import Daemon  # the service shell; imported when a session runs
+    from aldaemon.service.runtime import Runtime
+
     schema = parse_labeling_config(LABEL_CONFIG)
-    if on_ready is not None:
-        on_ready(project_id)
     pool = None
     if options.annotators > 0:
         pool = await ensure_annotators(
             url=url, paths=paths, count=options.annotators, fallback=token
         )
-    counter = AnnotationCounter()
+    counter, digits_counter = AnnotationCounter(), AnnotationCounter()
+    targets = digit_targets() if digits_id is not None else []
+    answers = labels_by_review_id(reviews.train)
     helpers: list[asyncio.Task[None]] = []
     started = time.monotonic()
     async with Runtime(config) as runtime:
@@ -244,10 +373,20 @@ async def run_session(
                 url=url,
                 project_id=project_id,
                 schema=schema,
-                answers=labels_by_review_id(reviews.train),
+                answer=lambda task: true_label(task, answers),
                 labels_per_second=options.labels_per_second,
                 counter=counter,
             )
+            if digits_id is not None:
+                helpers += start_annotators(
+                    pool,
+                    url=url,
+                    project_id=digits_id,
+                    schema=DIGITS_SCHEMA,
+                    answer=lambda task: digit_answer(task, targets),
+                    labels_per_second=options.labels_per_second,
+                    counter=digits_counter,
+                )
         try:
             await serving
         finally:
@@ -255,7 +394,7 @@ async def run_session(
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             _restore_default_signals()
-    return await asyncio.to_thread(
+    summary = await asyncio.to_thread(
         summarize,
         state_dir=config.state.dir,
         project_id=project_id,
@@ -263,6 +402,20 @@ async def run_session(
         submitted=counter.submitted,
         seconds=time.monotonic() - started,
     )
+    if digits_id is None:
+        return summary
+    async with LabelStudioGateway(url=url, token=token) as gateway:
+        data = await gateway.task_data(digits_id)
+    truth = {
+        task_id: label
+        for task_id, fields in data.items()
+        if (label := digit_answer({"data": fields}, targets)) is not None
+    }
+    versions = await asyncio.to_thread(digits_versions, config.state.dir, digits_id, truth)
+    digits = DigitsSummary(
+        project_id=digits_id, submitted=digits_counter.submitted, versions=tuple(versions)
+    )
+    return dataclasses.replace(summary, digits=digits)
 
 
 async def _stop_when(condition: Awaitable[object], daemon: Any) -> None:

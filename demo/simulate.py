@@ -13,8 +13,9 @@ import json
 import random
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -22,13 +23,14 @@ from aldaemon.errors import LabelStudioAuthError, LabelStudioError
 from aldaemon.records import LabelingSchema
 from aldaemon.secret import Secret
 from aldaemon.service.logs import register_secret
-from demo.data import true_label
 from demo.labelstudio import DemoGateway as LabelStudioGateway
 from demo.labelstudio import annotator_token
 from demo.paths import DemoPaths, read_json, write_private
 
 log = structlog.get_logger(__name__)
 
+# The true label of a task Label Studio served (None: skip it), from the data set.
+Answer = Callable[[Mapping[str, Any]], str | None]
 PROGRESS_EVERY = 15.0  # seconds between two `demo.annotators.progress` lines
 
 
@@ -125,7 +127,7 @@ async def simulate_annotator(
     token: Secret,
     project_id: int,
     schema: LabelingSchema,
-    answers: Mapping[int, str],
+    answer: Answer,
     pause: float,
     counter: AnnotationCounter,
     turn: asyncio.Lock | None,
@@ -151,7 +153,7 @@ async def simulate_annotator(
                         continue
                     reading = pause * rng.uniform(0.6, 1.4) - (time.monotonic() - started)
                     await asyncio.sleep(max(0.0, reading))
-                    label = true_label(task, answers)
+                    label = answer(task)
                     await gateway.create_annotation(
                         int(task["id"]), schema=schema, label=label, was_cancelled=label is None
                     )
@@ -181,7 +183,7 @@ def start_annotators(
     url: str,
     project_id: int,
     schema: LabelingSchema,
-    answers: Mapping[int, str],
+    answer: Answer,
     labels_per_second: float,
     counter: AnnotationCounter,
 ) -> list[asyncio.Task[None]]:
@@ -201,7 +203,7 @@ def start_annotators(
                 token=token,
                 project_id=project_id,
                 schema=schema,
-                answers=answers,
+                answer=answer,
                 pause=pause,
                 counter=counter,
                 turn=turn,

@@ -17,6 +17,7 @@ from aldaemon.errors import AldaemonError
 from aldaemon.store import Store
 from aldaemon.sync.versions import label_counts
 from demo.data import Review
+from demo.digits import DigitsSummary, render_digits
 
 log = structlog.get_logger(__name__)
 
@@ -41,10 +42,18 @@ class DemoSummary:
     labels_per_class: dict[str, int]  # training labels in local state at the end
     versions: tuple[VersionSummary, ...]
     test_labels: dict[str, int] = field(default_factory=dict)
+    digits: DigitsSummary | None = None  # the second project, when the demo served it
 
 
 def render_summary(summary: DemoSummary) -> str:
-    """The table printed when the demo ends."""
+    """The tables printed when the demo ends: the reviews, then the digits project."""
+    text = _render_reviews(summary)
+    if summary.digits is not None:
+        text += "\n" + render_digits(summary.digits)
+    return text
+
+
+def _render_reviews(summary: DemoSummary) -> str:
     per_class = ", ".join(f"{label} {n}" for label, n in sorted(summary.labels_per_class.items()))
     lines = [
         f"demo summary: project {summary.project_id}, {summary.seconds:.0f} s",

@@ -43,6 +43,16 @@ from aldaemon.errors import (
     LabelStudioUnreachable,
     ModelError,
 )
+from aldaemon.labelstudio import payloads
+
+# The fields of Label Studio's TaskSimpleSerializer, which is what its own "Retrieve
+# Predictions" sends a backend's /predict for each task (ml/models.py `predict_tasks`).
+PREDICT_TASK_INCLUDE = (
+    "id,data,meta,created_at,updated_at,is_labeled,overlap,inner_id,total_annotations,"
+    "cancelled_annotations,total_predictions,comment_count,unresolved_comment_count,"
+    "last_comment_updated_at,project,updated_by,file_upload,comment_authors,annotations,predictions"
+)
+_TASK_PAGE_SIZE = 1000
 
 
 class MLBackendState(StrEnum):
@@ -200,6 +210,52 @@ async def project_for_backend(client: httpx.AsyncClient, *, project_id: int) -> 
     return ProjectForBackend(
         id=int(raw["id"]), created_at=str(raw["created_at"]), label_config=str(raw["label_config"])
     )
+
+
+async def tasks_for_predict(
+    client: httpx.AsyncClient, *, project_id: int, task_ids: Sequence[int]
+) -> list[dict[str, Any]]:
+    """The tasks `task_ids` whole, as Label Studio sends them to `/predict`, in that order.
+
+    One id-range scan of `/api/tasks/` (pages by id, page 1 each time); tasks of the range
+    that were not asked for are dropped, and a task deleted meanwhile is simply missing.
+    """
+    if not task_ids:
+        return []
+    wanted = set(task_ids)
+    found: dict[int, dict[str, Any]] = {}
+    after_id, last_id = min(wanted) - 1, max(wanted)
+    while True:
+        params = {
+            "project": project_id,
+            "page": 1,
+            "page_size": _TASK_PAGE_SIZE,
+            "fields": "all",
+            "include": PREDICT_TASK_INCLUDE,
+            "query": payloads.task_query(updated_after=None, after_id=after_id, up_to_id=last_id),
+        }
+        answer = await _call(client, "GET", "/api/tasks/", params=params)
+        page = list(answer.get("tasks") or []) if isinstance(answer, Mapping) else []
+        found.update({int(task["id"]): task for task in page if int(task["id"]) in wanted})
+        if not page or len(page) >= int(answer.get("total", 0)):
+            break
+        after_id = int(page[-1]["id"])
+    return [found[task_id] for task_id in task_ids if task_id in found]
+
+
+async def delete_task_predictions(
+    client: httpx.AsyncClient, *, task_id: int, model_version: str
+) -> int:
+    """Delete the task's predictions of `model_version` (only that version's); how many."""
+    listed = await _call(client, "GET", "/api/predictions/", params={"task": task_id})
+    doomed = [
+        int(p["id"])
+        for p in listed or []
+        if isinstance(p, Mapping) and p.get("model_version") == model_version
+    ]
+    for prediction_id in doomed:
+        await _call(client, "DELETE", f"/api/predictions/{prediction_id}/")
+    return len(doomed)
 
 
 def _describe(backends: Sequence[MLBackend]) -> str:

@@ -21,8 +21,9 @@ backend fails the cycle only, and the next cycle resumes the scoring.
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -33,17 +34,21 @@ from aldaemon.labelstudio import ml_backends
 from aldaemon.loop.context import CycleContext, CycleReport
 from aldaemon.loop.publish import fail_version
 from aldaemon.loop.schema_change import LabelingConfigWatch
-from aldaemon.loop.train import start_version
+from aldaemon.loop.train import policy_class_counts, policy_examples, start_version
 from aldaemon.model import ml_backend
 from aldaemon.records import LabelingSchema, PredictionRecord
 from aldaemon.store import VersionRow
 from aldaemon.store.backend import StoredBackendPrediction
-from aldaemon.sync.label_sets import cold_start_counts
 from aldaemon.sync.scoring import select_queue
-from aldaemon.sync.versions import training_examples
 
 # Label Studio waits for the backend's /webhook up to its ML_TIMEOUT_TRAIN; wait longer.
 TRAIN_REQUEST_TIMEOUT = 330.0
+# Whole tasks are read from Label Studio this many at a time (rounded to whole batches).
+TASKS_PER_READ = 1000
+# The backend's model_version when a training left it unchanged (a fixed model), or null.
+FIXED_MODEL_KEY = "ml_backend_fixed_model"
+# {"version": name, "digests": {task id: digest of the data its prediction was made on}}
+SCORED_KEY = "ml_backend_scored_data"
 
 
 class BackendModelChanged(ml_backend.BackendAnswerRejected):
@@ -66,7 +71,7 @@ async def train_version(
     report.version = name
     client = ctx.gateway.http_client
     backend = await _connected_backend(ctx)
-    n_labels = len(training_examples(store.annotated_tasks(project_id)))
+    n_labels = len(policy_examples(ctx))
     logger.info("train.started", version=name, n_labels=n_labels, ml_backend=backend.id)
     started = time.perf_counter()
     try:
@@ -82,11 +87,16 @@ async def train_version(
         name,
         trained_at=ctx.clock(),
         n_labels=n_labels,
-        class_counts=cold_start_counts(store.annotated_tasks(project_id), schema),
+        class_counts=policy_class_counts(ctx, schema),
         train_seconds=seconds,
         backend_version=outcome.version_after,
     )
     report.backend_version = outcome.version_after
+    # A version that did not move: a fixed model. Remembered, so later cycles score only
+    # new or changed tasks instead of asking it to train (fixed_backend.py).
+    store.set_team_value(
+        project_id, FIXED_MODEL_KEY, None if outcome.version_moved else outcome.version_after
+    )
     logger.info(
         "train.finished",
         version=name,
@@ -109,59 +119,85 @@ async def score_version(
     """Score the unlabeled pool through `/predict`, batch by batch; store the predictions."""
     project_id = ctx.project.id
     store = ctx.store
-    options = ctx.project.ml_backend
     report.backend_version = version.backend_version
     client = ctx.gateway.http_client
     backend = await _connected_backend(ctx)
     project = await ml_backends.project_for_backend(client, project_id=project_id)
-    pool = [(task_id, data) for task_id, data in store.unlabeled_tasks(project_id) if data]
+    pool = [task_id for task_id, data in store.unlabeled_tasks(project_id) if data]
     done = store.backend_batches(project_id, version.name)
     done_ids = {p.task_id for p in done}
-    first_batch = max((p.batch for p in done), default=-1) + 1
-    remaining = [
-        {"id": task_id, "data": {schema.text_field: data}}
-        for task_id, data in pool
-        if task_id not in done_ids
-    ]
+    next_batch = max((p.batch for p in done), default=-1) + 1
     if done:
         logger.info(
-            "score.resumed", version=version.name, batch=first_batch, tasks_done=len(done_ids)
+            "score.resumed", version=version.name, batch=next_batch, tasks_done=len(done_ids)
         )
 
-    async def record(number: int, predictions: list[ml_backend.BackendPrediction]) -> None:
-        _check_model(predictions, version)
+    async def record(predictions: list[ml_backend.BackendPrediction]) -> None:
+        nonlocal next_batch
+        check_model(predictions, version)
         store.record_backend_batch(
             project_id,
             version.name,
-            batch=first_batch + number,
-            predictions=[_stored(first_batch + number, p) for p in predictions],
+            batch=next_batch,
+            predictions=[_stored(next_batch, p) for p in predictions],
         )
         report.count("tasks_scored", len(predictions))
-        logger.info("score.batch", version=version.name, batch=first_batch + number,
-                    tasks=len(predictions))  # fmt: skip
+        logger.info("score.batch", version=version.name, batch=next_batch, tasks=len(predictions))
+        next_batch += 1
 
     try:
-        async with httpx.AsyncClient() as backend_http:
-            await ml_backend.predict_all(
-                backend_http,
-                url=backend.url,
-                tasks=remaining,
-                project=ml_backend.project_uid(project.id, project.created_at),
-                label_config=project.label_config,
-                batch_size=options.batch_size,
-                timeout=options.timeout,
-                on_batch=record,
-            )
+        await predict_tasks(
+            ctx,
+            backend_url=backend.url,
+            project=project,
+            task_ids=[task_id for task_id in pool if task_id not in done_ids],
+            on_batch=record,
+        )
     except ml_backend.BackendAnswerRejected as exc:
         store.drop_backend_batches(project_id, version.name)
         fail_version(ctx, version.name, reason=str(exc), logger=logger)
         raise
-    live = {task_id for task_id, _ in pool}
+    live = set(pool)
     scored = [p for p in store.backend_batches(project_id, version.name) if p.task_id in live]
     predictions = _chosen(scored, depth=ctx.project.predictions.queue_depth)
     store.save_predictions(project_id, version.name, predictions)
+    texts = dict(store.unlabeled_tasks(project_id))
+    remember_scored(
+        ctx, version.name, {p.task_id: data_digest(texts[p.task_id] or "") for p in predictions}
+    )
     store.drop_backend_batches(project_id, version.name)
     return store.mark_scored(project_id, version.name, n_predictions=len(predictions))
+
+
+async def predict_tasks(
+    ctx: CycleContext,
+    *,
+    backend_url: str,
+    project: ml_backends.ProjectForBackend,
+    task_ids: Sequence[int],
+    on_batch: Callable[[list[ml_backend.BackendPrediction]], Awaitable[None]],
+) -> None:
+    """Send `task_ids` to the backend's `/predict`, whole (as Label Studio sends them),
+    `batch_size` per call; `on_batch` gets each checked answer before the next call."""
+    options = ctx.project.ml_backend
+    per_read = options.batch_size * max(1, TASKS_PER_READ // options.batch_size)
+    async with httpx.AsyncClient() as backend_http:
+        for start in range(0, len(task_ids), per_read):
+            tasks = await ml_backends.tasks_for_predict(
+                ctx.gateway.http_client,
+                project_id=ctx.project.id,
+                task_ids=task_ids[start : start + per_read],
+            )
+            await ml_backend.predict_all(
+                backend_http,
+                url=backend_url,
+                tasks=tasks,
+                project=ml_backend.project_uid(project.id, project.created_at),
+                label_config=project.label_config,
+                batch_size=options.batch_size,
+                timeout=options.timeout,
+                on_batch=lambda _number, predictions: on_batch(predictions),
+            )
 
 
 async def _connected_backend(ctx: CycleContext) -> ml_backends.MLBackend:
@@ -171,7 +207,7 @@ async def _connected_backend(ctx: CycleContext) -> ml_backends.MLBackend:
     )
 
 
-def _check_model(predictions: Sequence[ml_backend.BackendPrediction], version: VersionRow) -> None:
+def check_model(predictions: Sequence[ml_backend.BackendPrediction], version: VersionRow) -> None:
     """Refuse answers of another model than the trained one (a backend restarted untrained)."""
     expected = version.backend_version
     others = sorted(
@@ -191,6 +227,25 @@ def _check_model(predictions: Sequence[ml_backend.BackendPrediction], version: V
         )
 
 
+def data_digest(data: str) -> str:
+    """A short digest of the task data a prediction was made on, to notice a change."""
+    return hashlib.blake2b(data.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+def remember_scored(ctx: CycleContext, version: str, digests: Mapping[int, str]) -> None:
+    """Record the data (digests, by task id) the version's predictions were made on."""
+    value = {"version": version, "digests": {str(t): d for t, d in digests.items()}}
+    ctx.store.set_team_value(ctx.project.id, SCORED_KEY, value)
+
+
+def scored_digests(ctx: CycleContext, version: str) -> dict[int, str]:
+    """What `remember_scored` recorded for `version` (empty for another version)."""
+    value = ctx.store.team_value(ctx.project.id, SCORED_KEY) or {}
+    if value.get("version") != version:
+        return {}
+    return {int(t): str(d) for t, d in value.get("digests", {}).items()}
+
+
 def _stored(batch: int, prediction: ml_backend.BackendPrediction) -> StoredBackendPrediction:
     return StoredBackendPrediction(
         batch=batch,
@@ -206,16 +261,20 @@ def _chosen(
 ) -> list[PredictionRecord]:
     """The predictions to upload, by task id: all, or the `queue_depth` least confident."""
     chosen = select_queue(np.asarray([p.score for p in scored], dtype=float), depth=depth)
-    records = [
-        PredictionRecord(
-            task_id=scored[i].task_id,
-            label=_first_label(scored[i].result),
-            score=scored[i].score,
-            result=scored[i].result,
-        )
-        for i in (int(i) for i in chosen)
-    ]
+    records = [prediction_record(scored[int(i)]) for i in chosen]
     return sorted(records, key=lambda record: record.task_id)
+
+
+def prediction_record(
+    prediction: StoredBackendPrediction | ml_backend.BackendPrediction,
+) -> PredictionRecord:
+    """A backend's checked prediction as aldaemon uploads it."""
+    return PredictionRecord(
+        task_id=prediction.task_id,
+        label=_first_label(prediction.result),
+        score=prediction.score,
+        result=tuple(prediction.result),
+    )
 
 
 def _first_label(result: Sequence[dict[str, Any]]) -> str:

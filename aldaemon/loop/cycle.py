@@ -22,7 +22,7 @@ from typing import TypeVar
 
 import structlog
 
-from aldaemon.loop import backend, poll, team, train
+from aldaemon.loop import backend, fixed_backend, poll, team, train
 from aldaemon.loop.context import CycleContext, CycleReport
 from aldaemon.loop.ownership import check_queue_view, handle_drift
 from aldaemon.loop.publish import Publisher, fail_version
@@ -30,7 +30,6 @@ from aldaemon.loop.removed_labels import republish_without_removed_labels
 from aldaemon.loop.schema_change import LabelingConfigWatch
 from aldaemon.records import LabelingSchema
 from aldaemon.store import VersionRow
-from aldaemon.sync.label_sets import cold_start_counts
 from aldaemon.sync.policy import (
     CLOCK_STEP_TOLERANCE_SECONDS,
     IntervalAnchor,
@@ -196,6 +195,17 @@ class Cycle:
     async def _decide_and_train(
         self, schema: LabelingSchema, *, text_field_changed: bool
     ) -> VersionRow | None:
+        if self.ctx.project.uses_ml_backend:
+            topped = await self._step(
+                "score", fixed_backend.top_up(self.ctx, schema, report=self.report, logger=self.log)
+            )
+            if topped is fixed_backend.TopUp.DONE:  # a fixed model: no training, ever
+                self.labeling_config.remember()
+                self.report.decision = "fixed ML backend model: new and changed tasks scored"
+                self.report.outcome = "ok" if self.report.counts.get("tasks_scored") else "idle"
+                return None
+            if topped is fixed_backend.TopUp.NEW_VERSION:
+                self.forced_training = True
         decision = self._decide(schema, text_field_changed=text_field_changed)
         project = self.labeling_config.project
         if (
@@ -269,9 +279,7 @@ class Cycle:
         retrain = self.ctx.project.retrain
         versions = store.list_versions(self.project_id)
         last = last_trained(versions)
-        counts = cold_start_counts(
-            store.annotated_tasks(self.project_id), schema, self.ctx.project.labels.policy
-        )
+        counts = train.policy_class_counts(self.ctx, schema)
         changes = label_changes_since_training(
             label_changes=store.sync_state(self.project_id).label_changes, versions=versions
         )

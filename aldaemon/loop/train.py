@@ -20,10 +20,26 @@ from aldaemon.loop.schema_change import LabelingConfigWatch
 from aldaemon.model import requests
 from aldaemon.records import LabelingSchema, PredictionRecord
 from aldaemon.store import VersionRow
-from aldaemon.sync import versions
-from aldaemon.sync.label_sets import answer_labels, keep_config_answers
+from aldaemon.sync.label_sets import answer_labels, cold_start_counts, keep_config_answers
 from aldaemon.sync.scoring import select_queue
-from aldaemon.sync.versions import own_version_number, training_examples, version_name
+from aldaemon.sync.versions import (
+    TrainingExample,
+    own_version_number,
+    training_examples,
+    version_name,
+)
+
+
+def policy_examples(ctx: CycleContext) -> list[TrainingExample]:
+    """One example per labeled task, as the project's `[projects.labels] policy` decides."""
+    return training_examples(ctx.store.annotated_tasks(ctx.project.id), ctx.project.labels.policy)
+
+
+def policy_class_counts(ctx: CycleContext, schema: LabelingSchema) -> dict[str, int]:
+    """Per config label, the count `min_per_class` is held against, under the label policy."""
+    return cold_start_counts(
+        ctx.store.annotated_tasks(ctx.project.id), schema, ctx.project.labels.policy
+    )
 
 
 async def next_version_number(ctx: CycleContext) -> int:
@@ -66,7 +82,7 @@ async def train_version(
     project_id = ctx.project.id
     store = ctx.store
     name = await start_version(ctx, label_changes=label_changes, labeling_config=labeling_config)
-    examples = training_examples(store.annotated_tasks(project_id), ctx.project.labels.policy)
+    examples = policy_examples(ctx)
     allowed = set(schema.labels)
     removed = set((store.get_meta(project_id).schema or {}).get("removed_labels", []))
     # Labels removed from the config were announced once when the config changed.
@@ -123,7 +139,7 @@ async def train_version(
 def _training_request(
     ctx: CycleContext,
     schema: LabelingSchema,
-    examples: Sequence[versions.TrainingExample],
+    examples: Sequence[TrainingExample],
     *,
     artifact_path: str,
 ) -> requests.TrainingRequest:

@@ -18,6 +18,13 @@ DIGIT_MAX = 16.0
 SHOWN_SIDE = 64  # what an annotator sees: each cell drawn as an 8x8 block
 _PREFIX = "data:image/png;base64,"
 
+# A digits project's labeling config: the image, and one choice per digit.
+DIGITS_LABEL_CONFIG = (
+    '<View><Image name="image" value="$image"/><Choices name="digit" toName="image">'
+    + "".join(f'<Choice value="{d}"/>' for d in range(10))
+    + "</Choices></View>"
+)
+
 
 def digit_to_data_url(grid: npt.ArrayLike) -> str:
     """An 8x8 grid of 0..16 as a 64x64 grayscale PNG data URL (dark ink on white)."""

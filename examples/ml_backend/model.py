@@ -12,6 +12,7 @@ Each training bumps the version (`example-1`, `example-2`, ...).
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import xml.etree.ElementTree as ElementTree
@@ -28,6 +29,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from examples.ml_backend import images
 
 UNTRAINED_VERSION = "example-untrained"
+DIGIT_LABELS = tuple(str(d) for d in range(10))
+PRETRAINED_VERSION = "example-pretrained"
 _FIELD = re.compile(r"^\$([A-Za-z0-9_\-]+)$")
 
 
@@ -69,6 +72,20 @@ def read_target(label_config: str) -> Target:
                 labels=labels,
             )
     raise ValueError("the labeling config has no <Choices> over an <Image> or <Text> field")
+
+
+@functools.cache
+def pretrained_digits(labels: tuple[str, ...]) -> LogisticRegression:
+    """LogisticRegression fitted on every bundled digit whose label is among `labels`
+    (classes are indices into `labels`); fitted once per process."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    names = [str(label) for label in digits.target]
+    known = [n for n, name in enumerate(names) if name in labels]
+    model = LogisticRegression(max_iter=2000)
+    model.fit(digits.data[known], [labels.index(names[n]) for n in known])
+    return model
 
 
 @dataclass
@@ -118,6 +135,15 @@ class ProjectModel:
             self.version = f"example-{self.trainings}"
             self.last_error = None
         return self.version
+
+    def pretrain_on_digits(self) -> None:
+        """A fixed model: fitted once on scikit-learn's bundled digits, never trained again."""
+        if self.target.object_tag != "Image":
+            raise TrainingFailed("FIXED_MODEL=1 serves image (digits) projects only")
+        model = pretrained_digits(self.target.labels)
+        with self.lock:
+            self.pipeline = model
+            self.version = PRETRAINED_VERSION
 
     def _new_model(self) -> Pipeline | LogisticRegression:
         if self.target.object_tag == "Image":

@@ -20,6 +20,10 @@ Label Studio keeps only the HTTP status line of a failed call (requests' message
 Test switches (environment variables): FAIL_TRAINING=1 makes every training fail with a
 message; NO_SCORE=1 leaves "score" out of predictions; SHORT_ANSWER=1 answers one result
 fewer than there are tasks; PREDICT_DELAY=<seconds> makes every /predict call that slow.
+FIXED_MODEL=1 makes it a backend that does not train: a model fitted once on all of
+scikit-learn's digits (version "example-pretrained") that acknowledges START_TRAINING
+and keeps its model. REQUEST_LOG=<path> appends one JSON line per /predict and /webhook
+call ({"path": ..., "body": ...}), to see what the backend was sent.
 
 MODEL_DIR=<dir> keeps each project's trained model in `<dir>/<project id>.joblib`, so a
 restarted backend answers with the model (and version) it had, as a real one must.
@@ -28,6 +32,7 @@ restarted backend answers with the model (and version) it had, as a real one mus
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -38,11 +43,36 @@ import aiohttp
 import joblib
 from aiohttp import web
 
-from examples.ml_backend.model import ProjectModel, Target, TrainingFailed, read_target
+from examples.ml_backend.model import (
+    DIGIT_LABELS,
+    ProjectModel,
+    Target,
+    TrainingFailed,
+    pretrained_digits,
+    read_target,
+)
 
 log = logging.getLogger("examples.ml_backend")
 _MODELS = web.AppKey("models", dict[str, ProjectModel])
 _PAGE_SIZE = 500
+# Only tasks with an annotation, and only the fields training reads: a pool of images
+# as data URLs is megabytes Label Studio would serialize for nothing.
+_ANNOTATED_ONLY = json.dumps(
+    {
+        "filters": {
+            "conjunction": "and",
+            "items": [
+                {
+                    "filter": "filter:tasks:total_annotations",
+                    "operator": "greater",
+                    "type": "Number",
+                    "value": 0,
+                }
+            ],
+        },
+        "ordering": ["tasks:id"],
+    }
+)
 
 
 def flag(name: str) -> bool:
@@ -50,6 +80,8 @@ def flag(name: str) -> bool:
 
 
 def create_app() -> web.Application:
+    if flag("FIXED_MODEL"):  # fit before answering /health: /setup has 3 s in Label Studio
+        pretrained_digits(DIGIT_LABELS)
     app = web.Application(client_max_size=256 * 1024**2)
     app[_MODELS] = {}
     app.router.add_get("/health", health)
@@ -74,6 +106,8 @@ def _model_for(app: web.Application, project_id: str, label_config: str) -> Proj
     model = models.get(project_id)
     if model is None or model.target != target:
         model = models[project_id] = _saved_model(project_id, target) or ProjectModel(target=target)
+        if flag("FIXED_MODEL"):
+            model.pretrain_on_digits()
     return model
 
 
@@ -133,8 +167,16 @@ async def setup(request: web.Request) -> web.Response:
     return web.json_response({"model_version": model.version})
 
 
+def _log_request(path: str, body: object) -> None:
+    log_path = os.environ.get("REQUEST_LOG", "").strip()
+    if log_path:
+        with open(log_path, "a", encoding="utf-8") as file:
+            file.write(json.dumps({"path": path, "body": body}) + "\n")
+
+
 async def predict(request: web.Request) -> web.Response:
     body = await request.json()
+    _log_request("/predict", body)
     tasks = body.get("tasks") or []
     delay = float(os.environ.get("PREDICT_DELAY") or 0)
     if delay:
@@ -156,11 +198,16 @@ async def predict(request: web.Request) -> web.Response:
 
 async def webhook(request: web.Request) -> web.Response:
     body = await request.json()
+    _log_request("/webhook", body)
     if body.get("action") != "START_TRAINING":
         return web.json_response({"status": "ignored", "action": body.get("action")})
     project = body.get("project") or {}
     project_id = _project_id(project)
     model = _model_for(request.app, project_id, project.get("label_config", ""))
+    if flag("FIXED_MODEL"):
+        return web.json_response(
+            {"status": "fixed model, not trained", "model_version": model.version}
+        )
     try:
         if flag("FAIL_TRAINING"):
             raise TrainingFailed("FAIL_TRAINING is set: this backend refuses to train")
@@ -178,7 +225,8 @@ async def webhook(request: web.Request) -> web.Response:
 
 
 async def read_annotations(project_id: str, control: str) -> list[tuple[dict[str, Any], str]]:
-    """(task data, chosen label) for every task annotated in the project, read from the API.
+    """(task data, chosen label) for every task annotated in the project, read from the API
+    (`GET /api/tasks/` filtered to tasks with an annotation).
 
     LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (a legacy token, sent as `Token`) say where.
     Skipped annotations and annotations without this control are left out; a task with
@@ -198,6 +246,8 @@ async def read_annotations(project_id: str, control: str) -> list[tuple[dict[str
                 "page": str(page),
                 "page_size": str(_PAGE_SIZE),
                 "fields": "all",
+                "include": "id,data,annotations,result,was_cancelled",
+                "query": _ANNOTATED_ONLY,
             }
             async with session.get(f"{url}/api/tasks/", params=params) as response:
                 if response.status == 404 and page > 1:

@@ -27,6 +27,14 @@ from demo.data import (
     task_data,
     true_label,
 )
+from demo.digits import (
+    DigitsSummary,
+    DigitsVersion,
+    digit_answer,
+    digit_targets,
+    digit_tasks,
+    render_digits,
+)
 from demo.paths import DemoPaths, read_json, write_private
 from demo.session import SessionOptions, config_text, ensure_config, run_session
 from demo.simulate import annotator_pause, ensure_annotators
@@ -132,6 +140,39 @@ class TestConfig:
         assert 0o600 == stat.S_IMODE(paths.config_file.stat().st_mode)
 
 
+class TestDigitsProject:
+    def test_the_digits_project_is_served_through_the_ml_backend(self, tmp_path: Path) -> None:
+        """With a digits project the config has a second project, model = "ml-backend"."""
+        paths = DemoPaths(tmp_path)
+        write_private(paths.token_file, "abc\n")
+        options = SessionOptions(poll_interval=5, min_new_annotations=20, min_interval=10)
+        config = ensure_config(paths, url=URL, project_id=4, options=options, digits_project_id=5)
+        assert [(4, False), (5, True)] == [(p.id, p.uses_ml_backend) for p in config.projects]
+
+    def test_a_config_without_the_digits_project_is_rewritten_with_it(self, tmp_path: Path) -> None:
+        """A .demo/config.toml from before the digits project gets it added."""
+        paths = DemoPaths(tmp_path)
+        write_private(paths.token_file, "abc\n")
+        options = SessionOptions()
+        ensure_config(paths, url=URL, project_id=4, options=options)
+        config = ensure_config(paths, url=URL, project_id=4, options=options, digits_project_id=5)
+        assert [4, 5] == [p.id for p in config.projects]
+
+    def test_a_digit_task_is_answered_with_its_digit(self) -> None:
+        """The annotators look the digit up by the task's row, never from the task."""
+        targets = digit_targets()
+        task = digit_tasks()[15]
+        assert ("5", "5") == (targets[15], digit_answer(task, targets))
+        assert None is digit_answer({"data": {"image": "x"}}, targets)
+
+    def test_the_summary_shows_each_digits_version_and_how_right_it_was(self) -> None:
+        """The digits table: labels, the backend's version, share of right predictions."""
+        version = DigitsVersion("aldaemon-v1", "active", 30, "example-1", 1767, 0.8512)
+        text = render_digits(DigitsSummary(project_id=5, submitted=30, versions=(version,)))
+        row = text.splitlines()[3].split()
+        assert ["aldaemon-v1", "active", "30", "example-1", "1767", "0.851"] == row
+
+
 class TestDemoFiles:
     def test_a_missing_file_reads_as_empty(self, tmp_path: Path) -> None:
         """Before the first run there is no demo.json, and that is not an error."""
@@ -200,6 +241,7 @@ class TestSession:
             min_new_annotations=10,
             min_interval=0.0,
             listen="",
+            digits=False,
         )
 
         async def first_active_version(project_id: int) -> None:

@@ -7,10 +7,6 @@ connect it through Label Studio's own API and drive it as the daemon will.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -22,9 +18,10 @@ from sklearn.datasets import load_digits
 from aldaemon.labelstudio import ml_backends
 from aldaemon.labelstudio.ml_backends import MLBackend, MLBackendState
 from aldaemon.model import ml_backend
-from examples.ml_backend.images import digit_to_data_url
+from examples.ml_backend.images import DIGITS_LABEL_CONFIG, digit_to_data_url
+from examples.ml_backend.process import BackendProcess
 from tests.conftest import MakeProject
-from tests.lsserver import REPO_ROOT, LabelStudioClient, LabelStudioServer, free_port
+from tests.lsserver import LabelStudioClient, LabelStudioServer, free_port
 
 labelstudio = pytest.mark.labelstudio
 
@@ -36,11 +33,7 @@ SPANS_CONFIG = """<View>
   <Labels name="ner" toName="text"><Label value="PER"/><Label value="ORG"/></Labels>
   <Text name="text" value="$text"/>
 </View>"""
-DIGITS_CONFIG = (
-    '<View><Image name="image" value="$image"/><Choices name="digit" toName="image">'
-    + "".join(f'<Choice value="{d}"/>' for d in range(10))
-    + "</Choices></View>"
-)
+DIGITS_CONFIG = DIGITS_LABEL_CONFIG
 
 
 def choice(label: str, score: float | None = None) -> dict[str, Any]:
@@ -212,55 +205,24 @@ class TestPickBackend:
 StartBackend = Callable[..., str]
 
 
-def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
-
-
-def healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 @pytest.fixture
 def start_backend(label_studio: LabelStudioServer) -> Iterator[StartBackend]:
     """Factory: start the example backend with extra env flags; returns its URL."""
-    processes: list[subprocess.Popen[bytes]] = []
+    backends: list[BackendProcess] = []
 
     def start(**flags: str) -> str:
-        port = free_port()
-        env = {
-            **os.environ,
-            "LABEL_STUDIO_URL": label_studio.url,
-            "LABEL_STUDIO_API_KEY": label_studio.legacy_token,
-            **flags,
-        }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "examples.ml_backend", "--port", str(port)],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        backend = BackendProcess(
+            port=free_port(),
+            label_studio_url=label_studio.url,
+            api_key=label_studio.legacy_token,
+            flags=flags,
         )
-        processes.append(process)
-        url = f"http://127.0.0.1:{port}"
-        wait_until(
-            lambda: (process.poll() is None and healthy(url)) or process.poll() is not None,
-            timeout=60,
-            what="the example backend's /health",
-        )
-        assert process.poll() is None, "the example backend exited at start"
-        return url
+        backends.append(backend.start())
+        return backend.url
 
     yield start
-    for process in processes:
-        process.terminate()
-        process.wait(timeout=10)
+    for backend in backends:
+        backend.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="function")  # the tests' own loop, not the session's

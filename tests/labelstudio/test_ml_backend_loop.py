@@ -8,16 +8,14 @@ Label Studio's own API, as a user would; aldaemon is configured with
 from __future__ import annotations
 
 import asyncio
-import os
+import json
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
 from sklearn.datasets import load_digits
 
@@ -26,79 +24,46 @@ from aldaemon.loop.context import CycleReport
 from aldaemon.store import DB_FILENAME
 from aldaemon.sync.versions import queue_view_data
 from aldaemon.views.status import collect
-from examples.ml_backend.images import digit_to_data_url
+from examples.ml_backend.images import DIGITS_LABEL_CONFIG, digit_to_data_url
+from examples.ml_backend.process import BackendProcess
 from tests.conftest import MakeProject
 from tests.helpers import one_cycle, predictions_by_version
-from tests.lsserver import REPO_ROOT, LabelStudioClient, LabelStudioServer, free_port
+from tests.lsserver import LabelStudioClient, LabelStudioServer, free_port
 
 pytestmark = pytest.mark.labelstudio
 
-DIGITS_CONFIG = (
-    '<View><Image name="image" value="$image"/><Choices name="digit" toName="image">'
-    + "".join(f'<Choice value="{d}"/>' for d in range(10))
-    + "</Choices></View>"
-)
+DIGITS_CONFIG = DIGITS_LABEL_CONFIG
 DIGITS = load_digits()
 
 
-class Backend:
+def new_backend(
+    server: LabelStudioServer, model_dir: Path, flags: dict[str, str]
+) -> BackendProcess:
     """The example backend as a process on a fixed port, which can be killed and restarted."""
-
-    def __init__(self, server: LabelStudioServer, model_dir: Path, flags: dict[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "LABEL_STUDIO_URL": server.url,
-            "LABEL_STUDIO_API_KEY": server.legacy_token,
-            "MODEL_DIR": str(model_dir),
-            **flags,
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Backend:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "examples.ml_backend", "--port", str(self.port)],
-            cwd=REPO_ROOT,
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while not self._healthy():
-            assert self.process.poll() is None, "the example backend exited at start"
-            assert time.monotonic() < deadline, "the example backend did not come up"
-            time.sleep(0.1)
-        return self
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait(timeout=10)
-
-    def _healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+    return BackendProcess(
+        port=free_port(),
+        label_studio_url=server.url,
+        api_key=server.legacy_token,
+        model_dir=model_dir,
+        flags=flags,
+    )
 
 
-StartBackend = Callable[..., Backend]
+StartBackend = Callable[..., BackendProcess]
 
 
 @pytest.fixture
 def start_backend(label_studio: LabelStudioServer, tmp_path: Path) -> Iterator[StartBackend]:
-    backends: list[Backend] = []
+    backends: list[BackendProcess] = []
 
-    def start(**flags: str) -> Backend:
-        backend = Backend(label_studio, tmp_path / "backend-models", flags).start()
+    def start(**flags: str) -> BackendProcess:
+        backend = new_backend(label_studio, tmp_path / "backend-models", flags).start()
         backends.append(backend)
         return backend
 
     yield start
     for backend in backends:
-        if backend.process is not None and backend.process.poll() is None:
-            backend.kill()
+        backend.kill()
 
 
 def digits_project(
@@ -119,7 +84,7 @@ def annotate(ls_client: LabelStudioClient, task_ids: list[int], n: int) -> None:
     ls_client.annotate(task_ids[n], str(DIGITS.target[n]), from_name="digit", to_name="image")
 
 
-def connect(ls_client: LabelStudioClient, project_id: int, backend: Backend) -> int:
+def connect(ls_client: LabelStudioClient, project_id: int, backend: BackendProcess) -> int:
     body = {"url": backend.url, "project": project_id, "title": "digits"}
     return int(ls_client.call("POST", "/api/ml", body)["id"])
 
@@ -329,6 +294,122 @@ class TestBackendLoop:
         assert "failed" == report.outcome
         assert "cannot sort the queue" in str(status_of(config)["failure"])
         assert {} == predictions_by_version(ls_client, project_id)
+
+
+class TestWhatTheBackendIsSent:
+    def test_predict_gets_each_task_whole_as_label_studio_itself_sends_it(
+        self,
+        tmp_path: Path,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+        start_backend: StartBackend,
+    ) -> None:
+        """Every data field and the task's other fields reach /predict, the same keys as
+        Label Studio's own "Retrieve Predictions" sends."""
+        requests = tmp_path / "requests.jsonl"
+        project_id = make_project(label_config=DIGITS_CONFIG)
+        whole_tasks = [
+            {
+                "data": {"image": digit_to_data_url(DIGITS.data[n]), "source": f"scan-{n}"},
+                "meta": {"batch": n % 2},
+            }
+            for n in range(14)
+        ]
+        ls_client.call("POST", f"/api/projects/{project_id}/import", whole_tasks)
+        task_ids = ls_client.task_ids(project_id)
+        for n in range(10):  # one of each digit: out of the cold start
+            annotate(ls_client, task_ids, n)
+        backend_id = connect(ls_client, project_id, start_backend(REQUEST_LOG=str(requests)))
+        config = backend_config(tmp_path, label_studio, project_id)
+
+        assert "ok" == cycle(config).outcome
+        ours = [task for body in predict_bodies(requests) for task in body["tasks"]]
+        requests.unlink()
+        ls_client.call(
+            "POST",
+            f"/api/dm/actions?id=retrieve_tasks_predictions&project={project_id}",
+            {"selectedItems": {"all": False, "included": [task_ids[10]]}},
+        )
+        theirs = [task for body in predict_bodies(requests) for task in body["tasks"]]
+
+        assert backend_id > 0
+        assert sorted(task_ids[10:]) == sorted(task["id"] for task in ours)
+        assert [f"scan-{n}" for n in range(10, 14)] == [task["data"]["source"] for task in ours]
+        assert [{"batch": n % 2} for n in range(10, 14)] == [task["meta"] for task in ours]
+        assert 1 == len(theirs)
+        assert sorted(theirs[0]) == sorted(ours[0])
+        assert theirs[0]["data"] == ours[0]["data"]
+
+
+class TestFixedModel:
+    def test_a_backend_that_does_not_train_gets_only_new_and_changed_tasks(
+        self,
+        tmp_path: Path,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+        start_backend: StartBackend,
+    ) -> None:
+        """FIXED_MODEL=1: its version does not move when asked to train, so later cycles
+        ask no training, send /predict only the new and the changed tasks, and add them
+        to the active version: still one prediction per task and version."""
+        requests = tmp_path / "requests.jsonl"
+        project_id, task_ids = digits_project(make_project, ls_client, count=20, annotated=10)
+        connect(ls_client, project_id, start_backend(FIXED_MODEL="1", REQUEST_LOG=str(requests)))
+        config = backend_config(tmp_path, label_studio, project_id)
+
+        first = cycle(config)
+        assert ("ok", "aldaemon-v1", "example-pretrained") == (
+            first.outcome, first.version, first.backend_version
+        )  # fmt: skip
+        requests.unlink()
+        new_ids = ls_client.import_tasks(
+            project_id, [{"image": digit_to_data_url(DIGITS.data[n])} for n in (30, 31)]
+        )
+        changed = task_ids[15]  # digit 5 becomes the image of a 0
+        assert (5, 0) == (DIGITS.target[15], DIGITS.target[36])
+        ls_client.call(
+            "PATCH",
+            f"/api/tasks/{changed}/",
+            {"data": {"image": digit_to_data_url(DIGITS.data[36])}},
+        )
+        for n in range(10, 14):  # past min_new_annotations: a training would be due
+            annotate(ls_client, task_ids, n)
+
+        second = cycle(config)
+
+        assert ("ok", "aldaemon-v1") == (second.outcome, second.version)
+        # Label Studio itself posts annotation events to /webhook; a training request is
+        # the START_TRAINING action.
+        actions = [line["body"].get("action") for line in request_lines(requests)
+                   if line["path"] == "/webhook"]  # fmt: skip
+        assert "START_TRAINING" not in actions
+        sent = sorted(task["id"] for body in predict_bodies(requests) for task in body["tasks"])
+        assert sorted([*new_ids, changed]) == sent
+        predictions = ls_client.predictions(project_id)
+        per_task = [p["task"] for p in predictions if p["model_version"] == "aldaemon-v1"]
+        assert sorted([*task_ids[10:], *new_ids]) == sorted(per_task)
+        assert {"aldaemon-v1"} == {p["model_version"] for p in predictions}
+        changed_label = [p["result"][0]["value"]["choices"] for p in predictions
+                         if p["task"] == changed]  # fmt: skip
+        assert [["0"]] == changed_label
+        assert ["aldaemon-v1"] == [v["name"] for v in status_of(config)["versions"]]  # type: ignore[attr-defined]
+
+        requests.unlink()
+        third = cycle(config)
+        assert ("idle", []) == (third.outcome, predict_bodies(requests))
+
+
+def request_lines(path: Path) -> list[dict[str, Any]]:
+    """What the example backend logged (REQUEST_LOG), one dict per call; [] when none."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def predict_bodies(path: Path) -> list[dict[str, Any]]:
+    return [line["body"] for line in request_lines(path) if line["path"] == "/predict"]
 
 
 def wait_for_stored_batches(db: Path, *, timeout: float) -> int:
