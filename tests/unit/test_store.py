@@ -574,6 +574,22 @@ def add_version(store: Store, number: int, *, state: str | None = None) -> str:
     return name
 
 
+def train(
+    store: Store, name: str, *, class_counts: dict[str, int], metrics: dict[str, float]
+) -> None:
+    """Mark a version trained on 5 labels, with these class counts and metrics."""
+    store.mark_trained(
+        P,
+        name,
+        trained_at=2.0,
+        n_labels=5,
+        class_counts=class_counts,
+        metrics=metrics,
+        train_seconds=0.1,
+        artifact_path="model.joblib",
+    )
+
+
 def set_state(store: Store, name: str, state: str) -> None:
     """Put a version in `state` through the store's transition into it."""
     transitions = {
@@ -615,16 +631,7 @@ class TestVersions:
     def test_json_fields_round_trip(self, store: Store) -> None:
         """Class counts and metrics come back as the dicts that were stored."""
         name = add_version(store, 1)
-        store.mark_trained(
-            P,
-            name,
-            trained_at=2.0,
-            n_labels=5,
-            class_counts={"pos": 3, "neg": 2},
-            metrics={"f1": 0.5},
-            train_seconds=0.1,
-            artifact_path="model.joblib",
-        )
+        train(store, name, class_counts={"pos": 3, "neg": 2}, metrics={"f1": 0.5})
         version = store.get_version(P, name)
         assert version is not None
         assert ("trained", {"pos": 3, "neg": 2}, {"f1": 0.5}) == (
@@ -721,6 +728,55 @@ class TestPredictions:
         store.save_predictions(P, first, [PredictionRecord(task_id=1, label="pos", score=0.1)])
         store.save_predictions(P, second, [PredictionRecord(task_id=1, label="neg", score=0.3)])
         assert ["pos"] == [p.label for p in store.load_predictions(P, first)]
+
+
+class TestRepublishedVersion:
+    def republish(self, store: Store) -> tuple[str, list[PredictionRecord]]:
+        """v1 trained on pos/neg; v2 republishes it without 'neg'."""
+        source = add_version(store, 1)
+        train(store, source, class_counts={"pos": 4, "neg": 4}, metrics={"f1": 0.9})
+        withdrawn = [
+            PredictionRecord(task_id=3, label="pos", score=0.2),
+            PredictionRecord(task_id=4, label="", score=0.1, labels=()),
+        ]
+        store.create_republished_version(
+            P,
+            name="aldaemon-v2",
+            number=2,
+            source=store.require_version(P, source),
+            class_counts={"pos": 4},
+            predictions=withdrawn,
+            now=9.0,
+        )
+        return "aldaemon-v2", withdrawn
+
+    def test_it_is_scored_with_its_predictions_and_no_training(self, store: Store) -> None:
+        """Ready to upload, not a training of its own (the policy counts from v1), with
+        the model's facts for `status`."""
+        name, withdrawn = self.republish(store)
+        row = store.require_version(P, name)
+        assert (VersionState.SCORED, None, None, 5, {"pos": 4}, 2, withdrawn) == (
+            row.state,
+            row.trained_at,
+            row.artifact_path,
+            row.n_labels,
+            row.class_counts,
+            row.n_predictions,
+            store.load_predictions(P, name),
+        )
+
+    def test_a_taken_name_is_refused(self, store: Store) -> None:
+        name, withdrawn = self.republish(store)
+        with pytest.raises(StateError, match="aldaemon-v2"):
+            store.create_republished_version(
+                P,
+                name=name,
+                number=2,
+                source=store.require_version(P, "aldaemon-v1"),
+                class_counts={},
+                predictions=withdrawn,
+                now=10.0,
+            )
 
 
 class TestMeta:
