@@ -145,7 +145,7 @@ class Section:
         optional = isinstance(kind, types.UnionType) and type(None) in typing.get_args(kind)
         if optional:
             if self.get(name) is None:
-                return None
+                return default  # absent: the field's own default (None or a value)
             kind = next(k for k in typing.get_args(kind) if k is not type(None))
         elif default is None and not self.has(name):
             self.error(name, "is required")
