@@ -89,13 +89,13 @@ def fit_and_save(examples: Sequence[Movie], path: Path) -> str:
     model = OneVsRestTextModel(GENRES).fit(
         [m.text for m in examples], [set(m.genres) for m in examples]
     )
-    save_artifact(model=model, classes=GENRES, factory_ref=MULTILABEL_FACTORY, path=str(path))  # type: ignore[arg-type]
+    save_artifact(model=model, classes=GENRES, factory_ref=MULTILABEL_FACTORY, path=str(path))
     return str(path)
 
 
 def micro_f1(artifact_path: str, examples: Sequence[Movie]) -> float:
     model = load_artifact(artifact_path).model
-    predicted = model.predict([m.text for m in examples])
+    predicted = model.predict([m.text for m in examples])  # type: ignore[attr-defined]
     expected = np.array([[g in m.genres for g in GENRES] for m in examples], dtype=bool)
     got = np.array([[g in p for g in GENRES] for p in predicted], dtype=bool)
     return float(f1_score(expected, got, average="micro", zero_division=0))
