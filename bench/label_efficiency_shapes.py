@@ -327,14 +327,14 @@ def combine(
 ) -> dict[str, Any]:
     """One results document holding the runs of `documents` (same shape and settings).
 
-    Each must be complete, have the same metric, data set, reference figure, step, cap and
-    seed labels, and no (sampler, seed) may appear twice. The summary is recomputed, so a
-    sampler is compared with random on the same seed whichever file each came from.
+    Each must have the same metric, data set, reference figure, step, cap and seed labels,
+    and no (sampler, seed) may appear twice. A part stopped after a whole run counts with
+    the runs it finished (a results file is rewritten after each run, with `complete`
+    false until the last): `parts` records which. The summary is recomputed, so a sampler
+    is compared with random on the same seed whichever file each came from.
     """
     first = documents[0]
     for part, document in zip(parts, documents, strict=True):
-        if not document.get("complete"):
-            raise ValueError(f"{part} is an interrupted run")
         same = [document["metric"] == first["metric"], document["dataset"] == first["dataset"]]
         same += [document["reference"] == first["reference"]]
         same += [document["settings"][key] == first["settings"][key] for key in COMBINE_KEYS]
@@ -361,8 +361,10 @@ def combine(
             metric=metric,
         ),
         "parts": [
-            {k: d[k] for k in ("benchmark", "command", "finished_at", "machine")} for d in documents
+            {k: d[k] for k in ("benchmark", "command", "finished_at", "complete", "machine")}
+            for d in documents
         ],
+        "complete": True,
     }
 
 
