@@ -37,7 +37,12 @@ from aldaemon.labelstudio.labeling_config import parse_labeling_config
 from aldaemon.records import LabelingSchema
 from aldaemon.service.logs import configure_logging
 from demo.data import LABEL_CONFIG, Review, load_reviews
-from tests.lsserver import LabelStudioClient, LabelStudioServer, http_json
+from tests.lsserver import (
+    ExternalLabelStudioServer,
+    LabelStudioClient,
+    LabelStudioServer,
+    http_json,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -91,6 +96,20 @@ def label_studio(work_dir: Path, *, startup_timeout: float = 300.0) -> Iterator[
 
 
 @contextlib.contextmanager
+def server_for(work_dir: Path, *, external: bool) -> Iterator[LabelStudioServer]:
+    """A private Label Studio, or (`external`) the one ALDAEMON_TEST_LS_URL/_TOKEN/_PAT name."""
+    if not external:
+        with label_studio(work_dir) as server:
+            yield server
+        return
+    yield ExternalLabelStudioServer(
+        url=os.environ["ALDAEMON_TEST_LS_URL"],
+        legacy_token=os.environ["ALDAEMON_TEST_LS_TOKEN"],
+        pat=os.environ["ALDAEMON_TEST_LS_PAT"],
+    )
+
+
+@contextlib.contextmanager
 def work_directory(name: str, *, keep: bool) -> Iterator[Path]:
     """A scratch directory for one benchmark run; removed afterwards unless `keep`."""
     path = Path(tempfile.mkdtemp(prefix=f"aldaemon-bench-{name}-"))
@@ -107,28 +126,43 @@ def create_project(
     client: LabelStudioClient, *, title: str, tasks: Sequence[BenchTask]
 ) -> tuple[int, dict[int, BenchTask]]:
     """Create a project holding `tasks`; return its id and task id -> BenchTask."""
-    project_id = client.create_project(title=title, label_config=LABEL_CONFIG)
-    for start in range(0, len(tasks), IMPORT_CHUNK):
-        chunk = tasks[start : start + IMPORT_CHUNK]
+    project_id, listed = create_project_of(
+        client,
+        title=title,
+        label_config=LABEL_CONFIG,
+        data=[{"text": t.text, "review_id": t.review_id} for t in tasks],
+    )
+    by_review = {task.review_id: task for task in tasks}
+    return project_id, {task_id: by_review[int(d["review_id"])] for task_id, d in listed.items()}
+
+
+def create_project_of(
+    client: LabelStudioClient,
+    *,
+    title: str,
+    label_config: str,
+    data: Sequence[Mapping[str, object]],
+) -> tuple[int, dict[int, dict[str, Any]]]:
+    """Create a project with one task per `data` dict; return its id and task id -> data."""
+    project_id = client.create_project(title=title, label_config=label_config)
+    for start in range(0, len(data), IMPORT_CHUNK):
         http_json(
             "POST",
             f"{client.url}/api/projects/{project_id}/import",
             token=_legacy_token(client),
-            body=[{"data": {"text": t.text, "review_id": t.review_id}} for t in chunk],
+            body=[{"data": dict(d)} for d in data[start : start + IMPORT_CHUNK]],
             timeout=SLOW_CALL_TIMEOUT,
         )
-    by_review = {task.review_id: task for task in tasks}
     listed = http_json(
         "GET",
         f"{client.url}/api/tasks/?project={project_id}&fields=all&include=id,data"
-        f"&page_size={len(tasks) + 10}&page=1",
+        f"&page_size={len(data) + 10}&page=1",
         token=_legacy_token(client),
         timeout=SLOW_CALL_TIMEOUT,
     )["tasks"]
-    mapping = {int(t["id"]): by_review[int(t["data"]["review_id"])] for t in listed}
-    if len(mapping) != len(tasks):
-        raise RuntimeError(f"project {project_id} holds {len(mapping)} of {len(tasks)} tasks")
-    return project_id, mapping
+    if len(listed) != len(data):
+        raise RuntimeError(f"project {project_id} holds {len(listed)} of {len(data)} tasks")
+    return project_id, {int(t["id"]): dict(t["data"]) for t in listed}
 
 
 def annotate(client: LabelStudioClient, task_id: int, label: str) -> int:

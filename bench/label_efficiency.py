@@ -284,7 +284,7 @@ async def run_one(
                             # Evidence that Label Studio served the lowest score first:
                             # how many unlabeled tasks scored strictly lower (0 expected
                             # without clusters).
-                            "first_served_rank": _rank(scores, served[0]) if served else None,
+                            "first_served_rank": served_rank(scores, served[0]) if served else None,
                         }
                     )
     label_counts = Counter(labeled.values())
@@ -299,7 +299,8 @@ async def run_one(
     }
 
 
-def _rank(scores: dict[int, float], task_id: int) -> int | None:
+def served_rank(scores: dict[int, float], task_id: int) -> int | None:
+    """How many scored tasks scored strictly lower than `task_id` (None: it has no score)."""
     if task_id not in scores:
         return None
     return sum(1 for score in scores.values() if score < scores[task_id])
@@ -309,9 +310,18 @@ def _rank(scores: dict[int, float], task_id: int) -> int | None:
 
 
 def summarize(
-    runs: Sequence[dict[str, Any]], *, reference_accuracy: float, cap: int
+    runs: Sequence[dict[str, Any]],
+    *,
+    reference_accuracy: float,
+    cap: int,
+    metric: str = "accuracy",
 ) -> dict[str, Any]:
-    """Per sampler: labels needed and area per seed, medians, and the ratio against random."""
+    """Per sampler: labels needed and area per seed, medians, and the ratio against random.
+
+    `metric` names the curve's quality figure (each curve point's key); the target is
+    99 % of `reference_accuracy`, the value of that figure for the model trained on the
+    whole pool (bench/label_efficiency_shapes.py passes micro-F1 or entity F1).
+    """
     target = TARGET_SHARE_OF_FULL * reference_accuracy
     # A run that never reached the target (only possible with --max-labels) counts as
     # having needed the most labels any run was given: a bound, flagged as censored.
@@ -319,7 +329,7 @@ def summarize(
     needed: dict[tuple[str, int], int | None] = {}
     areas: dict[tuple[str, int], float] = {}
     for run in runs:
-        points = [(int(p["labels"]), float(p["accuracy"])) for p in run["curve"]]
+        points = [(int(p["labels"]), float(p[metric])) for p in run["curve"]]
         needed[(run["variant"], run["seed"])] = curves.labels_needed(points, target=target)
         areas[(run["variant"], run["seed"])] = curves.normalized_area(
             [p for p in points if p[0] <= cap]
@@ -354,8 +364,8 @@ def summarize(
         row["line"] = _line(row)
         rows.append(row)
     return {
-        "target_accuracy": round(target, 4),
-        "reference_accuracy": round(reference_accuracy, 4),
+        f"target_{metric}": round(target, 4),
+        f"reference_{metric}": round(reference_accuracy, 4),
         "variants": rows,
     }
 

@@ -23,54 +23,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from aldaemon.labelstudio.served_config import read_served_schema
 from aldaemon.service.runtime import Runtime
 from bench import common
-from bench.ner_corpus import NER_CONFIG, NerText, ner_texts, span_result
-from tests.lsserver import ExternalLabelStudioServer, LabelStudioClient, LabelStudioServer
+from bench.ner_corpus import NER_CONFIG, ner_texts, span_result
+from tests.lsserver import LabelStudioClient, LabelStudioServer
 
 NAME = "ner_cycle_latency"
 NEW_LABELS_PER_CYCLE = 10
 FIRST_LABELS = 40
 WARM_UP_VERSIONS = 2
-IMPORT_CHUNK = 2000
 TIMED_METHODS = ("import_predictions", "update_project", "replace_view", "create_view")
-
-
-@contextmanager
-def server_for(work_dir: Path, *, external: bool) -> Iterator[LabelStudioServer]:
-    if not external:
-        with common.label_studio(work_dir) as server:
-            yield server
-        return
-    yield ExternalLabelStudioServer(
-        url=os.environ["ALDAEMON_TEST_LS_URL"],
-        legacy_token=os.environ["ALDAEMON_TEST_LS_TOKEN"],
-        pat=os.environ["ALDAEMON_TEST_LS_PAT"],
-    )
-
-
-def create_ner_project(
-    client: LabelStudioClient, items: Sequence[NerText]
-) -> tuple[int, dict[int, NerText]]:
-    project_id = client.create_project(title=f"ner latency {len(items)}", label_config=NER_CONFIG)
-    for start in range(0, len(items), IMPORT_CHUNK):
-        chunk = items[start : start + IMPORT_CHUNK]
-        body = [{"data": {"text": item.text, "n": start + i}} for i, item in enumerate(chunk)]
-        client.call("POST", f"/api/projects/{project_id}/import", body)
-    listed = client.call(
-        "GET",
-        f"/api/tasks/?project={project_id}&fields=all&include=id,data"
-        f"&page_size={len(items) + 10}&page=1",
-    )["tasks"]
-    return project_id, {int(t["id"]): items[int(t["data"]["n"])] for t in listed}
 
 
 async def measure(
@@ -79,7 +47,13 @@ async def measure(
     client = LabelStudioClient(server)
     items = ner_texts(size)
     started = time.perf_counter()
-    project_id, by_task_id = create_ner_project(client, items)
+    project_id, listed = common.create_project_of(
+        client,
+        title=f"ner latency {size}",
+        label_config=NER_CONFIG,
+        data=[{"text": item.text, "n": n} for n, item in enumerate(items)],
+    )
+    by_task_id = {task_id: items[int(data["n"])] for task_id, data in listed.items()}
     print(f"project {project_id}: {size} tasks imported in {time.perf_counter() - started:.1f} s")
     time.sleep(6)  # the poll's overlap window (see bench/cycle_latency.py)
     unlabeled = sorted(by_task_id, reverse=True)
@@ -162,7 +136,7 @@ def _require_published(outcome: str, counts: dict[str, int], error: str | None) 
 async def run(*, size: int, repetitions: int, keep: bool, external: bool) -> dict[str, Any]:
     with (
         common.work_directory(NAME, keep=keep) as work_dir,
-        server_for(work_dir, external=external) as server,
+        common.server_for(work_dir, external=external) as server,
     ):
         log_stream = common.quiet_daemon_logs(work_dir / "daemon.log")
         try:

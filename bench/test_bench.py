@@ -13,7 +13,11 @@ import pytest
 from bench import curves, ml_backend_digits
 from bench.footprint import summarize_model
 from bench.label_efficiency import keep_labeling, merge, plan, seed_review_indices, summarize
+from bench.label_efficiency_multilabel import movie
+from bench.label_efficiency_multilabel import result as multilabel_result
+from bench.label_efficiency_ner import tweets_from_conll
 from bench.label_efficiency_offline import served_order
+from bench.label_efficiency_shapes import combine
 
 
 class TestLabelsNeeded:
@@ -267,3 +271,95 @@ class TestMlBackendDigits:
             seed["ratio"],
         )
         assert seed["aldaemon_aulc"] > seed["random_aulc"]
+
+
+class TestShapeData:
+    def test_conll_tweets_become_texts_with_spans_at_code_point_offsets(self) -> None:
+        """Tokens join with one space; B/I runs of kept types become spans, others vanish."""
+        lines = [
+            "Zoë\tB-person\n",
+            "Brontë\tI-person\n",
+            "in\tO\n",
+            "Zürich\tI-geo-loc\n",
+            "with\tO\n",
+            "Acme\tB-movie\n",
+            "\n",
+            "nothing\tO\n",
+        ]
+
+        first, second = tweets_from_conll(lines, types=("person", "geo-loc"))
+
+        assert (
+            "Zoë Brontë in Zürich with Acme",
+            ["Zoë Brontë", "Zürich"],
+            ["person", "geo-loc"],
+            (),
+        ) == (
+            first.text,
+            [first.text[s:e] for s, e, _ in first.spans],
+            [label for _, _, label in first.spans],
+            second.spans,
+        )
+
+    def test_a_movie_shows_title_and_year_and_keeps_only_the_configured_genres(self) -> None:
+        """Genres outside GENRES are dropped; a movie may keep none (an empty answer)."""
+        kept = movie("Dumbo", 1941.0, "Animation|Children|Drama|Musical")
+        none = movie("Fantasia", 1940.0, "Animation|Musical")
+
+        assert ("Dumbo (1941)", ("Drama",), (), []) == (
+            kept.text,
+            kept.genres,
+            none.genres,
+            multilabel_result(none),
+        )
+
+
+class TestCombine:
+    @staticmethod
+    def part(runs: list[tuple[str, int, int]], *, cap: int = 1000) -> dict[str, object]:
+        """A complete entity-F1 results file of (sampler, seed, labels needed) runs."""
+        curve = [{"labels": 50, "entity_f1": 0.1}]
+        return {
+            "benchmark": "part",
+            "command": "c",
+            "finished_at": "t",
+            "machine": {},
+            "complete": True,
+            "metric": "entity_f1",
+            "dataset": {"package": "p"},
+            "reference": {"entity_f1": 0.4},
+            "settings": {"step": 50, "cap": cap, "seed_labels": 50, "variants": {}},
+            "runs": [
+                {"variant": v, "seed": s, "curve": [*curve, {"labels": n, "entity_f1": 0.4}]}
+                for v, s, n in runs
+            ],
+        }
+
+    def test_parts_run_apart_are_summarized_together_seed_by_seed(self) -> None:
+        """margin seed 1 from one file is compared with random seed 1 from another."""
+        joined = combine(
+            [
+                self.part([("random", 1, 800), ("margin", 0, 300)]),
+                self.part([("margin", 1, 400), ("random", 0, 600)]),
+            ],
+            parts=["a", "b"],
+            command="combine",
+        )
+
+        margin = next(r for r in joined["summary"]["variants"] if r["variant"] == "margin")
+        assert ([0, 1], [0.5, 0.5], 0.396) == (
+            joined["settings"]["seeds"],
+            margin["ratio_to_random"],
+            joined["summary"]["target_entity_f1"],
+        )
+
+    def test_parts_with_other_settings_or_a_repeated_run_are_refused(self) -> None:
+        """Another cap, or the same (sampler, seed) twice, cannot be combined."""
+        with pytest.raises(ValueError, match="settings"):
+            combine([self.part([]), self.part([], cap=500)], parts=["a", "b"], command="")
+        with pytest.raises(ValueError, match="two parts"):
+            combine(
+                [self.part([("random", 0, 5)]), self.part([("random", 0, 5)])],
+                parts=["a", "b"],
+                command="",
+            )
