@@ -6,7 +6,7 @@ run of `aldaemon check-config` shows the operator everything to fix.
 
 The blocks are read table-driven: `read_settings(section, SomeConfig)` reads each field of
 the dataclass from the key of the same name, by the field's type (bool, int, float, str,
-or one of them `| None` for "absent means None"), with the default written on the field
+or one of them `| None`: a value that may be None), with the default written on the field
 and the limits in its metadata (`field(default=60.0, metadata={"minimum": 0.0})`); a
 field whose type is a dataclass is read from its own sub-table the same way.
 """
@@ -145,7 +145,7 @@ class Section:
         optional = isinstance(kind, types.UnionType) and type(None) in typing.get_args(kind)
         if optional:
             if self.get(name) is None:
-                return default  # absent: the field's own default (None or a value)
+                return default  # the field's own: None, or a value (queue_depth)
             kind = next(k for k in typing.get_args(kind) if k is not type(None))
         elif default is None and not self.has(name):
             self.error(name, "is required")

@@ -22,7 +22,7 @@ from typing import TypeVar
 
 import structlog
 
-from aldaemon.loop import backend, fixed_backend, poll, team, train
+from aldaemon.loop import backend, fixed_backend, intervals, poll, team, train
 from aldaemon.loop.context import CycleContext, CycleReport
 from aldaemon.loop.ownership import check_queue_view, handle_drift
 from aldaemon.loop.publish import Publisher, fail_version
@@ -31,11 +31,9 @@ from aldaemon.loop.schema_change import LabelingConfigWatch
 from aldaemon.records import LabelingSchema
 from aldaemon.store import VersionRow
 from aldaemon.sync.policy import (
-    CLOCK_STEP_TOLERANCE_SECONDS,
     IntervalAnchor,
     TrainingDecision,
     decide_training,
-    seconds_since_attempt,
 )
 from aldaemon.sync.versions import (
     VersionState,
@@ -165,7 +163,7 @@ class Cycle:
     def _resync_older_than(self, seconds: float) -> bool:
         if self._resynced:
             return False
-        elapsed = self._seconds_since_resync()
+        elapsed = intervals.seconds_since_resync(self.ctx)
         return elapsed is None or elapsed >= seconds
 
     def resync_due(self) -> bool:
@@ -174,21 +172,8 @@ class Cycle:
         forward nor holds it back), or it is forced, or there never was one."""
         if self.force_resync:
             return True
-        elapsed = self._seconds_since_resync()
+        elapsed = intervals.seconds_since_resync(self.ctx)
         return elapsed is None or elapsed >= self.ctx.daemon.resync_interval
-
-    def _seconds_since_resync(self) -> float | None:
-        last = self.ctx.store.sync_state(self.project_id).last_resync_at
-        if last is None:
-            return None
-        elapsed = seconds_since_attempt(
-            attempt_at=last,
-            wall_now=self.ctx.clock(),
-            monotonic_now=self.ctx.monotonic(),
-            anchor=self.ctx.intervals.resync,
-        )
-        self.ctx.intervals.resync = elapsed.anchor
-        return elapsed.seconds
 
     # --- decide and train -----------------------------------------------------------------
 
@@ -244,36 +229,6 @@ class Cycle:
             logger=self.log,
         )
 
-    def _seconds_since_last_attempt(self) -> float | None:
-        """Since the last training that finished or failed: min_interval throttles both,
-        so a model that cannot be trained is not retried on every poll."""
-        attempts = [
-            v.trained_at if v.trained_at is not None else v.created_at
-            for v in self.ctx.store.list_versions(self.project_id)
-            if v.trained_at is not None or v.state == VersionState.FAILED
-        ]
-        times = [t for t in attempts if t is not None]
-        if not times:
-            return None
-        clock = self.ctx.intervals
-        elapsed = seconds_since_attempt(
-            attempt_at=max(times),
-            wall_now=self.ctx.clock(),
-            monotonic_now=self.ctx.monotonic(),
-            anchor=clock.training,
-        )
-        clock.training = elapsed.anchor
-        step = elapsed.wall_behind - clock.reported_behind
-        if elapsed.wall_behind and abs(step) > CLOCK_STEP_TOLERANCE_SECONDS:
-            self.log.warning(
-                "clock.stepped_back",
-                seconds=round(elapsed.wall_behind),
-                action="min_interval is measured on the monotonic clock; training is not "
-                "held back by the step",
-            )
-        clock.reported_behind = elapsed.wall_behind
-        return elapsed.seconds
-
     def _decide(self, schema: LabelingSchema, *, text_field_changed: bool) -> TrainingDecision:
         store = self.ctx.store
         retrain = self.ctx.project.retrain
@@ -297,7 +252,9 @@ class Cycle:
         # once, new labels' cold start permitting, whatever the label-change threshold says.
         decision = decide_training(
             label_changes_since_training=changes,
-            seconds_since_training=self._seconds_since_last_attempt(),
+            seconds_since_training=intervals.seconds_since_training_attempt(
+                self.ctx, logger=self.log
+            ),
             class_counts={label: counts.get(label, 0) for label in schema.labels},
             labels=schema.labels,
             min_new_annotations=retrain.min_new_annotations,

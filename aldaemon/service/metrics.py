@@ -24,7 +24,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from aldaemon.errors import ERROR_KINDS, error_kind
 from aldaemon.service.metric_declarations import MetricDeclarations
-from aldaemon.service.team_metrics import TeamGauges
+from aldaemon.service.team_metrics import TEAM_HELP, TeamGauges
 
 STEPS = ("poll", "reconcile", "train", "score", "upload", "activate", "view", "prune")
 WEBHOOK_OUTCOMES = (
@@ -35,6 +35,28 @@ WEBHOOK_OUTCOMES = (
     "too_large",
     "unknown_project",
 )
+
+HELP = {
+    "aldaemon_cycles": "Project cycles run, by outcome: ok, idle (no training due), failed.",
+    "aldaemon_cycle_duration_seconds": "Wall-clock duration of one project cycle.",
+    "aldaemon_step_duration_seconds": (
+        "Wall-clock duration of one step of a cycle: " + "/".join(STEPS) + "."
+    ),
+    "aldaemon_trainings": "Models trained.",
+    "aldaemon_predictions_uploaded": "Predictions Label Studio confirmed as created.",
+    "aldaemon_versions_pruned": "Own model versions deleted from Label Studio.",
+    "aldaemon_labelstudio_errors": (
+        "Failed Label Studio calls, by kind: " + "|".join(ERROR_KINDS) + "."
+    ),
+    "aldaemon_labelstudio_requests": "Requests sent to Label Studio.",
+    "aldaemon_labels": "Labels that train, per label of the labeling config.",
+    "aldaemon_labels_not_in_config": (
+        "Labels the labeling config does not have (left out of training), per label."
+    ),
+    "aldaemon_labels_since_training": "New or changed labels since the last training.",
+    "aldaemon_last_success_timestamp_seconds": "Unix time of the project's last successful cycle.",
+    "aldaemon_webhooks": "Webhook requests, by outcome: " + "|".join(WEBHOOK_OUTCOMES) + ".",
+}
 
 # Cycles run from well under a second (nothing new) to minutes (training, a slow prune).
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -69,62 +91,25 @@ class Metrics:
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         """`clock` returns Unix seconds; tests pass a fixed one."""
         self.clock = clock
-        declare = MetricDeclarations()
+        declare = MetricDeclarations({**HELP, **TEAM_HELP})
         self.registry = declare.registry
-        self.cycles = declare.counter(
-            "aldaemon_cycles",
-            "Project cycles run, by outcome: ok, idle (no training due), failed.",
-            by=("outcome",),
-        )
+        self.cycles = declare.counter("aldaemon_cycles", by=("outcome",))
         self.cycle_duration = declare.histogram(
-            "aldaemon_cycle_duration_seconds",
-            "Wall-clock duration of one project cycle.",
-            buckets=_DURATION_BUCKETS,
+            "aldaemon_cycle_duration_seconds", buckets=_DURATION_BUCKETS
         )
         self.step_duration = declare.histogram(
-            "aldaemon_step_duration_seconds",
-            "Wall-clock duration of one step of a cycle: " + "/".join(STEPS) + ".",
-            by=("step",),
-            buckets=_DURATION_BUCKETS,
+            "aldaemon_step_duration_seconds", by=("step",), buckets=_DURATION_BUCKETS
         )
-        self.trainings = declare.counter("aldaemon_trainings", "Models trained.")
-        self.predictions_uploaded = declare.counter(
-            "aldaemon_predictions_uploaded", "Predictions Label Studio confirmed as created."
-        )
-        self.versions_pruned = declare.counter(
-            "aldaemon_versions_pruned", "Own model versions deleted from Label Studio."
-        )
-        self.labelstudio_errors = declare.counter(
-            "aldaemon_labelstudio_errors",
-            "Failed Label Studio calls, by kind: " + "|".join(ERROR_KINDS) + ".",
-            by=("kind",),
-        )
-        self.labelstudio_requests = declare.counter(
-            "aldaemon_labelstudio_requests", "Requests sent to Label Studio."
-        )
-        self.labels = declare.gauge(
-            "aldaemon_labels",
-            "Labels that train, per label of the labeling config.",
-            by=("label",),
-        )
-        self.labels_not_in_config = declare.gauge(
-            "aldaemon_labels_not_in_config",
-            "Labels the labeling config does not have (left out of training), per label.",
-            by=("label",),
-        )
-        self.labels_since_training = declare.gauge(
-            "aldaemon_labels_since_training", "New or changed labels since the last training."
-        )
-        self.last_success = declare.gauge(
-            "aldaemon_last_success_timestamp_seconds",
-            "Unix time of the project's last successful cycle.",
-        )
-        self.webhooks = declare.counter(
-            "aldaemon_webhooks",
-            "Webhook requests, by outcome: " + "|".join(WEBHOOK_OUTCOMES) + ".",
-            by=("outcome",),
-            per_project=False,
-        )
+        self.trainings = declare.counter("aldaemon_trainings")
+        self.predictions_uploaded = declare.counter("aldaemon_predictions_uploaded")
+        self.versions_pruned = declare.counter("aldaemon_versions_pruned")
+        self.labelstudio_errors = declare.counter("aldaemon_labelstudio_errors", by=("kind",))
+        self.labelstudio_requests = declare.counter("aldaemon_labelstudio_requests")
+        self.labels = declare.gauge("aldaemon_labels", by=("label",))
+        self.labels_not_in_config = declare.gauge("aldaemon_labels_not_in_config", by=("label",))
+        self.labels_since_training = declare.gauge("aldaemon_labels_since_training")
+        self.last_success = declare.gauge("aldaemon_last_success_timestamp_seconds")
+        self.webhooks = declare.counter("aldaemon_webhooks", by=("outcome",), per_project=False)
         self.team = TeamGauges(declare)
         self.registry.register(_SecondsSinceLastSuccess(self))
 

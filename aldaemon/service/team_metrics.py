@@ -11,24 +11,25 @@ from aldaemon.store import Store
 from aldaemon.sync.consensus import LATEST, withheld_counts
 from aldaemon.sync.versions import withheld_tasks
 
+TEAM_HELP = {
+    "aldaemon_withheld_tasks": (
+        "Labeled tasks the label policy keeps out of training, by reason: "
+        "tie|no_majority|not_unanimous."
+    ),
+    "aldaemon_suspected_label_errors": (
+        "Labels the last training's cross-validation confidently contradicts."
+    ),
+    "aldaemon_stable": "1 when the stop signal says the project is stable, else 0.",
+}
+
 
 class TeamGauges:
     """aldaemon_withheld_tasks, aldaemon_suspected_label_errors, aldaemon_stable."""
 
     def __init__(self, declare: MetricDeclarations) -> None:
-        self.withheld = declare.gauge(
-            "aldaemon_withheld_tasks",
-            "Labeled tasks the label policy keeps out of training, by reason: "
-            "tie|no_majority|not_unanimous.",
-            by=("reason",),
-        )
-        self.suspects = declare.gauge(
-            "aldaemon_suspected_label_errors",
-            "Labels the last training's cross-validation confidently contradicts.",
-        )
-        self.stable = declare.gauge(
-            "aldaemon_stable", "1 when the stop signal says the project is stable, else 0."
-        )
+        self.withheld = declare.gauge("aldaemon_withheld_tasks", by=("reason",))
+        self.suspects = declare.gauge("aldaemon_suspected_label_errors")
+        self.stable = declare.gauge("aldaemon_stable")
 
     def update(self, label: str, store: Store, project: ProjectConfig) -> None:
         policy = project.labels.policy

@@ -31,6 +31,7 @@ from aldaemon.store.database import ConstraintViolation
 from aldaemon.store.lock import LOCK_FILENAME
 from aldaemon.store.meta import CYCLES_KEPT_PER_PROJECT, CycleRow, MetaTables, ProjectMeta
 from aldaemon.store.migrations import LATEST_SCHEMA_VERSION, MIGRATIONS, apply_migrations
+from aldaemon.store.predictions import PredictionTables
 from aldaemon.store.sqlite import (
     DB_FILENAME,
     REBUILD_HINT,
@@ -54,7 +55,9 @@ if TYPE_CHECKING:
 SCALE_EXTRA_HINT = "pip install 'aldaemon[scale]'"
 
 
-class Store(AnnotationTables, VersionTables, MetaTables, BackendTables, TeamTables):
+class Store(
+    AnnotationTables, VersionTables, PredictionTables, MetaTables, BackendTables, TeamTables
+):
     """All local state of every project, behind methods that take and return plain data.
 
     Open with `Store.from_config(config.state)` (SQLite under `dir`, or PostgreSQL when a

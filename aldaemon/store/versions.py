@@ -1,4 +1,4 @@
-"""Model versions and their predictions, with one typed method per state transition.
+"""Model versions, with one typed method per state transition (their predictions: predictions.py).
 
 Each transition writes its state and the facts that come with it in one durable
 transaction and returns the row as stored, so the caller never re-reads it. The states
@@ -7,20 +7,18 @@ and what may follow what are in `aldaemon.sync.versions`.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aldaemon.errors import StateError
 from aldaemon.records import PredictionRecord
 from aldaemon.store.database import (
-    Connection,
     ConstraintViolation,
     Tables,
-    VersionTable,
     placeholders,
 )
-from aldaemon.store.encoding import decode_labels, encode_labels, from_json, json_tuple, to_json
+from aldaemon.store.encoding import from_json, to_json
+from aldaemon.store.predictions import check_one_per_task, insert_predictions
 from aldaemon.sync.versions import UNFINISHED_STATES, VersionRow, VersionState
 
 _VERSION_FIELDS = (
@@ -41,13 +39,6 @@ _VERSION_FIELDS = (
 )
 _JSON_FIELDS = frozenset({"class_counts", "metrics"})
 _VERSION_COLUMNS = ", ".join(("name", "number", "state", "created_at", *_VERSION_FIELDS))
-
-PREDICTIONS = VersionTable(
-    name="predictions",
-    record=PredictionRecord,
-    order_by="position",
-    decoders={"labels": decode_labels, "result": json_tuple},
-)
 
 
 class VersionTables(Tables):
@@ -104,7 +95,7 @@ class VersionTables(Tables):
         Not a training: `trained_at` stays empty, so the retrain policy and the report go
         on counting from `source`. Its facts for `status` (labels, metrics) are copied.
         """
-        _check_one_per_task(predictions)
+        check_one_per_task(predictions)
         try:
             with self._transaction(durable=True) as conn:
                 conn.execute(
@@ -125,7 +116,7 @@ class VersionTables(Tables):
                         len(predictions),
                     ),
                 )
-                _insert_predictions(conn, project_id, name, predictions)
+                insert_predictions(conn, project_id, name, predictions)
         except ConstraintViolation as exc:
             raise self._name_taken(project_id, name, number) from exc
         return self.require_version(project_id, name)
@@ -282,71 +273,6 @@ class VersionTables(Tables):
                 (project_id, *UNFINISHED_STATES),
             ).fetchone()
         return None if row is None else _version_row(row)
-
-    # --- predictions --------------------------------------------------------------------
-
-    def save_predictions(
-        self, project_id: int, version: str, predictions: Sequence[PredictionRecord]
-    ) -> None:
-        """Replace the version's predictions, at positions 0..n-1 in the given order.
-
-        Fixed positions make upload batches the same after any restart. Two predictions
-        for one task raise ValueError: Label Studio must never get two (invariant 2).
-        """
-        _check_one_per_task(predictions)
-        with self._transaction(durable=True) as conn:
-            exists = conn.execute(
-                "SELECT 1 FROM versions WHERE project_id = ? AND name = ?", (project_id, version)
-            ).fetchone()
-            if exists is None:
-                raise LookupError(f"no version {version!r} for project {project_id}")
-            conn.execute(
-                "DELETE FROM predictions WHERE project_id = ? AND version = ?",
-                (project_id, version),
-            )
-            _insert_predictions(conn, project_id, version, predictions)
-
-    def load_predictions(self, project_id: int, version: str) -> list[PredictionRecord]:
-        """The version's stored predictions in position order (empty if none)."""
-        return self._version_rows(PREDICTIONS, project_id=project_id, version=version)
-
-    def drop_predictions(self, project_id: int, version: str) -> None:
-        """Forget the local copy of a pruned version's predictions; the version row stays."""
-        self._drop_version_rows(PREDICTIONS, project_id=project_id, version=version)
-
-
-def _check_one_per_task(predictions: Sequence[PredictionRecord]) -> None:
-    duplicates = [t for t, n in Counter(p.task_id for p in predictions).items() if n > 1]
-    if duplicates:
-        raise ValueError(f"more than one prediction for tasks {sorted(duplicates)[:20]}")
-
-
-def _insert_predictions(
-    conn: Connection,
-    project_id: int,
-    version: str,
-    predictions: Sequence[PredictionRecord],
-) -> None:
-    """Insert the version's predictions at positions 0..n-1 (inside the caller's
-    transaction)."""
-    conn.executemany(
-        "INSERT INTO predictions (project_id, version, task_id, position, label, score, "
-        "cluster, labels, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                project_id,
-                version,
-                p.task_id,
-                position,
-                p.label,
-                p.score,
-                p.cluster,
-                encode_labels(p.labels),
-                None if p.result is None else to_json(list(p.result)),
-            )
-            for position, p in enumerate(predictions)
-        ],
-    )
 
 
 def _version_row(row: Sequence[Any]) -> VersionRow:
