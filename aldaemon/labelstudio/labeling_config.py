@@ -16,10 +16,10 @@ import xml.etree.ElementTree as ElementTree
 
 from aldaemon.errors import UnsupportedLabelingConfig
 from aldaemon.records import LabelingSchema
+from aldaemon.sync.config_shapes import UnservableConfig, parse_config_xml
 
 TEXT_OBJECT_TAGS = frozenset({"Text", "HyperText"})
 _FIELD_REFERENCE = re.compile(r"^\$([A-Za-z0-9_][A-Za-z0-9_\-]*)$")
-_DTD_OR_ENTITY = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 
 def parse_labeling_config(xml: str) -> LabelingSchema:
@@ -46,14 +46,10 @@ def parse_labeling_config(xml: str) -> LabelingSchema:
 
 
 def _parse_xml(xml: str) -> ElementTree.Element:
-    if _DTD_OR_ENTITY.search(xml):
-        raise UnsupportedLabelingConfig("labeling config must not contain a DTD or entities")
     try:
-        return ElementTree.fromstring(xml)
-    except ElementTree.ParseError as error:
-        raise UnsupportedLabelingConfig(
-            f"labeling config is not well-formed XML: {error}"
-        ) from None
+        return parse_config_xml(xml)
+    except UnservableConfig as error:
+        raise UnsupportedLabelingConfig(str(error)) from None
 
 
 def _schema_for(

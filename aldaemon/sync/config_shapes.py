@@ -161,7 +161,7 @@ def classify_config(xml: str) -> ConfigShape:
     Raises UnservableConfig when the XML has a DTD or entity, is not well-formed, or
     when no control at all can be served (the message then lists every refusal).
     """
-    root = _parse_xml(xml)
+    root = parse_config_xml(xml)
     objects = {
         element.attrib["name"]: element
         for element in root.iter()
@@ -217,7 +217,9 @@ def select_controls(
     return tuple(control for control in shape.served if control.name in wanted)
 
 
-def _parse_xml(xml: str) -> ElementTree.Element:
+def parse_config_xml(xml: str) -> ElementTree.Element:
+    """The labeling config as an element tree; a DTD or an entity is refused before
+    parsing (expat would expand internal entities), like XML that is not well-formed."""
     if _DTD_OR_ENTITY.search(xml):
         raise UnservableConfig("labeling config must not contain a DTD or entities")
     try:
