@@ -63,8 +63,13 @@ async def train_version(
     labeling_config: LabelingConfigWatch,
     report: CycleReport,
     logger: structlog.typing.FilteringBoundLogger,
+    ask_to_train: bool = True,
 ) -> VersionRow:
-    """Record a new version, ask Label Studio to train the backend, keep its version."""
+    """Record a new version, ask Label Studio to train the backend, keep its version.
+
+    `ask_to_train=False` (a backend known not to train on request, whose model changed
+    by itself): no training request, the version scores the pool with its current model.
+    """
     project_id = ctx.project.id
     store = ctx.store
     name = await start_version(ctx, label_changes=label_changes, labeling_config=labeling_config)
@@ -75,8 +80,16 @@ async def train_version(
     logger.info("train.started", version=name, n_labels=n_labels, ml_backend=backend.id)
     started = time.perf_counter()
     try:
-        outcome = await ml_backends.train_backend(
-            client, backend_id=backend.id, timeout=TRAIN_REQUEST_TIMEOUT
+        outcome = (
+            await ml_backends.train_backend(
+                client, backend_id=backend.id, timeout=TRAIN_REQUEST_TIMEOUT
+            )
+            if ask_to_train
+            else ml_backends.TrainingOutcome(
+                backend=backend,
+                version_before=backend.model_version,
+                version_after=backend.model_version,
+            )
         )
     except ml_backends.MLBackendTrainingFailed as exc:
         fail_version(ctx, name, reason=str(exc), logger=logger)
