@@ -44,7 +44,7 @@ from aldaemon.sync.scoring import select_queue
 # Label Studio waits for the backend's /webhook up to its ML_TIMEOUT_TRAIN; wait longer.
 TRAIN_REQUEST_TIMEOUT = 330.0
 # Whole tasks are read from Label Studio this many at a time (rounded to whole batches).
-TASKS_PER_READ = 1000
+TASKS_PER_READ = 500
 # The backend's model_version when a training left it unchanged (a fixed model), or null.
 FIXED_MODEL_KEY = "ml_backend_fixed_model"
 # {"version": name, "digests": {task id: digest of the data its prediction was made on}}
