@@ -71,7 +71,6 @@ def retrieve(server: LabelStudioServer, project_id: int, backend_id: int) -> dic
         "POST", f"{server.url}/api/ml/{backend_id}/train", token=server.legacy_token,
         body={}, timeout=RETRIEVE_TIMEOUT,
     )  # fmt: skip
-    version = http_json("GET", f"{server.url}/api/ml/{backend_id}", token=server.legacy_token)
     started = time.perf_counter()
     try:
         answer: Any = http_json(
@@ -85,14 +84,14 @@ def retrieve(server: LabelStudioServer, project_id: int, backend_id: int) -> dic
     except (LabelStudioServerError, OSError) as error:
         answer, status = str(error)[:300], type(error).__name__
     seconds = time.perf_counter() - started
+    # Label Studio stores the predictions under the version each result carries (the
+    # backend's); the connection's title appears too, with none. Count them all.
     counts = digits.model_version_counts(server, project_id)
-    backend_version = str(version.get("model_version"))
     return {
         "status": status,
         "answer": answer,
         "seconds": common.rounded(seconds),
-        "backend_version": backend_version,
-        "predictions_stored": counts.get(backend_version, 0),
+        "predictions_stored": sum(counts.values()),
         "model_version_counts": counts,
     }
 

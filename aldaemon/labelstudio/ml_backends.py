@@ -52,7 +52,10 @@ PREDICT_TASK_INCLUDE = (
     "cancelled_annotations,total_predictions,comment_count,unresolved_comment_count,"
     "last_comment_updated_at,project,updated_by,file_upload,comment_authors,annotations,predictions"
 )
-_TASK_PAGE_SIZE = 1000
+_TASK_PAGE_SIZE = 500
+# Whole tasks (images as data URLs, every prediction) are slow for Label Studio to list
+# when it is busy: a read may take longer than the client's usual timeout.
+READ_TIMEOUT = 120.0
 
 
 class MLBackendState(StrEnum):
@@ -234,7 +237,7 @@ async def tasks_for_predict(
             "include": PREDICT_TASK_INCLUDE,
             "query": payloads.task_query(updated_after=None, after_id=after_id, up_to_id=last_id),
         }
-        answer = await _call(client, "GET", "/api/tasks/", params=params)
+        answer = await _call(client, "GET", "/api/tasks/", params=params, timeout=READ_TIMEOUT)
         page = list(answer.get("tasks") or []) if isinstance(answer, Mapping) else []
         found.update({int(task["id"]): task for task in page if int(task["id"]) in wanted})
         if not page or len(page) >= int(answer.get("total", 0)):

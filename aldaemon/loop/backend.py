@@ -44,7 +44,7 @@ from aldaemon.sync.scoring import select_queue
 # Label Studio waits for the backend's /webhook up to its ML_TIMEOUT_TRAIN; wait longer.
 TRAIN_REQUEST_TIMEOUT = 330.0
 # Whole tasks are read from Label Studio this many at a time (rounded to whole batches).
-TASKS_PER_READ = 1000
+TASKS_PER_READ = 500
 # The backend's model_version when a training left it unchanged (a fixed model), or null.
 FIXED_MODEL_KEY = "ml_backend_fixed_model"
 # {"version": name, "digests": {task id: digest of the data its prediction was made on}}
@@ -63,8 +63,13 @@ async def train_version(
     labeling_config: LabelingConfigWatch,
     report: CycleReport,
     logger: structlog.typing.FilteringBoundLogger,
+    ask_to_train: bool = True,
 ) -> VersionRow:
-    """Record a new version, ask Label Studio to train the backend, keep its version."""
+    """Record a new version, ask Label Studio to train the backend, keep its version.
+
+    `ask_to_train=False` (a backend known not to train on request, whose model changed
+    by itself): no training request, the version scores the pool with its current model.
+    """
     project_id = ctx.project.id
     store = ctx.store
     name = await start_version(ctx, label_changes=label_changes, labeling_config=labeling_config)
@@ -75,8 +80,16 @@ async def train_version(
     logger.info("train.started", version=name, n_labels=n_labels, ml_backend=backend.id)
     started = time.perf_counter()
     try:
-        outcome = await ml_backends.train_backend(
-            client, backend_id=backend.id, timeout=TRAIN_REQUEST_TIMEOUT
+        outcome = (
+            await ml_backends.train_backend(
+                client, backend_id=backend.id, timeout=TRAIN_REQUEST_TIMEOUT
+            )
+            if ask_to_train
+            else ml_backends.TrainingOutcome(
+                backend=backend,
+                version_before=backend.model_version,
+                version_after=backend.model_version,
+            )
         )
     except ml_backends.MLBackendTrainingFailed as exc:
         fail_version(ctx, name, reason=str(exc), logger=logger)

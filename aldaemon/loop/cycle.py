@@ -189,8 +189,15 @@ class Cycle:
                 self.report.decision = "fixed ML backend model: new and changed tasks scored"
                 self.report.outcome = "ok" if self.report.counts.get("tasks_scored") else "idle"
                 return None
-            if topped is fixed_backend.TopUp.NEW_VERSION:
-                self.forced_training = True
+            if topped is fixed_backend.TopUp.NEW_VERSION:  # its model changed by itself
+                self.report.decision = "ML backend's model changed: the whole pool rescored"
+                label_changes = self.ctx.store.sync_state(self.project_id).label_changes
+                rescore = backend.train_version(
+                    self.ctx, schema, label_changes=label_changes,
+                    labeling_config=self.labeling_config, report=self.report,
+                    logger=self.log, ask_to_train=False,
+                )  # fmt: skip
+                return await self._step("train", rescore)
         decision = self._decide(schema, text_field_changed=text_field_changed)
         project = self.labeling_config.project
         if (

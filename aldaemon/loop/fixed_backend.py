@@ -13,8 +13,10 @@ read back from its `/setup`, did not move. That version is remembered in local s
                  -> uploaded under the ACTIVE version, so every unlabeled task keeps
                     exactly one prediction of it and the queue view shows the new ones
 
-A backend that reports another version (a new model was deployed) ends this: the next
-version is made as usual (training requested, the whole pool scored).
+A backend that reports another version (a new model was deployed, or a training it ran
+by itself finished) gets a new aldaemon version at once, scoring the whole pool with that
+model WITHOUT a training request (asking would only start another training in a backend
+that trains in the background, and so on forever); it stays "does not train on request".
 
 Crash safety: the answers are kept in local state (`PENDING_KEY`) before the upload, and
 the version's count in Label Studio says afterwards whether an interrupted upload landed
@@ -48,7 +50,7 @@ class TopUp(Enum):
     """What `top_up` did, and so what the cycle does next."""
 
     NOT_FIXED = "not_fixed"  # not a fixed model (or nothing active yet): decide as usual
-    NEW_VERSION = "new_version"  # the backend changed its model, or counts disagree: train
+    NEW_VERSION = "new_version"  # the backend changed its model, or counts disagree: rescore
     DONE = "done"  # the active version covers every unlabeled task
 
 

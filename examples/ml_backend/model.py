@@ -136,14 +136,14 @@ class ProjectModel:
             self.last_error = None
         return self.version
 
-    def pretrain_on_digits(self) -> None:
+    def pretrain_on_digits(self, version: str = PRETRAINED_VERSION) -> None:
         """A fixed model: fitted once on scikit-learn's bundled digits, never trained again."""
         if self.target.object_tag != "Image":
             raise TrainingFailed("FIXED_MODEL=1 serves image (digits) projects only")
         model = pretrained_digits(self.target.labels)
         with self.lock:
             self.pipeline = model
-            self.version = PRETRAINED_VERSION
+            self.version = version
 
     def _new_model(self) -> Pipeline | LogisticRegression:
         if self.target.object_tag == "Image":

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-START_TIMEOUT = 60.0
+START_TIMEOUT = 300.0  # imports scikit-learn (and with FIXED_MODEL fits a model) first
 
 
 class BackendStartFailed(RuntimeError):

@@ -22,8 +22,9 @@ message; NO_SCORE=1 leaves "score" out of predictions; SHORT_ANSWER=1 answers on
 fewer than there are tasks; PREDICT_DELAY=<seconds> makes every /predict call that slow.
 FIXED_MODEL=1 makes it a backend that does not train: a model fitted once on all of
 scikit-learn's digits (version "example-pretrained") that acknowledges START_TRAINING
-and keeps its model. REQUEST_LOG=<path> appends one JSON line per /predict and /webhook
-call ({"path": ..., "body": ...}), to see what the backend was sent.
+and keeps its model (FIXED_MODEL_VERSION=<name> names that version). REQUEST_LOG=<path>
+appends one JSON line per /predict and /webhook call ({"path": ..., "body": ...}), to see
+what the backend was sent.
 
 MODEL_DIR=<dir> keeps each project's trained model in `<dir>/<project id>.joblib`, so a
 restarted backend answers with the model (and version) it had, as a real one must.
@@ -45,6 +46,7 @@ from aiohttp import web
 
 from examples.ml_backend.model import (
     DIGIT_LABELS,
+    PRETRAINED_VERSION,
     ProjectModel,
     Target,
     TrainingFailed,
@@ -107,7 +109,7 @@ def _model_for(app: web.Application, project_id: str, label_config: str) -> Proj
     if model is None or model.target != target:
         model = models[project_id] = _saved_model(project_id, target) or ProjectModel(target=target)
         if flag("FIXED_MODEL"):
-            model.pretrain_on_digits()
+            model.pretrain_on_digits(os.environ.get("FIXED_MODEL_VERSION") or PRETRAINED_VERSION)
     return model
 
 

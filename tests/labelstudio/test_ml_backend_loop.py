@@ -400,6 +400,37 @@ class TestFixedModel:
         third = cycle(config)
         assert ("idle", []) == (third.outcome, predict_bodies(requests))
 
+    def test_a_fixed_model_that_changes_is_rescored_without_a_training_request(
+        self,
+        tmp_path: Path,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+        start_backend: StartBackend,
+    ) -> None:
+        """A backend known not to train that comes back with another model version gets a
+        new aldaemon version over the whole pool, and is still not asked to train."""
+        requests = tmp_path / "requests.jsonl"
+        project_id, task_ids = digits_project(make_project, ls_client, count=16, annotated=10)
+        backend = start_backend(FIXED_MODEL="1", REQUEST_LOG=str(requests))
+        connect(ls_client, project_id, backend)
+        config = backend_config(tmp_path, label_studio, project_id)
+        assert "aldaemon-v1" == cycle(config).version
+        backend.kill()
+        backend.env["FIXED_MODEL_VERSION"] = "example-pretrained-2"
+        backend.start()
+        requests.unlink()
+
+        second = cycle(config)
+
+        assert ("ok", "aldaemon-v2", "example-pretrained-2") == (
+            second.outcome, second.version, second.backend_version
+        )  # fmt: skip
+        actions = [line["body"].get("action") for line in request_lines(requests)]
+        assert "START_TRAINING" not in actions
+        by_version = predictions_by_version(ls_client, project_id)
+        assert sorted(task_ids[10:]) == sorted(by_version["aldaemon-v2"])
+
 
 def request_lines(path: Path) -> list[dict[str, Any]]:
     """What the example backend logged (REQUEST_LOG), one dict per call; [] when none."""
