@@ -125,6 +125,11 @@ class Metrics:
             by=("outcome",),
             per_project=False,
         )
+        self.owned = declare.gauge(
+            "aldaemon_project_owned",
+            "1 while this replica owns the project, else 0 (replicas over PostgreSQL).",
+            by=("replica",),
+        )
         self.team = TeamGauges(declare)
         self.registry.register(_SecondsSinceLastSuccess(self))
 
@@ -148,6 +153,11 @@ class Metrics:
                 gauge.remove(project, label)
             for label, count in counts.items():
                 gauge.labels(project, label).set(count)
+
+    def record_ownership(self, replica: str, owned: Mapping[int, bool]) -> None:
+        """This replica's `aldaemon_project_owned`, one series per configured project."""
+        for project_id, owns in owned.items():
+            self.owned.labels(project_label(project_id), replica).set(1 if owns else 0)
 
     def record_labelstudio_error(self, project_id: int, error: BaseException) -> None:
         """Count one failed Label Studio call under the kind its exception maps to."""

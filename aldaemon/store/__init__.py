@@ -64,10 +64,11 @@ class Store(AnnotationTables, VersionTables, MetaTables, BackendTables, TeamTabl
     """
 
     @classmethod
-    def from_config(cls, state: StateConfig, *, lock: bool = True) -> Self:
+    def from_config(cls, state: StateConfig, *, lock: bool = True, shared: bool = False) -> Self:
+        """`shared`: a replica's store, beside other replicas on PostgreSQL (SQLite: ignored)."""
         if state.dsn is None:
             return cls.open(state.dir, lock=lock)
-        return cls.connect(state.dsn, password=state.password, lock=lock)
+        return cls.connect(state.dsn, password=state.password, lock=lock, shared=shared)
 
     @classmethod
     def open(cls, state_dir: Path, *, lock: bool = True) -> Self:
@@ -75,7 +76,14 @@ class Store(AnnotationTables, VersionTables, MetaTables, BackendTables, TeamTabl
         return cls(SqliteDatabase.open(state_dir, lock=lock))
 
     @classmethod
-    def connect(cls, dsn: Secret, *, password: Secret | None = None, lock: bool = True) -> Self:
+    def connect(
+        cls,
+        dsn: Secret,
+        *,
+        password: Secret | None = None,
+        lock: bool = True,
+        shared: bool = False,
+    ) -> Self:
         """The PostgreSQL state at `dsn`, migrated; needs psycopg 3 (the `scale` extra)."""
         try:
             from aldaemon.store.postgres import PostgresDatabase
@@ -83,7 +91,7 @@ class Store(AnnotationTables, VersionTables, MetaTables, BackendTables, TeamTabl
             raise StateError(
                 f"[state] dsn needs psycopg 3, which is not installed ({exc}); {SCALE_EXTRA_HINT}"
             ) from None
-        return cls(PostgresDatabase.connect(dsn, password=password, lock=lock))
+        return cls(PostgresDatabase.connect(dsn, password=password, lock=lock, shared=shared))
 
 
 __all__ = [
