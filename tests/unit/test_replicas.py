@@ -43,7 +43,6 @@ def replicas(state_dsn: Secret) -> Iterator[list[ProjectOwnership]]:
             replica.close()
 
 
-
 def _settle(replicas: list[ProjectOwnership], rounds: int = 3) -> None:
     for _ in range(rounds):
         for replica in replicas:
