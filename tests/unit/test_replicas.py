@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
+from aldaemon.config import load_config
+from aldaemon.errors import StateLockedError
 from aldaemon.secret import Secret
+from aldaemon.store import Store
 from aldaemon.store.ownership import ProjectOwnership, project_owners
 from aldaemon.sync.replicas import fair_share, plan_ownership
+from aldaemon.views import status
 
 PROJECTS = [11, 12, 13, 14, 15]
 
@@ -97,4 +102,43 @@ def test_a_replica_whose_session_ends_loses_its_projects_to_the_other(
         frozenset(),
         True,
         frozenset(PROJECTS),
+    )
+
+
+@pytest.mark.postgres
+def test_replica_stores_share_the_database_and_keep_a_lone_writer_out(state_dsn: Secret) -> None:
+    first = Store.connect(state_dsn, shared=True)
+    try:
+        second = Store.connect(state_dsn, shared=True)
+        second.close()
+        with pytest.raises(StateLockedError, match="another aldaemon"):
+            Store.connect(state_dsn)  # `once` beside running replicas
+    finally:
+        first.close()
+    lone = Store.connect(state_dsn)
+    try:
+        with pytest.raises(StateLockedError, match="not a replica"):
+            Store.connect(state_dsn, shared=True)
+    finally:
+        lone.close()
+
+
+@pytest.mark.postgres
+def test_status_shows_each_projects_owner(
+    tmp_path: Path, replicas: list[ProjectOwnership], state_dsn: Secret
+) -> None:
+    config_path = tmp_path / "config.toml"
+    projects = "".join(f"\n[[projects]]\nid = {pid}\n" for pid in (11, 12, 99))
+    config_path.write_text(
+        f'[labelstudio]\nurl = "http://127.0.0.1:9"\ntoken = "not-used-here"\n'
+        f'[state]\ndir = "{tmp_path / "state"}"\ndsn = "{state_dsn.reveal()}"\n{projects}'
+    )
+    first, second = replicas
+    first.rebalance([11], busy=())
+    second.rebalance([12], busy=())
+    report = status.collect(load_config(config_path, env={}))
+    shown = status.render_text(report)
+    assert ([p["owner"] for p in report["projects"]], "project 11  owned by r1" in shown) == (
+        ["r1", "r2", None],
+        True,
     )
