@@ -4,6 +4,7 @@
     database.py     what the tables need from a backend; the dialect differences
     sqlite.py       the default backend, one file: opening, checks, durability, quarantine
     postgres.py     the PostgreSQL backend ([state] dsn): connection, advisory lock
+    ownership.py    replicas over one PostgreSQL: which one owns which project
     lock.py         the state directory and its flock
     migrations.py   numbered schema migrations, and how PostgreSQL reads them
     encoding.py     JSON columns
