@@ -107,7 +107,8 @@ class ProjectRunner:
                     if stopping.is_set() or project is None:
                         return
                     if not self._runtime.still_owner(self.project_id):
-                        return  # another replica's, or none's until the next round
+                        on_progress()  # the scheduler works; another replica has it
+                        return
                     self._rerun_requested = False
                     await self._cycle(project, forced_training=forced)
                     on_progress()
