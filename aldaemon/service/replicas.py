@@ -65,5 +65,10 @@ async def keep_ownership(runtime: Runtime, *, poll_now: Callable[[int], None]) -
     replica is taken within one poll interval)."""
     while True:
         await asyncio.sleep(runtime.config.daemon.poll_interval / 2)
-        for project_id in ownership_round(runtime):
+        try:
+            acquired = ownership_round(runtime)
+        except Exception:  # a bug: keep the rounds going, keep the traceback
+            log.exception("ownership.round_crashed")
+            continue
+        for project_id in acquired:
             poll_now(project_id)
