@@ -40,6 +40,9 @@ STATE_PASSWORD_CREDENTIAL = "state-password"
 # `model = "ml-backend"`: the project's model is the ML backend connected to it in Label Studio.
 
 
+REPLICA_NAME_MAX = 40  # it travels in PostgreSQL's application_name (63 bytes)
+
+
 def _url_problem(url: str) -> str | None:
     if url and not url.startswith(("http://", "https://")):
         return f"must start with http:// or https://, got {url!r}"
@@ -74,6 +77,12 @@ def _version_prefix_problem(prefix: str) -> str | None:
     return None
 
 
+def _replica_problem(name: str) -> str | None:
+    if not name or len(name) > REPLICA_NAME_MAX or not name.isprintable():
+        return f"must be 1 to {REPLICA_NAME_MAX} printable characters, got {name!r}"
+    return None
+
+
 def _model_problem(model: str) -> str | None:
     if ":" not in model and model != ML_BACKEND_MODEL:
         return f'must look like "package.module:factory" or be "{ML_BACKEND_MODEL}", got {model!r}'
@@ -105,6 +114,8 @@ class DaemonConfig:
     shutdown_grace: float = field(default=60.0, metadata={"minimum": 0.0})
     # /healthz: a last success older than this is unhealthy; 0 = auto
     stale_after: float = field(default=0.0, metadata={"minimum": 0.0})
+    # this replica's name among those sharing one PostgreSQL; None = "HOST:PID"
+    replica: str | None = field(default=None, metadata={"check": _replica_problem})
 
 
 @dataclass(frozen=True)

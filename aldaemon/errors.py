@@ -70,6 +70,10 @@ class StateLockedError(StateError):
     """Another daemon holds the state directory."""
 
 
+class OwnershipLost(TemporaryError):
+    """This replica no longer owns the project (another replica carries it on)."""
+
+
 class LabelStudioError(AldaemonError):
     """Talking to Label Studio failed (topic base: see the two branches below)."""
 

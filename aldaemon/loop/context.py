@@ -38,6 +38,9 @@ class CycleContext:
     clock: Callable[[], float] = time.time  # wall clock: stored times, for display too
     monotonic: Callable[[], float] = time.monotonic  # intervals within this process
     intervals: IntervalClocks = field(default_factory=IntervalClocks)
+    # Replicas: does this replica still own the project, asked right before a write to
+    # Label Studio (loop/fence.py); alone, it always does.
+    still_owner: Callable[[int], bool] = lambda _project_id: True
 
 
 @dataclass

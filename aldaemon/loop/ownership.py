@@ -12,6 +12,7 @@ import structlog
 from aldaemon.errors import ForeignWriter
 from aldaemon.labelstudio import UNCERTAINTY_SAMPLING
 from aldaemon.loop.context import CycleContext
+from aldaemon.loop.fence import confirm_owner
 from aldaemon.loop.publish import activate_version, write_queue_view
 from aldaemon.records import ProjectInfo
 from aldaemon.sync.drift import (
@@ -53,6 +54,7 @@ async def handle_drift(
     if drift is None:
         return
     _log_drift(drift, logger)
+    confirm_owner(ctx)
     if drift.what is DriftKind.SAMPLING:
         await ctx.gateway.update_project(project_id, sampling=UNCERTAINTY_SAMPLING)
     elif drift.what is DriftKind.ACTIVE_SWITCHED:

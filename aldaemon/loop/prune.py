@@ -14,6 +14,7 @@ import structlog
 
 from aldaemon.errors import LabelStudioUnreachable
 from aldaemon.loop.context import CycleContext
+from aldaemon.loop.fence import confirm_owner
 from aldaemon.store import VersionRow
 from aldaemon.sync.drift import sent_versions
 from aldaemon.sync.versions import VersionState, own_version_number
@@ -59,6 +60,7 @@ async def prune_own_versions(ctx: CycleContext) -> list[str]:
         if name in (info.model_version, ctx.store.get_meta(project_id).pinned_version):
             continue
         started = time.perf_counter()
+        confirm_owner(ctx)
         try:
             deleted = await ctx.gateway.delete_model_version(project_id, name)
         except LabelStudioUnreachable as exc:

@@ -17,6 +17,7 @@ import structlog
 from aldaemon.errors import ForeignWriter, LabelStudioRefused
 from aldaemon.labelstudio import UNCERTAINTY_SAMPLING
 from aldaemon.loop.context import CycleContext, CycleReport
+from aldaemon.loop.fence import confirm_owner
 from aldaemon.records import LabelingSchema, PredictionRecord
 from aldaemon.store import VersionRow
 from aldaemon.sync.drift import foreign_versions, foreign_writer_message
@@ -122,6 +123,7 @@ class Publisher:
             if end <= position:
                 continue
             batch = predictions[max(start, position) : end]
+            confirm_owner(self.ctx)
             created = await self.ctx.gateway.import_predictions(
                 self.project_id, model_version=name, schema=schema, predictions=batch
             )
@@ -253,6 +255,7 @@ async def activate_version(ctx: CycleContext, name: str) -> None:
     """
     options = ctx.project.predictions
     project_id = ctx.project.id
+    confirm_owner(ctx)
     await ctx.gateway.update_project(
         project_id,
         model_version=name,
@@ -281,6 +284,7 @@ async def write_queue_view(ctx: CycleContext, version: str) -> None:
         if existing:
             ctx.store.set_meta(project_id, view_id=existing[0].id)
             meta = ctx.store.get_meta(project_id)
+    confirm_owner(ctx)
     if meta.view_id is not None:
         try:
             await ctx.gateway.replace_view(meta.view_id, project_id=project_id, data=data)

@@ -15,6 +15,7 @@ import structlog
 
 from aldaemon.errors import LabelStudioRefused
 from aldaemon.loop.context import CycleContext, CycleReport
+from aldaemon.loop.fence import confirm_owner
 from aldaemon.store import VersionRow
 from aldaemon.store.team import (
     REOPENED_FOR,
@@ -175,6 +176,7 @@ async def _write_task_view(
     if view_id is None:
         existing = [v for v in await ctx.gateway.list_views(project_id) if v.title == title]
         view_id = existing[0].id if existing else None
+    confirm_owner(ctx)
     if view_id is not None:
         try:
             await ctx.gateway.replace_view(view_id, project_id=project_id, data=data)

@@ -41,6 +41,7 @@ from aldaemon.service.debounce import PollDebouncer
 from aldaemon.service.health import stale_after
 from aldaemon.service.http import HttpEdge
 from aldaemon.service.logs import register_secret
+from aldaemon.service.replicas import keep_ownership
 from aldaemon.service.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -155,6 +156,8 @@ class Daemon:
                 ),
                 name="heartbeat",
             )
+            if self.runtime.ownership is not None:
+                self._spawn(keep_ownership(self.runtime, poll_now=self.poll_now), name="ownership")
             systemd.ready()
             self._announce_status()
             log.info(
@@ -367,5 +370,5 @@ class Daemon:
 
 async def run_daemon(config: Config, *, config_path: str) -> int:
     """Open the runtime, serve until stopped, close everything; returns the exit status."""
-    async with Runtime(config) as runtime:
+    async with Runtime(config, replica=True) as runtime:
         return await Daemon(runtime, config_path=config_path).serve()

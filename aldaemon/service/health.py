@@ -56,6 +56,15 @@ class ProjectHealth:
 
 
 @dataclass(frozen=True)
+class ReplicaView:
+    """With replicas: this one's name, who owns what, and why it cannot own anything."""
+
+    replica: str
+    owners: Mapping[int, str]
+    problem: str | None  # no PostgreSQL: this replica owns nothing and says so
+
+
+@dataclass(frozen=True)
 class HealthReport:
     """What `/healthz` reports; built here, rendered by the HTTP edge."""
 
@@ -78,15 +87,25 @@ def assess_health(
     now: float,
     started_at: float,
     stale_limit: float,
+    replicas: ReplicaView | None = None,
 ) -> HealthReport:
     """Healthy when no project failed permanently, none lost Label Studio, all succeeded lately.
 
     A project that has not succeeded yet is measured from the daemon's start, so a fresh
     daemon is healthy until it has had `stale_limit` seconds to prove itself.
+
+    With replicas, each project shows its `owner`; a replica answers only for the
+    projects it owns, and is unhealthy when it cannot reach PostgreSQL (it owns nothing
+    then, so it would otherwise look idle and fine).
     """
     reasons: list[str] = []
     projects: dict[str, object] = {}
+    if replicas is not None and replicas.problem is not None:
+        reasons.append(f"replica {replicas.replica}: {replicas.problem}")
     for project_id in project_ids:
+        if replicas is not None and replicas.owners.get(project_id) != replicas.replica:
+            projects[str(project_id)] = {"owner": replicas.owners.get(project_id)}
+            continue
         state = health.get(project_id)
         last = state.last_success_at if state else None
         age = now - (last if last is not None else started_at)
@@ -94,6 +113,8 @@ def assess_health(
             "last_success_age_s": None if last is None else round(now - last, 1),
             "busy": project_id in busy,
         }
+        if replicas is not None:
+            entry["owner"] = replicas.replica
         if state is not None and state.failure:
             reasons.append(f"project {project_id} failed: {state.failure}")
             entry["failure"] = state.failure

@@ -56,6 +56,9 @@ HELP = {
     "aldaemon_labels_since_training": "New or changed labels since the last training.",
     "aldaemon_last_success_timestamp_seconds": "Unix time of the project's last successful cycle.",
     "aldaemon_webhooks": "Webhook requests, by outcome: " + "|".join(WEBHOOK_OUTCOMES) + ".",
+    "aldaemon_project_owned": (
+        "1 while this replica owns the project, else 0 (replicas over PostgreSQL)."
+    ),
 }
 
 # Cycles run from well under a second (nothing new) to minutes (training, a slow prune).
@@ -110,6 +113,7 @@ class Metrics:
         self.labels_since_training = declare.gauge("aldaemon_labels_since_training")
         self.last_success = declare.gauge("aldaemon_last_success_timestamp_seconds")
         self.webhooks = declare.counter("aldaemon_webhooks", by=("outcome",), per_project=False)
+        self.owned = declare.gauge("aldaemon_project_owned", by=("replica",))
         self.team = TeamGauges(declare)
         self.registry.register(_SecondsSinceLastSuccess(self))
 
@@ -133,6 +137,11 @@ class Metrics:
                 gauge.remove(project, label)
             for label, count in counts.items():
                 gauge.labels(project, label).set(count)
+
+    def record_ownership(self, replica: str, owned: Mapping[int, bool]) -> None:
+        """This replica's `aldaemon_project_owned`, one series per configured project."""
+        for project_id, owns in owned.items():
+            self.owned.labels(project_label(project_id), replica).set(1 if owns else 0)
 
     def record_labelstudio_error(self, project_id: int, error: BaseException) -> None:
         """Count one failed Label Studio call under the kind its exception maps to."""

@@ -28,7 +28,13 @@ from typing import TYPE_CHECKING
 import structlog
 
 from aldaemon.config import ProjectConfig
-from aldaemon.errors import AldaemonError, LabelStudioUnreachable, StateError, error_kind
+from aldaemon.errors import (
+    AldaemonError,
+    LabelStudioUnreachable,
+    OwnershipLost,
+    StateError,
+    error_kind,
+)
 from aldaemon.labelstudio import count_requests
 from aldaemon.loop.context import CycleReport
 from aldaemon.loop.cycle import Cycle
@@ -100,6 +106,9 @@ class ProjectRunner:
                     project = self._runtime.config.project(self.project_id)
                     if stopping.is_set() or project is None:
                         return
+                    if not self._runtime.still_owner(self.project_id):
+                        on_progress()  # the scheduler works; another replica has it
+                        return
                     self._rerun_requested = False
                     await self._cycle(project, forced_training=forced)
                     on_progress()
@@ -153,6 +162,9 @@ class ProjectRunner:
             except TimeoutError:
                 cycle.report.outcome = "failed"
                 cycle.report.error = f"cycle took longer than {timeout:g} s"
+            except OwnershipLost as exc:  # no failure of the project: its new owner goes on
+                self._mark_failed(cycle.report, exc)
+                log.warning("ownership.lost_mid_cycle", error=str(exc))
             except LabelStudioUnreachable as exc:
                 self._mark_failed(cycle.report, exc)
                 self.health.note_unreachable(now=time.time())

@@ -12,15 +12,26 @@ other, and a project added back starts with fresh health.
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from aldaemon.config import Config, ProjectConfig
 from aldaemon.labelstudio.gateway import LabelStudioGateway
 from aldaemon.loop.context import CycleContext, CycleReport, IntervalClocks
 from aldaemon.model.worker import ModelWorker
-from aldaemon.service.health import HealthReport, ProjectHealth, assess_health, stale_after
+from aldaemon.service.health import (
+    HealthReport,
+    ProjectHealth,
+    ReplicaView,
+    assess_health,
+    stale_after,
+)
 from aldaemon.service.metrics import Metrics
+from aldaemon.service.replicas import open_ownership, ownership_round
 from aldaemon.service.runner import ProjectRunner
 from aldaemon.store import Store
+
+if TYPE_CHECKING:
+    from aldaemon.store.ownership import ProjectOwnership
 
 
 def make_gateway(config: Config) -> LabelStudioGateway:
@@ -36,8 +47,14 @@ def make_gateway(config: Config) -> LabelStudioGateway:
 class Runtime:
     """Opens the shared resources; use as `async with Runtime(config) as runtime:`."""
 
-    def __init__(self, config: Config, *, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, config: Config, *, metrics: Metrics | None = None, replica: bool = False
+    ) -> None:
+        """`replica`: `aldaemon run`, which shares a PostgreSQL state with other replicas
+        and cycles only the projects it owns (service/replicas.py); SQLite: ignored."""
         self.config = config
+        self.replica = replica
+        self.ownership: ProjectOwnership | None = None
         self.metrics = metrics or Metrics()
         self.store: Store | None = None
         self.gateway: LabelStudioGateway | None = None
@@ -50,7 +67,10 @@ class Runtime:
         self.interval_clocks: dict[int, IntervalClocks] = {}
 
     async def __aenter__(self) -> Runtime:
-        self.store = Store.from_config(self.config.state)
+        self.store = Store.from_config(self.config.state, shared=self.replica)
+        if self.replica:
+            self.ownership = open_ownership(self.config)
+            ownership_round(self)
         self.gateway = self._make_gateway(self.config)
         self.worker = ModelWorker(max_workers=min(2, max(1, len(self.config.projects))))
         for project in self.config.projects:
@@ -66,6 +86,8 @@ class Runtime:
             self.worker.shutdown()
         if self.gateway is not None:
             await self.gateway.close()
+        if self.ownership is not None:
+            self.ownership.close()
         if self.store is not None:
             self.store.close()
 
@@ -123,7 +145,12 @@ class Runtime:
             worker=self.worker,
             artifacts_dir=self.config.state.dir / "models" / str(project.id),
             intervals=self.interval_clocks.setdefault(project.id, IntervalClocks()),
+            still_owner=self.still_owner,
         )
+
+    def still_owner(self, project_id: int) -> bool:
+        """Does this process own the project right now (asked of PostgreSQL, with replicas)?"""
+        return self.ownership is None or self.ownership.confirm(project_id)
 
     async def run_cycle(
         self,
@@ -144,6 +171,7 @@ class Runtime:
     def health_report(self, *, now: float, started_at: float) -> HealthReport:
         """`/healthz` for the currently configured projects."""
         project_ids = [p.id for p in self.config.projects]
+        ownership = self.ownership
         return assess_health(
             project_ids=project_ids,
             health={pid: self.runner(pid).health for pid in project_ids},
@@ -151,6 +179,9 @@ class Runtime:
             now=now,
             started_at=started_at,
             stale_limit=stale_after(self.config),
+            replicas=None
+            if ownership is None
+            else ReplicaView(ownership.replica, ownership.owners, ownership.problem),
         )
 
     async def wait_for_prunes(self) -> None:

@@ -4,6 +4,7 @@
     database.py     what the tables need from a backend; the dialect differences
     sqlite.py       the default backend, one file: opening, checks, durability, quarantine
     postgres.py     the PostgreSQL backend ([state] dsn): connection, advisory lock
+    ownership.py    replicas over one PostgreSQL: which one owns which project
     lock.py         the state directory and its flock
     migrations.py   numbered schema migrations, and how PostgreSQL reads them
     encoding.py     JSON columns
@@ -67,10 +68,11 @@ class Store(
     """
 
     @classmethod
-    def from_config(cls, state: StateConfig, *, lock: bool = True) -> Self:
+    def from_config(cls, state: StateConfig, *, lock: bool = True, shared: bool = False) -> Self:
+        """`shared`: a replica's store, beside other replicas on PostgreSQL (SQLite: ignored)."""
         if state.dsn is None:
             return cls.open(state.dir, lock=lock)
-        return cls.connect(state.dsn, password=state.password, lock=lock)
+        return cls.connect(state.dsn, password=state.password, lock=lock, shared=shared)
 
     @classmethod
     def open(cls, state_dir: Path, *, lock: bool = True) -> Self:
@@ -78,7 +80,14 @@ class Store(
         return cls(SqliteDatabase.open(state_dir, lock=lock))
 
     @classmethod
-    def connect(cls, dsn: Secret, *, password: Secret | None = None, lock: bool = True) -> Self:
+    def connect(
+        cls,
+        dsn: Secret,
+        *,
+        password: Secret | None = None,
+        lock: bool = True,
+        shared: bool = False,
+    ) -> Self:
         """The PostgreSQL state at `dsn`, migrated; needs psycopg 3 (the `scale` extra)."""
         try:
             from aldaemon.store.postgres import PostgresDatabase
@@ -86,7 +95,7 @@ class Store(
             raise StateError(
                 f"[state] dsn needs psycopg 3, which is not installed ({exc}); {SCALE_EXTRA_HINT}"
             ) from None
-        return cls(PostgresDatabase.connect(dsn, password=password, lock=lock))
+        return cls(PostgresDatabase.connect(dsn, password=password, lock=lock, shared=shared))
 
 
 __all__ = [

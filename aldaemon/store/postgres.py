@@ -4,11 +4,13 @@ Chosen by `[state] dsn`. This module is the backend's plumbing (see database.py)
 connection, its lock, the short transactions the table classes write in, and the
 translation of `?` placeholders and of psycopg's errors.
 
-One daemon per database. A daemon's store takes a session-level advisory lock
+One daemon per database, or replicas. A daemon's store takes a session-level advisory lock
 (`pg_try_advisory_lock`) when it connects and holds it while its connection lives;
 PostgreSQL releases it when the session ends, even when the process is killed, so a
 stale lock never blocks a restart. A second daemon on the same database is refused
 with StateLockedError naming the holder (its application_name says pid and host).
+Replicas (`aldaemon run`, any number) take the same lock in shared mode and split the
+projects with per-project locks (ownership.py).
 Read-only commands (`status`, `report`) connect without the lock, as they open a SQLite
 file beside the daemon. A connection that broke (PostgreSQL restarted) is replaced at
 the next call, and the lock is taken again first: if another daemon took it meanwhile,
@@ -82,6 +84,20 @@ def public_dsn(dsn: str) -> str:
     return f"postgresql://{user}{parts.get('host') or ''}{port}/{parts.get('dbname') or ''}"
 
 
+def open_session(
+    dsn: Secret, password: Secret | None, *, application_name: str, **options: Any
+) -> psycopg.Connection[Any]:
+    """A new autocommit session named `application_name` (libpq `options` added)."""
+    return psycopg.connect(
+        dsn.reveal(),
+        password=None if password is None else password.reveal(),
+        autocommit=True,
+        connect_timeout=_CONNECT_TIMEOUT,
+        application_name=application_name[:63],
+        **options,
+    )
+
+
 @lru_cache(maxsize=512)
 def _psycopg_sql(sql: str) -> str:
     """Our `?` placeholders as psycopg's `%s` (a literal % doubled first)."""
@@ -107,20 +123,35 @@ class _Statements:
 class PostgresDatabase:
     """One psycopg connection, its advisory lock, and the short transactions on it."""
 
-    def __init__(self, *, dsn: Secret, password: Secret | None, lock: bool) -> None:
+    def __init__(
+        self, *, dsn: Secret, password: Secret | None, lock: bool, shared: bool = False
+    ) -> None:
         """Use `connect`, which also checks and migrates."""
         self._dsn = dsn
         self._password = password
         self._lock = lock
+        self._shared = shared
         self._location = public_dsn(dsn.reveal())
         self._conn: psycopg.Connection[Any] | None = None
         self._closed = False
         self._mutex = threading.RLock()
 
     @classmethod
-    def connect(cls, dsn: Secret, *, password: Secret | None = None, lock: bool = True) -> Self:
-        """Connect, take the daemon lock (`lock=True`), and migrate the schema."""
-        database = cls(dsn=dsn, password=password, lock=lock)
+    def connect(
+        cls,
+        dsn: Secret,
+        *,
+        password: Secret | None = None,
+        lock: bool = True,
+        shared: bool = False,
+    ) -> Self:
+        """Connect, take the daemon lock (`lock=True`), and migrate the schema.
+
+        `shared=True` takes the lock in shared mode: replicas (`aldaemon run`) hold it
+        together, each owning its projects (store/ownership.py), and any of them keeps a
+        command that wants the database alone (`once`, say) out, and the other way round.
+        """
+        database = cls(dsn=dsn, password=password, lock=lock, shared=shared)
         with database._postgres_errors("connect to"):
             database._conn = database._open()
             try:
@@ -177,12 +208,10 @@ class PostgresDatabase:
 
     def _open(self) -> psycopg.Connection[Any]:
         """A new session, holding the daemon lock when this store is the daemon's."""
-        conn = psycopg.connect(
-            self._dsn.reveal(),
-            password=None if self._password is None else self._password.reveal(),
-            autocommit=True,
-            connect_timeout=_CONNECT_TIMEOUT,
-            application_name=f"aldaemon pid {os.getpid()} on {socket.gethostname()}"[:63],
+        conn = open_session(
+            self._dsn,
+            self._password,
+            application_name=f"aldaemon pid {os.getpid()} on {socket.gethostname()}",
         )
         if self._lock:
             try:
@@ -193,7 +222,8 @@ class PostgresDatabase:
         return conn
 
     def _take_lock(self, conn: psycopg.Connection[Any]) -> None:
-        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (DAEMON_LOCK_KEY,)).fetchone()
+        take = "pg_try_advisory_lock_shared" if self._shared else "pg_try_advisory_lock"
+        row = conn.execute(f"SELECT {take}(%s)", (DAEMON_LOCK_KEY,)).fetchone()
         if row is not None and row[0]:
             return
         holder = conn.execute(
@@ -205,6 +235,11 @@ class PostgresDatabase:
             (DAEMON_LOCK_KEY,),
         ).fetchone()
         who = f"{holder[0] or 'unknown'}, PostgreSQL backend {holder[1]}" if holder else "unknown"
+        if self._shared:
+            raise StateLockedError(
+                f"an aldaemon that is not a replica ({who}) holds the lock on "
+                f"{self.location}; replicas start once it has finished"
+            )
         raise StateLockedError(
             f"another aldaemon ({who}) holds the lock on {self.location}; stop it first, "
             "or give this one its own database"
@@ -225,10 +260,14 @@ class PostgresDatabase:
         return driver_errors(_PSYCOPG_ERRORS, self.location, verb, self._scrub)
 
     def _scrub(self, exc: Exception) -> str:
-        """The first line of an error, with the password (if libpq echoed it) masked."""
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        for secret in (self._password, self._dsn):
-            if secret is not None and secret.reveal():
-                text = text.replace(secret.reveal(), "***")
-        password = psycopg.conninfo.conninfo_to_dict(self._dsn.reveal()).get("password")
-        return text.replace(str(password), "***") if password else text
+        return scrubbed(exc, self._dsn, self._password)
+
+
+def scrubbed(exc: Exception, dsn: Secret, password: Secret | None) -> str:
+    """The first line of an error, with the password (if libpq echoed it) masked."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    for secret in (password, dsn):
+        if secret is not None and secret.reveal():
+            text = text.replace(secret.reveal(), "***")
+    in_dsn = psycopg.conninfo.conninfo_to_dict(dsn.reveal()).get("password")
+    return text.replace(str(in_dsn), "***") if in_dsn else text

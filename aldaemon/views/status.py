@@ -27,13 +27,26 @@ from aldaemon.views.team import render_team_lines, team_status
 def collect(config: Config) -> dict[str, Any]:
     store = Store.from_config(config.state, lock=False)
     try:
+        owners = _owners(config)
         return {
             "state_dir": str(config.state.dir),
             "store": store.location,  # the SQLite file, or the DSN without its password
-            "projects": [project_status(store, project) for project in config.projects],
+            "projects": [
+                {**project_status(store, project), "owner": owners.get(project.id)}
+                for project in config.projects
+            ],
         }
     finally:
         store.close()
+
+
+def _owners(config: Config) -> dict[int, str]:
+    """With PostgreSQL, the replica owning each project (none: no replica runs it now)."""
+    if config.state.dsn is None:
+        return {}
+    from aldaemon.store.ownership import project_owners
+
+    return project_owners(config.state.dsn, password=config.state.password)
 
 
 def project_status(store: Store, project: ProjectConfig) -> dict[str, Any]:
@@ -110,7 +123,9 @@ def render_text(report: dict[str, Any]) -> str:
     lines = [f"state: {report['store']}"]
     for p in report["projects"]:
         lines.append(
-            f"project {p['project_id']}" + (f"  FAILED: {p['failure']}" if p["failure"] else "")
+            f"project {p['project_id']}"
+            + (f"  owned by {p['owner']}" if p["owner"] else "")
+            + (f"  FAILED: {p['failure']}" if p["failure"] else "")
         )
         per_class = ", ".join(f"{k} {v}" for k, v in sorted(p["labels_per_class"].items()))
         lines.append(f"  labels:          {p['labels']} ({per_class or 'none yet'})")

@@ -90,6 +90,7 @@ class ScriptedRuntime:
             for p in config.projects
         }
         self.worker = None
+        self.ownership = None  # one daemon, no replicas: it owns every project
         self.started: list[tuple[int, bool]] = []  # (project id, forced_training)
         self.finished: list[int] = []
         self.cancelled: list[int] = []
@@ -107,6 +108,9 @@ class ScriptedRuntime:
             self.cancelled.append(project.id)
             raise
         self.finished.append(project.id)
+
+    def still_owner(self, project_id: int) -> bool:
+        return True
 
     async def cycle_started(self) -> None:
         """Wait for the next cycle to start."""
