@@ -148,8 +148,13 @@ def daemon_config(
     project_id: int,
     retrain: Mapping[str, object],
     predictions: Mapping[str, object] | None = None,
+    sections: Mapping[str, Mapping[str, object]] | None = None,
 ) -> Config:
-    """Write a daemon config for one project (no listener) and load it the daemon's way."""
+    """Write a daemon config for one project (no listener) and load it the daemon's way.
+
+    `sections` adds more project tables: {"labels": {"policy": "majority"}} writes
+    `[projects.labels]` with `policy = "majority"`.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     token_file = directory / "token"
     token_file.write_text(server.legacy_token)
@@ -173,6 +178,8 @@ def daemon_config(
         "[projects.predictions]",
         *(f"{key} = {_toml(value)}" for key, value in (predictions or {}).items()),
     ]
+    for section, values in (sections or {}).items():
+        lines += [f"[projects.{section}]", *(f"{k} = {_toml(v)}" for k, v in values.items())]
     path = directory / "config.toml"
     path.write_text("\n".join(lines) + "\n")
     return load_config(path, env={})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -179,3 +180,17 @@ def events(logs: Sequence[Mapping[str, Any]], name: str) -> list[Mapping[str, An
 def health_now(runtime: Runtime) -> HealthReport:
     now = time.time()
     return runtime.health_report(now=now, started_at=now)
+
+
+def make_users(client: LabelStudioClient, n: int, *, prefix: str = "annotator") -> list[int]:
+    """`n` fresh Label Studio users (POST /api/users/ as the owner): annotators of a team."""
+    ids = []
+    for _ in range(n):
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        user = client.call(
+            "POST",
+            "/api/users/",
+            {"username": name, "email": f"{name}@example.com", "password": uuid.uuid4().hex},
+        )
+        ids.append(int(user["id"]))
+    return ids
