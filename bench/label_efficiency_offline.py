@@ -94,13 +94,14 @@ def simulate(
     target_accuracy: float,
     clusters_honoured: bool,
     work_dir: Path,
-    on_version: Callable[[str, Sequence[int]], None] | None = None,
+    on_version: Callable[[str, Sequence[int]], bool] | None = None,
 ) -> dict[str, Any]:
     """One learning curve: retrain every `step` labels, evaluating each model.
 
     Stops as `bench.label_efficiency` does: at the cap, or past it once the target
     accuracy is reached. `on_version(artifact path, labeled review indices)` is called
-    after each fit (bench.stop_signal scores its stop set there).
+    after each fit (bench.stop_signal scores its stop set there); when it answers True,
+    the run ends after that version's point.
     """
     started = time.perf_counter()
     labeled = list(seed_review_indices(seed, count=seed_labels, total=len(train)))
@@ -115,12 +116,13 @@ def simulate(
             [train[i].label for i in labeled],
             work_dir / f"{variant.name}-{seed}.joblib",
         )
-        if on_version is not None:
-            on_version(artifact, labeled)
+        enough = on_version is not None and on_version(artifact, labeled)
         quality = evaluate(
             artifact_path=artifact, texts=[r.text for r in test], labels=[r.label for r in test]
         )
         curve.append({"labels": len(labeled), **quality})
+        if enough:
+            break
         done = set(labeled)
         pool = [i for i in range(len(train)) if i not in done]
         reached = any(p["accuracy"] >= target_accuracy for p in curve)

@@ -18,7 +18,8 @@ Two modes, labeled in the results:
   (`score_pool`, argmax label, as `loop/team.score_stop_set` asks the worker) and the
   agreement and "stable since" computed by the daemon's own functions. The stop set is
   drawn by `choose_stop_set` from the tasks unlabeled at the first version, as the daemon
-  draws it. Fast enough for several seeds up to every label.
+  draws it. A run ends once the default setting has fired and the labels have doubled
+  since (else at `--cap`); the other settings are then censored where they had not.
 - `--through-label-studio`: `bench.label_efficiency`'s run of the daemon against a real
   Label Studio (margin sampling, the annotator takes what Label Studio serves); the
   daemon itself scores its stop set every version; afterwards its stored predictions
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -127,15 +129,24 @@ def analyse(history: History, curve: Sequence[dict[str, Any]]) -> dict[str, Any]
 
 def stop_set_recorder(
     texts: Sequence[str], stop_set: Sequence[int], history: History
-) -> Callable[[str, Sequence[int]], None]:
-    """An `on_version` hook: predict the stop set with each version, into `history`."""
+) -> Callable[[str, Sequence[int]], bool]:
+    """An `on_version` hook: predict the stop set with each version, into `history`.
 
-    def record(artifact: str, _labeled: Sequence[int]) -> None:
+    It answers True (end the run) once the default setting has fired and this version
+    has twice the labels of the one it fired at: nothing later is needed.
+    """
+    label_counts: list[int] = []
+
+    def record(artifact: str, labeled: Sequence[int]) -> bool:
         scored = score_pool(
             artifact_path=artifact, task_ids=stop_set, texts=texts, strategy=SAMPLER
         )
         predictions = dict(zip(map(str, scored.task_ids), scored.labels, strict=True))
         history.append((f"v{len(history) + 1}", predictions))
+        label_counts.append(len(labeled))
+        kappa, versions = DEFAULT_SETTING
+        fired_at = first_firing(consecutive_agreements(history), kappa=kappa, versions=versions)
+        return fired_at is not None and label_counts[-1] >= 2 * label_counts[fired_at]
 
     return record
 
@@ -275,6 +286,30 @@ def _median(values: Sequence[float | int | None]) -> float | None:
     return round(statistics.median(known), 4) if known else None
 
 
+def combine(parts: Sequence[str], *, name: str) -> None:
+    """Join separately run seeds into one results file and summarize them together."""
+    documents = [json.loads((common.RESULTS_DIR / f"{p}.json").read_text()) for p in parts]
+    first = documents[0]
+    for part, doc in zip(parts, documents, strict=True):
+        if (doc["mode"], doc["settings"]["cap"]) != (first["mode"], first["settings"]["cap"]):
+            raise SystemExit(f"{part} was run in another mode or with another cap")
+    runs = sorted((run for doc in documents for run in doc["runs"]), key=lambda r: r["seed"])
+    summary = summarize(runs)
+    for setting, row in summary.items():
+        print(f"{setting}: {row}")
+    payload = {
+        **{k: v for k, v in first.items() if k not in ("benchmark", "finished_at", "command")},
+        "settings": {**first["settings"], "seeds": [run["seed"] for run in runs]},
+        "runs": runs,
+        "summary": summary,
+        "parts": [
+            {"name": p, "command": d["command"], "finished_at": d["finished_at"]}
+            for p, d in zip(parts, documents, strict=True)
+        ],
+    }
+    common.write_result(name, payload, module=f"bench.{NAME}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m bench.{NAME}", description=__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -287,7 +322,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--cap", type=int, default=4000, help="label on to this many (4000: every review)"
     )
     parser.add_argument("--name", default=None, help="results file name (default by mode)")
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="PART",
+        help="run nothing: join the runs of bench/results/PART.json files (seeds run as "
+        "separate processes, same mode and cap) into bench/results/NAME.json",
+    )
     args = parser.parse_args(argv)
+    if args.combine:
+        combine(args.combine, name=args.name or f"{NAME}_offline")
+        return 0
     with common.work_directory(NAME, keep=False) as work_dir:
         if args.through_label_studio:
             reference, runs, machine = asyncio.run(run_through_label_studio(args, work_dir))
