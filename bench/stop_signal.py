@@ -1,7 +1,7 @@
 """Issue 16, measure (b): when the stop signal fires on the fine-food data, and what it costs.
 
-    python -m bench.stop_signal [--seeds 0 1 2 3 4] [--cap 4000]            # offline
-    python -m bench.stop_signal --through-label-studio --seeds 0 --cap 1200
+    python -m bench.stop_signal [--seeds 0 1 2 3 4] [--cap 4000] [--name NAME]
+    python -m bench.stop_signal --combine PART ... [--name NAME]
 
 The stop signal (aldaemon.sync.stopping, Bloodgood & Vijay-Shanker 2009): a fixed random
 stop set of 500 unlabeled tasks is predicted by every version; the project is stable once
@@ -11,20 +11,20 @@ fires, the test accuracy (1,000 `testing_data` reviews) of that version, and of 
 version trained on twice as many labels; the verdict asks whether stopping at the signal
 loses more than 1 accuracy point against going on to 2x.
 
-Two modes, labeled in the results:
-- offline (default): the label-efficiency simulation (`bench.label_efficiency_offline`:
-  same data, seed labels, margin sampling, retrain every 50 labels, same model and
-  scoring code), with the stop set predicted after every fit by the daemon's scoring code
-  (`score_pool`, argmax label, as `loop/team.score_stop_set` asks the worker) and the
-  agreement and "stable since" computed by the daemon's own functions. The stop set is
-  drawn by `choose_stop_set` from the tasks unlabeled at the first version, as the daemon
-  draws it. A run ends once the default setting has fired and the labels have doubled
-  since (else at `--cap`); the other settings are then censored where they had not.
-- `--through-label-studio`: `bench.label_efficiency`'s run of the daemon against a real
-  Label Studio (margin sampling, the annotator takes what Label Studio serves); the
-  daemon itself scores its stop set every version; afterwards its stored predictions
-  history is read back and "stable since" recomputed after each version with the same
-  functions (the daemon keeps only the latest value). Slow: for one seed as a cross-check.
+Offline, through the label-efficiency simulation (`bench.label_efficiency_offline`: same
+data, seed labels, margin sampling, retrain every 50 labels, same model and scoring code),
+with the stop set predicted after every fit by the daemon's scoring code (`score_pool`,
+argmax label, as `loop/team.score_stop_set` asks the worker) and the agreement and
+"stable since" computed by the daemon's own functions (aldaemon.sync.stopping). The stop
+set is drawn by `choose_stop_set` from the tasks unlabeled at the first version, as the
+daemon draws it. A run ends once the default setting has fired and the labels have
+doubled since (else at `--cap`); the other settings are then censored where they had not.
+No Label Studio: a run to 3,500 labels through the server (4,000 predictions uploaded per
+version) takes hours on this machine; the daemon's own stop signal against a real server
+is covered by tests/labelstudio/test_teams.py (TestStopSignal).
+
+Seeds can run as separate processes (`--seeds 1 --name PART1`, ...) and be joined with
+`--combine PART0 PART1 ...`.
 
 Other thresholds (kappa 0.95 and 0.98, and 5 versions) are computed from the same
 predictions and reported as extra rows; the defaults are the verdict.
@@ -33,7 +33,6 @@ predictions and reported as extra rows; the defaults are the verdict.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import statistics
 from collections.abc import Callable, Sequence
@@ -41,8 +40,6 @@ from pathlib import Path
 from typing import Any
 
 from aldaemon.model.training import score_pool
-from aldaemon.store import Store
-from aldaemon.store.team import STOP_PREDICTIONS
 from aldaemon.sync.stopping import (
     Agreement,
     choose_stop_set,
@@ -56,12 +53,10 @@ from bench.label_efficiency import (
     TARGET_SHARE_OF_FULL,
     VARIANTS,
     reference_metrics,
-    run_one,
     seed_review_indices,
 )
 from bench.label_efficiency_offline import simulate
 from demo.data import load_reviews
-from tests.lsserver import LabelStudioClient
 
 NAME = "stop_signal"
 STOP_SET_SIZE = 500  # the daemon's default ([projects.stop] stop_set_size)
@@ -151,24 +146,6 @@ def stop_set_recorder(
     return record
 
 
-def _run_settings(
-    seed: int, *, cap: int, reference: dict[str, float], work_dir: Path
-) -> dict[str, Any]:
-    """The label-efficiency run's settings both modes share: margin, step 50, 50 seeds."""
-    reviews = load_reviews()
-    return {
-        "variant": VARIANTS[SAMPLER],
-        "seed": seed,
-        "train": reviews.train,
-        "test": reviews.test,
-        "step": DEFAULT_STEP,
-        "cap": cap,
-        "seed_labels": DEFAULT_SEED_LABELS,
-        "target_accuracy": TARGET_SHARE_OF_FULL * reference["accuracy"],
-        "work_dir": work_dir,
-    }
-
-
 # ---- offline --------------------------------------------------------------------------------
 
 
@@ -184,50 +161,20 @@ def run_offline(args: argparse.Namespace, work_dir: Path) -> tuple[dict[str, Any
         )
         history: History = []
         run = simulate(
-            **_run_settings(seed, cap=args.cap, reference=reference, work_dir=work_dir),
+            variant=VARIANTS[SAMPLER],
+            seed=seed,
+            train=train,
+            test=reviews.test,
+            step=DEFAULT_STEP,
+            cap=args.cap,
+            seed_labels=DEFAULT_SEED_LABELS,
+            target_accuracy=TARGET_SHARE_OF_FULL * reference["accuracy"],
+            work_dir=work_dir,
             clusters_honoured=False,
             on_version=stop_set_recorder([train[i].text for i in stop_set], stop_set, history),
         )
         runs.append(_seed_result(seed, run["curve"], history, seconds=run["seconds"]))
     return reference, runs
-
-
-# ---- through Label Studio -------------------------------------------------------------------
-
-
-async def run_through_label_studio(
-    args: argparse.Namespace, work_dir: Path
-) -> tuple[dict[str, Any], list[Any], dict[str, Any]]:
-    reviews = load_reviews()
-    runs = []
-    with common.label_studio(work_dir) as server:
-        log_stream = common.quiet_daemon_logs(work_dir / "daemon.log")
-        try:
-            client = LabelStudioClient(server)
-            reference = reference_metrics(reviews, work_dir)
-            for seed in args.seeds:
-                run = await run_one(
-                    **_run_settings(seed, cap=args.cap, reference=reference, work_dir=work_dir),
-                    server=server,
-                    client=client,
-                    max_labels=None,
-                )
-                state = work_dir / f"daemon-{SAMPLER}-{seed}" / "state"
-                with Store.open(state, lock=False) as store:
-                    history = [
-                        (str(name), dict(predictions))
-                        for name, predictions in store.team_value(
-                            run["project_id"], STOP_PREDICTIONS
-                        )
-                    ]
-                    daemon_says = store.stable_since(run["project_id"])
-                result = _seed_result(seed, run["curve"], history, seconds=run["seconds"])
-                result["daemon_stable_since_at_end"] = daemon_says
-                runs.append(result)
-            machine = common.machine_info(server)
-        finally:
-            log_stream.close()
-    return reference, runs, machine
 
 
 def _seed_result(
@@ -314,11 +261,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m bench.{NAME}", description=__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument(
-        "--through-label-studio",
-        action="store_true",
-        help="run the daemon against a private Label Studio (slow) instead of offline",
-    )
-    parser.add_argument(
         "--cap", type=int, default=4000, help="label on to this many (4000: every review)"
     )
     parser.add_argument("--name", default=None, help="results file name (default by mode)")
@@ -334,20 +276,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         combine(args.combine, name=args.name or f"{NAME}_offline")
         return 0
     with common.work_directory(NAME, keep=False) as work_dir:
-        if args.through_label_studio:
-            reference, runs, machine = asyncio.run(run_through_label_studio(args, work_dir))
-            mode = "through a real Label Studio (the daemon's own stop set and predictions)"
-            name = args.name or f"{NAME}_label_studio"
-        else:
-            reference, runs = run_offline(args, work_dir)
-            machine = common.machine_info(None)
-            mode = "offline simulation (no Label Studio), the daemon's model and stop functions"
-            name = args.name or f"{NAME}_offline"
+        reference, runs = run_offline(args, work_dir)
+    name = args.name or f"{NAME}_offline"
     summary = summarize(runs)
     for setting, row in summary.items():
         print(f"{setting}: {row}")
     payload = {
-        "mode": mode,
+        "mode": "offline simulation (no Label Studio), the daemon's model and stop functions",
         "settings": {
             "sampler": SAMPLER,
             "step": DEFAULT_STEP,
@@ -360,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "reference": reference,
         "runs": runs,
         "summary": summary,
-        "machine": machine,
+        "machine": common.machine_info(None),
     }
     common.write_result(name, payload, module=f"bench.{NAME}")
     return 0
