@@ -33,7 +33,6 @@ predictions and reported as extra rows; the defaults are the verdict.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,7 +45,7 @@ from aldaemon.sync.stopping import (
     consecutive_agreements,
     stable_since,
 )
-from bench import common
+from bench import common, parts
 from bench.label_efficiency import (
     DEFAULT_SEED_LABELS,
     DEFAULT_STEP,
@@ -233,30 +232,6 @@ def _median(values: Sequence[float | int | None]) -> float | None:
     return round(statistics.median(known), 4) if known else None
 
 
-def combine(parts: Sequence[str], *, name: str) -> None:
-    """Join separately run seeds into one results file and summarize them together."""
-    documents = [json.loads((common.RESULTS_DIR / f"{p}.json").read_text()) for p in parts]
-    first = documents[0]
-    for part, doc in zip(parts, documents, strict=True):
-        if (doc["mode"], doc["settings"]["cap"]) != (first["mode"], first["settings"]["cap"]):
-            raise SystemExit(f"{part} was run in another mode or with another cap")
-    runs = sorted((run for doc in documents for run in doc["runs"]), key=lambda r: r["seed"])
-    summary = summarize(runs)
-    for setting, row in summary.items():
-        print(f"{setting}: {row}")
-    payload = {
-        **{k: v for k, v in first.items() if k not in ("benchmark", "finished_at", "command")},
-        "settings": {**first["settings"], "seeds": [run["seed"] for run in runs]},
-        "runs": runs,
-        "summary": summary,
-        "parts": [
-            {"name": p, "command": d["command"], "finished_at": d["finished_at"]}
-            for p, d in zip(parts, documents, strict=True)
-        ],
-    }
-    common.write_result(name, payload, module=f"bench.{NAME}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m bench.{NAME}", description=__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -273,7 +248,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.combine:
-        combine(args.combine, name=args.name or f"{NAME}_offline")
+        joined = parts.join_parts(
+            args.combine,
+            name=args.name or f"{NAME}_offline",
+            module=f"bench.{NAME}",
+            same_settings=("cap", "step", "seed_labels", "stop_set_size"),
+            summarize=summarize,
+        )
+        for setting, row in joined["summary"].items():
+            print(f"{setting}: {row}")
         return 0
     with common.work_directory(NAME, keep=False) as work_dir:
         reference, runs = run_offline(args, work_dir)

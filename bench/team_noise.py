@@ -1,6 +1,7 @@
 """Issue 16, measure (a): a team with one noisy annotator, through a real Label Studio.
 
     python -m bench.team_noise [--seeds 0 1 2 3 4] [--tasks 500] [--step 100] [--noise 0.3]
+    python -m bench.team_noise --combine PART ... [--name NAME]   # join seeds run apart
 
 Three annotators are Label Studio users of their own (`POST /api/users/`); two answer with
 the fine-food review's true label, the third ("noisy") with the other label 30 % of the
@@ -49,7 +50,7 @@ from typing import Any
 from aldaemon.model.training import evaluate
 from aldaemon.service.runtime import Runtime
 from aldaemon.sync.consensus import LATEST, MAJORITY
-from bench import common
+from bench import common, parts
 from bench.label_efficiency import fit_and_save
 from demo.data import LABELS, Review, load_reviews
 from tests.helpers import make_users
@@ -433,7 +434,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--name", default=NAME, help="results file name (bench/results/NAME.json)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="PART",
+        help="run nothing: join the runs of bench/results/PART.json files (seeds run as "
+        "separate processes, same settings) into bench/results/NAME.json",
+    )
     args = parser.parse_args(argv)
+    if args.combine:
+        joined = parts.join_parts(
+            args.combine,
+            name=args.name,
+            module=f"bench.{NAME}",
+            same_settings=("tasks", "step", "noise", "overlap", "unlabeled_tasks"),
+            summarize=summarize,
+        )
+        for key, value in joined["summary"].items():
+            print(f"{key}: {value}")
+        return 0
     payload = asyncio.run(run(args))
     summary = payload["summary"]
     for key, value in summary.items():

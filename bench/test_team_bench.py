@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
+
+import pytest
 
 from aldaemon.sync.consensus import LATEST, MAJORITY
 from aldaemon.sync.stopping import Agreement
+from bench import common, parts
 from bench.stop_signal import first_firing, stopping_cost
 from bench.team_noise import NOISY, Answer, make_plan, suspect_quality, trained_labels
 from demo.data import Review
@@ -65,3 +70,45 @@ class TestStopSignalCost:
         assert cost["lost_more"] is True
         assert stopping_cost(curve, 5, max_loss=0.01)["labels_2x"] is None
         assert stopping_cost(curve, None, max_loss=0.01) == {"fired": False, "labels": None}
+
+
+class TestJoinParts:
+    def test_seeds_of_separate_runs_are_pooled_and_summarized_together(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Runs are sorted by seed, the summary sees all of them, each part is recorded."""
+        monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+        monkeypatch.setattr(common, "REPO_ROOT", tmp_path)
+        for name, seed in (("a", 2), ("b", 0)):
+            document = {
+                "benchmark": "x",
+                "finished_at": "then",
+                "command": f"run {name}",
+                "mode": "offline",
+                "settings": {"cap": 10, "seeds": [seed]},
+                "runs": [{"seed": seed}],
+            }
+            (tmp_path / f"{name}.json").write_text(json.dumps(document))
+        joined = parts.join_parts(
+            ["a", "b"],
+            name="joined",
+            module="bench.x",
+            same_settings=("cap",),
+            summarize=lambda runs: {"seeds": [r["seed"] for r in runs]},
+        )
+        assert joined["summary"] == {"seeds": [0, 2]}
+        assert [p["command"] for p in joined["parts"]] == ["run a", "run b"]
+        assert json.loads((tmp_path / "joined.json").read_text())["settings"]["seeds"] == [0, 2]
+
+    def test_parts_run_with_other_settings_are_refused(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Joining runs of another cap would mix two experiments: refused, naming the key."""
+        monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+        for name, cap in (("a", 10), ("b", 20)):
+            document = {"mode": "offline", "settings": {"cap": cap}, "runs": [{"seed": cap}]}
+            (tmp_path / f"{name}.json").write_text(json.dumps(document))
+        with pytest.raises(SystemExit, match="cap"):
+            parts.join_parts(
+                ["a", "b"], name="j", module="m", same_settings=("cap",), summarize=lambda runs: {}
+            )
