@@ -4,6 +4,7 @@ and each part's command and finish time kept, so the joined file says how it was
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -11,6 +12,17 @@ from typing import Any
 from bench import common
 
 SAME_IN_EVERY_PART = ("mode",)
+
+
+def add_combine_option(parser: argparse.ArgumentParser) -> None:
+    """`--combine PART ...`: the way a benchmark's main asks for `join_parts`."""
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="PART",
+        help="run nothing: join the runs of bench/results/PART.json files (seeds run as "
+        "separate processes, same settings) into bench/results/NAME.json",
+    )
 
 
 def join_parts(
@@ -54,5 +66,7 @@ def join_parts(
             for p, d in zip(parts, documents, strict=True)
         ],
     }
+    for key, value in payload["summary"].items():
+        print(f"{key}: {value}")
     common.write_result(name, payload, module=module)
     return payload

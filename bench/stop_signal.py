@@ -238,25 +238,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--cap", type=int, default=4000, help="label on to this many (4000: every review)"
     )
-    parser.add_argument("--name", default=None, help="results file name (default by mode)")
     parser.add_argument(
-        "--combine",
-        nargs="+",
-        metavar="PART",
-        help="run nothing: join the runs of bench/results/PART.json files (seeds run as "
-        "separate processes, same mode and cap) into bench/results/NAME.json",
+        "--name", default=None, help="results file name (default stop_signal_offline)"
     )
+    parts.add_combine_option(parser)
     args = parser.parse_args(argv)
     if args.combine:
-        joined = parts.join_parts(
+        parts.join_parts(
             args.combine,
             name=args.name or f"{NAME}_offline",
             module=f"bench.{NAME}",
             same_settings=("cap", "step", "seed_labels", "stop_set_size"),
             summarize=summarize,
         )
-        for setting, row in joined["summary"].items():
-            print(f"{setting}: {row}")
         return 0
     with common.work_directory(NAME, keep=False) as work_dir:
         reference, runs = run_offline(args, work_dir)

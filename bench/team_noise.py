@@ -434,24 +434,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--name", default=NAME, help="results file name (bench/results/NAME.json)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
-    parser.add_argument(
-        "--combine",
-        nargs="+",
-        metavar="PART",
-        help="run nothing: join the runs of bench/results/PART.json files (seeds run as "
-        "separate processes, same settings) into bench/results/NAME.json",
-    )
+    parts.add_combine_option(parser)
     args = parser.parse_args(argv)
     if args.combine:
-        joined = parts.join_parts(
+        parts.join_parts(
             args.combine,
             name=args.name,
             module=f"bench.{NAME}",
             same_settings=("tasks", "step", "noise", "overlap", "unlabeled_tasks"),
             summarize=summarize,
         )
-        for key, value in joined["summary"].items():
-            print(f"{key}: {value}")
         return 0
     payload = asyncio.run(run(args))
     summary = payload["summary"]
