@@ -183,11 +183,13 @@ def daemon_config(
     retrain: Mapping[str, object],
     predictions: Mapping[str, object] | None = None,
     ml_backend: Mapping[str, object] | None = None,
+    sections: Mapping[str, Mapping[str, object]] | None = None,
 ) -> Config:
     """Write a daemon config for one project (no listener) and load it the daemon's way.
 
     With `ml_backend` (its `[projects.ml_backend]` keys) the project is served by the ML
-    backend connected to it (`model = "ml-backend"`).
+    backend connected to it (`model = "ml-backend"`). `sections` adds more project tables:
+    {"labels": {"policy": "majority"}} writes `[projects.labels]` with `policy = "majority"`.
     """
     directory.mkdir(parents=True, exist_ok=True)
     token_file = directory / "token"
@@ -215,6 +217,8 @@ def daemon_config(
         "[projects.predictions]",
         *(f"{key} = {_toml(value)}" for key, value in (predictions or {}).items()),
     ]
+    for section, values in (sections or {}).items():
+        lines += [f"[projects.{section}]", *(f"{k} = {_toml(v)}" for k, v in values.items())]
     path = directory / "config.toml"
     path.write_text("\n".join(lines) + "\n")
     return load_config(path, env={})

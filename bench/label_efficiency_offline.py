@@ -31,7 +31,7 @@ import argparse
 import random
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,11 +94,14 @@ def simulate(
     target_accuracy: float,
     clusters_honoured: bool,
     work_dir: Path,
+    on_version: Callable[[str, Sequence[int]], bool] | None = None,
 ) -> dict[str, Any]:
     """One learning curve: retrain every `step` labels, evaluating each model.
 
     Stops as `bench.label_efficiency` does: at the cap, or past it once the target
-    accuracy is reached.
+    accuracy is reached. `on_version(artifact path, labeled review indices)` is called
+    after each fit (bench.stop_signal scores its stop set there); when it answers True,
+    the run ends after that version's point.
     """
     started = time.perf_counter()
     labeled = list(seed_review_indices(seed, count=seed_labels, total=len(train)))
@@ -113,10 +116,13 @@ def simulate(
             [train[i].label for i in labeled],
             work_dir / f"{variant.name}-{seed}.joblib",
         )
+        enough = on_version is not None and on_version(artifact, labeled)
         quality = evaluate(
             artifact_path=artifact, texts=[r.text for r in test], labels=[r.label for r in test]
         )
         curve.append({"labels": len(labeled), **quality})
+        if enough:
+            break
         done = set(labeled)
         pool = [i for i in range(len(train)) if i not in done]
         reached = any(p["accuracy"] >= target_accuracy for p in curve)

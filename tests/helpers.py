@@ -11,6 +11,7 @@ import random
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -253,3 +254,17 @@ def wait_for_server_clock(client: LabelStudioClient, moment: datetime) -> None:
         timeout=120.0,
         what=f"Label Studio's clock to reach {moment.isoformat()}",
     )
+
+
+def make_users(client: LabelStudioClient, n: int, *, prefix: str = "annotator") -> list[int]:
+    """`n` fresh Label Studio users (POST /api/users/ as the owner): annotators of a team."""
+    ids = []
+    for _ in range(n):
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        user = client.call(
+            "POST",
+            "/api/users/",
+            {"username": name, "email": f"{name}@example.com", "password": uuid.uuid4().hex},
+        )
+        ids.append(int(user["id"]))
+    return ids

@@ -16,6 +16,7 @@ import structlog
 from aldaemon.errors import LabelStudioRefused
 from aldaemon.loop.context import CycleContext, CycleReport
 from aldaemon.loop.fence import confirm_owner
+from aldaemon.records import ViewInfo
 from aldaemon.store import VersionRow
 from aldaemon.store.team import (
     REOPENED_FOR,
@@ -37,12 +38,17 @@ from aldaemon.sync.stopping import (
 from aldaemon.sync.team_views import (
     CONFLICTS_VIEW_TITLE,
     SUSPECTS_VIEW_TITLE,
+    ViewStep,
     task_list_view_data,
+    team_view_step,
+    views_check_due,
 )
 from aldaemon.sync.versions import label_changes_since_training, last_trained, withheld_tasks
 
 Logger = structlog.typing.FilteringBoundLogger
 
+# The resync time at which the team views were last listed (sync.team_views.views_check_due).
+VIEWS_CHECKED_AT = "views_checked_at"
 # Predictions kept per project: enough for any `versions` setting to find its run.
 STOP_HISTORY_KEPT = 101
 
@@ -155,27 +161,58 @@ def hold_if_stable(
 
 
 async def refresh_views(ctx: CycleContext, *, logger: Logger) -> None:
-    """Rewrite the team views whose task lists changed since they were last written."""
+    """Rewrite the team views whose task lists changed; recreate the ones deleted.
+
+    After every resync (periodic, and before each training) the project's views are
+    listed once, so a view a person deleted comes back even when its list did not change
+    (sync/team_views.py); in between an unchanged list costs no request.
+    """
     store, project = ctx.store, ctx.project
+    lists: dict[str, list[int]] = {}
     if project.labels.policy != LATEST:
         withheld = withheld_tasks(store.annotated_tasks(project.id), project.labels.policy)
-        await _write_task_view(ctx, CONFLICTS_VIEW_TITLE, sorted(withheld), logger=logger)
+        lists[CONFLICTS_VIEW_TITLE] = sorted(withheld)
     if store.team_value(project.id, SUSPECTS) is not None:
-        await _write_task_view(ctx, SUSPECTS_VIEW_TITLE, store.suspects(project.id), logger=logger)
+        lists[SUSPECTS_VIEW_TITLE] = store.suspects(project.id)
+    if not lists:
+        return
+    last_resync_at = store.sync_state(project.id).last_resync_at
+    listed: list[ViewInfo] | None = None
+    if views_check_due(
+        last_resync_at=last_resync_at, checked_at=store.team_value(project.id, VIEWS_CHECKED_AT)
+    ):
+        listed = await ctx.gateway.list_views(project.id)
+    for title, task_ids in lists.items():
+        await _write_task_view(ctx, title, task_ids, listed=listed, logger=logger)
+    if listed is not None:
+        store.set_team_value(project.id, VIEWS_CHECKED_AT, last_resync_at or 0.0)
 
 
 async def _write_task_view(
-    ctx: CycleContext, title: str, task_ids: list[int], *, logger: Logger
+    ctx: CycleContext,
+    title: str,
+    task_ids: list[int],
+    *,
+    listed: list[ViewInfo] | None,
+    logger: Logger,
 ) -> None:
     store, project_id = ctx.store, ctx.project.id
     id_key, written_key = f"view:{title}", f"view_tasks:{title}"
     view_id = store.team_value(project_id, id_key)
-    if view_id is not None and store.team_value(project_id, written_key) == task_ids:
+    step = team_view_step(
+        view_id=view_id,
+        written=store.team_value(project_id, written_key),
+        task_ids=task_ids,
+        listed_ids=None if listed is None else {v.id for v in listed},
+    )
+    if step == ViewStep.KEEP:
         return
     data = task_list_view_data(title=title, task_ids=task_ids)
-    if view_id is None:
-        existing = [v for v in await ctx.gateway.list_views(project_id) if v.title == title]
-        view_id = existing[0].id if existing else None
+    if step == ViewStep.FIND:
+        views = listed if listed is not None else await ctx.gateway.list_views(project_id)
+        view_id = next((v.id for v in views if v.title == title), None)
+    elif step == ViewStep.RECREATE:
+        view_id = None
     confirm_owner(ctx)
     if view_id is not None:
         try:
@@ -183,9 +220,12 @@ async def _write_task_view(
         except LabelStudioRefused as exc:
             if exc.status_code != 404:
                 raise
-            logger.warning("view.recreated", title=title, reason="view was deleted")
-            view_id = None
+            step, view_id = ViewStep.RECREATE, None
     if view_id is None:
         view_id = (await ctx.gateway.create_view(project_id, data=data)).id
+        if step == ViewStep.RECREATE:
+            logger.warning(
+                "view.recreated", title=title, view_id=view_id, reason="view was deleted"
+            )
     store.set_team_value(project_id, id_key, view_id)
     store.set_team_value(project_id, written_key, task_ids)

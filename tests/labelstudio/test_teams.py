@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from aldaemon.store import Store
 from aldaemon.sync.team_views import CONFLICTS_VIEW_TITLE, SUSPECTS_VIEW_TITLE
 from aldaemon.views.status import collect
 from tests.conftest import MakeProject
-from tests.helpers import make_tasks, one_cycle, write_config
+from tests.helpers import make_tasks, make_users, one_cycle, write_config
 from tests.lsserver import LabelStudioClient, LabelStudioServer
 
 pytestmark = pytest.mark.labelstudio
@@ -70,20 +69,6 @@ def result(label: str) -> list[dict[str, object]]:
             "value": {"choices": [label]},
         }
     ]
-
-
-def make_users(client: LabelStudioClient, n: int) -> list[int]:
-    """`n` fresh annotators (POST /api/users/ as the owner)."""
-    ids = []
-    for _ in range(n):
-        name = f"annotator-{uuid.uuid4().hex[:10]}"
-        user = client.call(
-            "POST",
-            "/api/users/",
-            {"username": name, "email": f"{name}@example.com", "password": uuid.uuid4().hex},
-        )
-        ids.append(int(user["id"]))
-    return ids
 
 
 def import_annotated(
@@ -349,3 +334,66 @@ class TestStopSignal:
         assert status_of(config)["stable_since"] is None
         with Store.open(config.state.dir, lock=False) as store:
             assert store.stable_since(project_id) is None
+
+
+class TestTeamViews:
+    def test_a_deleted_team_view_comes_back_once_and_is_never_duplicated(
+        self,
+        tmp_path: Path,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """A team view a person deleted is recreated on the next resync, or on the next
+        cycle that rewrites its list, with one `view.recreated` warning each time."""
+        a, b, c = make_users(ls_client, 3)
+        project_id = make_project()
+        agreed = [
+            (separable_text(i, label), [(a, label), (b, label), (c, label)])
+            for i, label in enumerate(["pos", "neg"] * 5)
+        ]
+        tie = [(separable_text(30, "pos"), [(a, "pos"), (b, "neg")])]
+        ids = import_annotated(ls_client, project_id, agreed + tie)
+        config = team_config(
+            tmp_path, label_studio, project_id, team='[projects.labels]\npolicy = "majority"'
+        )
+        time.sleep(1.5)
+        with structlog.testing.capture_logs() as logs:
+            first = asyncio.run(one_cycle(config))
+        assert first.outcome == "ok", logs
+        titles = (CONFLICTS_VIEW_TITLE, SUSPECTS_VIEW_TITLE)
+        first_ids = {t: views_titled(ls_client, project_id, t)[0]["id"] for t in titles}
+
+        def delete(title: str) -> None:
+            (view,) = views_titled(ls_client, project_id, title)
+            ls_client.call("DELETE", f"/api/dm/views/{view['id']}/?project={project_id}")
+            assert views_titled(ls_client, project_id, title) == []
+
+        for title in titles:
+            delete(title)
+        with structlog.testing.capture_logs() as logs:
+            asyncio.run(one_cycle(config, force_resync=True))  # nothing changed but a resync
+        recreated = [e for e in logs if e["event"] == "view.recreated"]
+        assert sorted(e["title"] for e in recreated) == sorted(titles)
+        assert tasks_in_view(ls_client, project_id, CONFLICTS_VIEW_TITLE) == ids[-1:]
+        for title in titles:
+            assert views_titled(ls_client, project_id, title)[0]["id"] != first_ids[title]
+
+        with structlog.testing.capture_logs() as logs:
+            asyncio.run(one_cycle(config, force_resync=True))
+        assert [e for e in logs if e["event"] == "view.recreated"] == []
+        for title in titles:
+            assert len(views_titled(ls_client, project_id, title)) == 1
+
+        # Deleted again, and its list changes (a second tie) before any resync: the
+        # rewrite finds it gone and creates it once more.
+        delete(CONFLICTS_VIEW_TITLE)
+        second_tie = import_annotated(
+            ls_client, project_id, [(separable_text(31, "neg"), [(b, "pos"), (c, "neg")])]
+        )
+        time.sleep(1.5)
+        with structlog.testing.capture_logs() as logs:
+            asyncio.run(one_cycle(config))
+        recreated = [e for e in logs if e["event"] == "view.recreated"]
+        assert [e["title"] for e in recreated] == [CONFLICTS_VIEW_TITLE]
+        assert tasks_in_view(ls_client, project_id, CONFLICTS_VIEW_TITLE) == ids[-1:] + second_tie
