@@ -22,7 +22,7 @@ next_watermark`) are the caller's decisions, passed in or applied to what it ret
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from aldaemon.errors import StateError
 from aldaemon.secret import Secret
@@ -80,22 +80,18 @@ class Store(
         return cls(SqliteDatabase.open(state_dir, lock=lock))
 
     @classmethod
-    def connect(
-        cls,
-        dsn: Secret,
-        *,
-        password: Secret | None = None,
-        lock: bool = True,
-        shared: bool = False,
-    ) -> Self:
-        """The PostgreSQL state at `dsn`, migrated; needs psycopg 3 (the `scale` extra)."""
+    def connect(cls, dsn: Secret, **options: Any) -> Self:
+        """The PostgreSQL state at `dsn`, migrated; needs psycopg 3 (the `scale` extra).
+
+        `options` are `PostgresDatabase.connect`'s: `password`, `lock`, `shared`.
+        """
         try:
             from aldaemon.store.postgres import PostgresDatabase
         except ImportError as exc:
             raise StateError(
                 f"[state] dsn needs psycopg 3, which is not installed ({exc}); {SCALE_EXTRA_HINT}"
             ) from None
-        return cls(PostgresDatabase.connect(dsn, password=password, lock=lock, shared=shared))
+        return cls(PostgresDatabase.connect(dsn, **options))
 
 
 __all__ = [
