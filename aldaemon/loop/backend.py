@@ -33,8 +33,7 @@ import structlog
 from aldaemon.labelstudio import ml_backends
 from aldaemon.loop.context import CycleContext, CycleReport
 from aldaemon.loop.publish import fail_version
-from aldaemon.loop.schema_change import LabelingConfigWatch
-from aldaemon.loop.train import policy_class_counts, policy_examples, start_version
+from aldaemon.loop.train import Trained, policy_class_counts, policy_examples
 from aldaemon.model import ml_backend
 from aldaemon.records import LabelingSchema, PredictionRecord
 from aldaemon.store import VersionRow
@@ -55,70 +54,66 @@ class BackendModelChanged(ml_backend.BackendAnswerRejected):
     """The backend answered with another model than the one trained for this version."""
 
 
-async def train_version(
-    ctx: CycleContext,
-    schema: LabelingSchema,
-    *,
-    label_changes: int,
-    labeling_config: LabelingConfigWatch,
-    report: CycleReport,
-    logger: structlog.typing.FilteringBoundLogger,
-    ask_to_train: bool = True,
-) -> VersionRow:
-    """Record a new version, ask Label Studio to train the backend, keep its version.
+class BackendTraining:
+    """Label Studio asked to train the project's ML backend; its version is kept.
 
     `ask_to_train=False` (a backend known not to train on request, whose model changed
     by itself): no training request, the version scores the pool with its current model.
     """
-    project_id = ctx.project.id
-    store = ctx.store
-    name = await start_version(ctx, label_changes=label_changes, labeling_config=labeling_config)
-    report.version = name
-    client = ctx.gateway.http_client
-    backend = await _connected_backend(ctx)
-    n_labels = len(policy_examples(ctx))
-    logger.info("train.started", version=name, n_labels=n_labels, ml_backend=backend.id)
-    started = time.perf_counter()
-    try:
+
+    failure = ml_backends.MLBackendTrainingFailed
+
+    def __init__(
+        self, ctx: CycleContext, schema: LabelingSchema, *, report: CycleReport, ask_to_train: bool
+    ) -> None:
+        self.ctx, self.schema, self.report, self.ask_to_train = ctx, schema, report, ask_to_train
+        self.n_labels = 0
+        self.retrained = False  # the backend's version moved
+        self.backend: ml_backends.MLBackend | None = None
+
+    def failure_reason(self, exc: Exception) -> str:
+        return str(exc)
+
+    async def prepare(self, name: str) -> dict[str, Any]:
+        self.report.version = name
+        self.backend = await _connected_backend(self.ctx)
+        self.n_labels = len(policy_examples(self.ctx))
+        return {"n_labels": self.n_labels, "ml_backend": self.backend.id}
+
+    async def train(self, name: str) -> Trained:
+        backend = self.backend
+        assert backend is not None
+        started = time.perf_counter()
         outcome = (
             await ml_backends.train_backend(
-                client, backend_id=backend.id, timeout=TRAIN_REQUEST_TIMEOUT
+                self.ctx.gateway.http_client, backend_id=backend.id, timeout=TRAIN_REQUEST_TIMEOUT
             )
-            if ask_to_train
+            if self.ask_to_train
             else ml_backends.TrainingOutcome(
                 backend=backend,
                 version_before=backend.model_version,
                 version_after=backend.model_version,
             )
         )
-    except ml_backends.MLBackendTrainingFailed as exc:
-        fail_version(ctx, name, reason=str(exc), logger=logger)
-        raise
-    seconds = time.perf_counter() - started
-    store.mark_backend_trained(
-        project_id,
-        name,
-        trained_at=ctx.clock(),
-        n_labels=n_labels,
-        class_counts=policy_class_counts(ctx, schema),
-        train_seconds=seconds,
-        backend_version=outcome.version_after,
-    )
-    report.backend_version = outcome.version_after
-    # A version that did not move: a fixed model. Remembered, so later cycles score only
-    # new or changed tasks instead of asking it to train (fixed_backend.py).
-    store.set_team_value(
-        project_id, FIXED_MODEL_KEY, None if outcome.version_moved else outcome.version_after
-    )
-    logger.info(
-        "train.finished",
-        version=name,
-        n_labels=n_labels,
-        seconds=round(seconds, 3),
-        backend_version=outcome.version_after,
-        backend_retrained=outcome.version_moved,
-    )
-    return store.require_version(project_id, name)
+        seconds = time.perf_counter() - started
+        self.retrained = outcome.version_moved
+        return Trained(
+            n_labels=self.n_labels,
+            class_counts=policy_class_counts(self.ctx, self.schema),
+            train_seconds=seconds,
+            backend_version=outcome.version_after,
+            finished_fields={
+                "backend_version": outcome.version_after,
+                "backend_retrained": outcome.version_moved,
+            },
+        )
+
+    def trained(self, name: str, trained: Trained) -> None:
+        self.report.backend_version = trained.backend_version
+        # A version that did not move: a fixed model. Remembered, so later cycles score only
+        # new or changed tasks instead of asking it to train (fixed_backend.py).
+        fixed = None if self.retrained else trained.backend_version
+        self.ctx.store.set_team_value(self.ctx.project.id, FIXED_MODEL_KEY, fixed)
 
 
 async def score_version(

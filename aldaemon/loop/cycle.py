@@ -191,13 +191,10 @@ class Cycle:
                 return None
             if topped is fixed_backend.TopUp.NEW_VERSION:  # its model changed by itself
                 self.report.decision = "ML backend's model changed: the whole pool rescored"
-                label_changes = self.ctx.store.sync_state(self.project_id).label_changes
-                rescore = backend.train_version(
-                    self.ctx, schema, label_changes=label_changes,
-                    labeling_config=self.labeling_config, report=self.report,
-                    logger=self.log, ask_to_train=False,
-                )  # fmt: skip
-                return await self._step("train", rescore)
+                rescore = backend.BackendTraining(
+                    self.ctx, schema, report=self.report, ask_to_train=False
+                )
+                return await self._step("train", self._train_model(rescore))
         decision = self._decide(schema, text_field_changed=text_field_changed)
         project = self.labeling_config.project
         if (
@@ -222,18 +219,20 @@ class Cycle:
             if republished is None:
                 self.report.outcome = "idle"
             return republished
-        label_changes = self.ctx.store.sync_state(self.project_id).label_changes
-        return await self._step("train", self._train(schema, label_changes=label_changes))
+        return await self._step("train", self._train(schema))
 
-    async def _train(self, schema: LabelingSchema, *, label_changes: int) -> VersionRow:
-        trainer = backend.train_version if self.ctx.project.uses_ml_backend else train.train_version
-        return await trainer(
-            self.ctx,
-            schema,
-            label_changes=label_changes,
-            labeling_config=self.labeling_config,
-            report=self.report,
-            logger=self.log,
+    async def _train(self, schema: LabelingSchema) -> VersionRow:
+        """Train a new version of the project's model: the built-in one or its ML backend."""
+        model: train.ModelTraining = (
+            backend.BackendTraining(self.ctx, schema, report=self.report, ask_to_train=True)
+            if self.ctx.project.uses_ml_backend
+            else train.BuiltInTraining(self.ctx, schema, report=self.report, logger=self.log)
+        )
+        return await self._train_model(model)
+
+    async def _train_model(self, model: train.ModelTraining) -> VersionRow:
+        return await train.train_version(
+            self.ctx, model, labeling_config=self.labeling_config, logger=self.log
         )
 
     def _decide(self, schema: LabelingSchema, *, text_field_changed: bool) -> TrainingDecision:
@@ -297,8 +296,6 @@ class Cycle:
 
     async def _retrain_interrupted(self, version: VersionRow, schema: LabelingSchema) -> VersionRow:
         """A training killed mid-way left nothing in Label Studio: train that version again."""
-        store = self.ctx.store
-        sync = store.sync_state(self.project_id)
         fail_version(self.ctx, version.name, reason="training interrupted", logger=self.log)
         self.log.info("train.restarting", interrupted=version.name)
-        return await self._train(schema, label_changes=sync.label_changes)
+        return await self._train(schema)
