@@ -28,14 +28,13 @@ from typing import Any
 
 import httpx
 import numpy as np
-import structlog
 
 from aldaemon.labelstudio import ml_backends
-from aldaemon.loop.context import CycleContext, CycleReport
+from aldaemon.loop.context import CycleContext
 from aldaemon.loop.publish import fail_version
-from aldaemon.loop.train import Trained, policy_class_counts, policy_examples
+from aldaemon.loop.train import ProjectModel, Trained, policy_class_counts, policy_examples
 from aldaemon.model import ml_backend
-from aldaemon.records import LabelingSchema, PredictionRecord
+from aldaemon.records import PredictionRecord
 from aldaemon.store import VersionRow
 from aldaemon.store.backend import StoredBackendPrediction
 from aldaemon.sync.scoring import select_queue
@@ -54,22 +53,15 @@ class BackendModelChanged(ml_backend.BackendAnswerRejected):
     """The backend answered with another model than the one trained for this version."""
 
 
-class BackendTraining:
-    """Label Studio asked to train the project's ML backend; its version is kept.
-
-    `ask_to_train=False` (a backend known not to train on request, whose model changed
-    by itself): no training request, the version scores the pool with its current model.
-    """
+class BackendModel(ProjectModel):
+    """The project's ML backend: Label Studio asks it to train (its version is kept), and
+    aldaemon scores the pool through its `/predict`."""
 
     failure = ml_backends.MLBackendTrainingFailed
-
-    def __init__(
-        self, ctx: CycleContext, schema: LabelingSchema, *, report: CycleReport, ask_to_train: bool
-    ) -> None:
-        self.ctx, self.schema, self.report, self.ask_to_train = ctx, schema, report, ask_to_train
-        self.n_labels = 0
-        self.retrained = False  # the backend's version moved
-        self.backend: ml_backends.MLBackend | None = None
+    ask_to_train = True
+    n_labels = 0  # what it trains on, once prepared
+    backend: ml_backends.MLBackend | None = None  # as connected, once prepared
+    retrained = False  # the backend's version moved, once trained
 
     def failure_reason(self, exc: Exception) -> str:
         return str(exc)
@@ -115,66 +107,68 @@ class BackendTraining:
         fixed = None if self.retrained else trained.backend_version
         self.ctx.store.set_team_value(self.ctx.project.id, FIXED_MODEL_KEY, fixed)
 
+    async def score(self, version: VersionRow) -> VersionRow:
+        """Score the unlabeled pool through `/predict`, batch by batch; store the predictions."""
+        ctx, report, logger = self.ctx, self.report, self.logger
+        project_id = ctx.project.id
+        store = ctx.store
+        report.backend_version = version.backend_version
+        client = ctx.gateway.http_client
+        backend = await _connected_backend(ctx)
+        project = await ml_backends.project_for_backend(client, project_id=project_id)
+        pool = [task_id for task_id, data in store.unlabeled_tasks(project_id) if data]
+        done = store.backend_batches(project_id, version.name)
+        done_ids = {p.task_id for p in done}
+        next_batch = max((p.batch for p in done), default=-1) + 1
+        if done:
+            logger.info(
+                "score.resumed", version=version.name, batch=next_batch, tasks_done=len(done_ids)
+            )
 
-async def score_version(
-    ctx: CycleContext,
-    version: VersionRow,
-    schema: LabelingSchema,
-    *,
-    report: CycleReport,
-    logger: structlog.typing.FilteringBoundLogger,
-) -> VersionRow:
-    """Score the unlabeled pool through `/predict`, batch by batch; store the predictions."""
-    project_id = ctx.project.id
-    store = ctx.store
-    report.backend_version = version.backend_version
-    client = ctx.gateway.http_client
-    backend = await _connected_backend(ctx)
-    project = await ml_backends.project_for_backend(client, project_id=project_id)
-    pool = [task_id for task_id, data in store.unlabeled_tasks(project_id) if data]
-    done = store.backend_batches(project_id, version.name)
-    done_ids = {p.task_id for p in done}
-    next_batch = max((p.batch for p in done), default=-1) + 1
-    if done:
-        logger.info(
-            "score.resumed", version=version.name, batch=next_batch, tasks_done=len(done_ids)
-        )
+        async def record(predictions: list[ml_backend.BackendPrediction]) -> None:
+            nonlocal next_batch
+            check_model(predictions, version)
+            store.record_backend_batch(
+                project_id,
+                version.name,
+                batch=next_batch,
+                predictions=[_stored(next_batch, p) for p in predictions],
+            )
+            report.count("tasks_scored", len(predictions))
+            logger.info(
+                "score.batch", version=version.name, batch=next_batch, tasks=len(predictions)
+            )
+            next_batch += 1
 
-    async def record(predictions: list[ml_backend.BackendPrediction]) -> None:
-        nonlocal next_batch
-        check_model(predictions, version)
-        store.record_backend_batch(
-            project_id,
-            version.name,
-            batch=next_batch,
-            predictions=[_stored(next_batch, p) for p in predictions],
+        try:
+            await predict_tasks(
+                ctx,
+                backend_url=backend.url,
+                project=project,
+                task_ids=[task_id for task_id in pool if task_id not in done_ids],
+                on_batch=record,
+            )
+        except ml_backend.BackendAnswerRejected as exc:
+            store.drop_backend_batches(project_id, version.name)
+            fail_version(ctx, version.name, reason=str(exc), logger=logger)
+            raise
+        live = set(pool)
+        scored = [p for p in store.backend_batches(project_id, version.name) if p.task_id in live]
+        predictions = _chosen(scored, depth=ctx.project.predictions.queue_depth)
+        store.save_predictions(project_id, version.name, predictions)
+        texts = dict(store.unlabeled_tasks(project_id))
+        remember_scored(
+            ctx, version.name, {p.task_id: data_digest(texts[p.task_id] or "") for p in predictions}
         )
-        report.count("tasks_scored", len(predictions))
-        logger.info("score.batch", version=version.name, batch=next_batch, tasks=len(predictions))
-        next_batch += 1
-
-    try:
-        await predict_tasks(
-            ctx,
-            backend_url=backend.url,
-            project=project,
-            task_ids=[task_id for task_id in pool if task_id not in done_ids],
-            on_batch=record,
-        )
-    except ml_backend.BackendAnswerRejected as exc:
         store.drop_backend_batches(project_id, version.name)
-        fail_version(ctx, version.name, reason=str(exc), logger=logger)
-        raise
-    live = set(pool)
-    scored = [p for p in store.backend_batches(project_id, version.name) if p.task_id in live]
-    predictions = _chosen(scored, depth=ctx.project.predictions.queue_depth)
-    store.save_predictions(project_id, version.name, predictions)
-    texts = dict(store.unlabeled_tasks(project_id))
-    remember_scored(
-        ctx, version.name, {p.task_id: data_digest(texts[p.task_id] or "") for p in predictions}
-    )
-    store.drop_backend_batches(project_id, version.name)
-    return store.mark_scored(project_id, version.name, n_predictions=len(predictions))
+        return store.mark_scored(project_id, version.name, n_predictions=len(predictions))
+
+
+class BackendCurrentModel(BackendModel):
+    """A backend known not to train on request, whose model changed by itself: no
+    training request; the new version scores the pool with its current model."""
+
+    ask_to_train = False
 
 
 async def predict_tasks(

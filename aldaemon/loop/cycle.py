@@ -191,8 +191,8 @@ class Cycle:
                 return None
             if topped is fixed_backend.TopUp.NEW_VERSION:  # its model changed by itself
                 self.report.decision = "ML backend's model changed: the whole pool rescored"
-                rescore = backend.BackendTraining(
-                    self.ctx, schema, report=self.report, ask_to_train=False
+                rescore = backend.BackendCurrentModel(
+                    self.ctx, schema, report=self.report, logger=self.log
                 )
                 return await self._step("train", self._train_model(rescore))
         decision = self._decide(schema, text_field_changed=text_field_changed)
@@ -223,14 +223,14 @@ class Cycle:
 
     async def _train(self, schema: LabelingSchema) -> VersionRow:
         """Train a new version of the project's model: the built-in one or its ML backend."""
-        model: train.ModelTraining = (
-            backend.BackendTraining(self.ctx, schema, report=self.report, ask_to_train=True)
-            if self.ctx.project.uses_ml_backend
-            else train.BuiltInTraining(self.ctx, schema, report=self.report, logger=self.log)
-        )
-        return await self._train_model(model)
+        return await self._train_model(self._model(schema))
 
-    async def _train_model(self, model: train.ModelTraining) -> VersionRow:
+    def _model(self, schema: LabelingSchema) -> train.ProjectModel:
+        """The project's model for this cycle: the built-in one or its ML backend."""
+        kind = backend.BackendModel if self.ctx.project.uses_ml_backend else train.BuiltInModel
+        return kind(self.ctx, schema, report=self.report, logger=self.log)
+
+    async def _train_model(self, model: train.ProjectModel) -> VersionRow:
         return await train.train_version(
             self.ctx, model, labeling_config=self.labeling_config, logger=self.log
         )
@@ -281,13 +281,7 @@ class Cycle:
         if version.state == VersionState.TRAINING:
             version = await self._step("train", self._retrain_interrupted(version, schema))
         if version.state == VersionState.TRAINED:
-            ctx, report, logger = self.ctx, self.report, self.log
-            scoring = (
-                backend.score_version(ctx, version, schema, report=report, logger=logger)
-                if ctx.project.uses_ml_backend
-                else train.score_version(ctx, version, report=report, logger=logger)
-            )
-            version = await self._step("score", scoring)
+            version = await self._step("score", self._model(schema).score(version))
         if version.state in (VersionState.SCORED, VersionState.UPLOADING):
             version = await self._step("upload", self.publisher.upload(version, schema))
         if version.state == VersionState.UPLOADED:

@@ -6,9 +6,10 @@ before the cycle moves on, so a crash after either resumes at the next step.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 import numpy as np
 import structlog
@@ -83,35 +84,53 @@ class Trained:
     backend_version: str | None = None
     finished_fields: Mapping[str, Any] = field(default_factory=dict)  # for train.finished
 
+    def recorded(self) -> dict[str, Any]:
+        """The facts as `Store.mark_trained` takes them."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "finished_fields"}
 
-class ModelTraining(Protocol):
-    """The model-specific part of `train_version`: the built-in model's or an ML backend's."""
 
-    @property
-    def failure(self) -> type[Exception]:
-        """The model's error: the version fails, the error goes on."""
-        ...
+class ProjectModel(abc.ABC):
+    """The project's model as one cycle drives it: the built-in one or an ML backend.
 
+    `train_version` owns the protocol of a training; the model trains and scores.
+    """
+
+    failure: ClassVar[type[Exception]]  # the model's error: the version fails, it goes on
+
+    def __init__(
+        self,
+        ctx: CycleContext,
+        schema: LabelingSchema,
+        *,
+        report: CycleReport,
+        logger: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        self.ctx, self.schema, self.report, self.logger = ctx, schema, report, logger
+
+    @abc.abstractmethod
     def failure_reason(self, exc: Exception) -> str:
         """Why the version failed, for `version.failed`."""
-        ...
 
+    @abc.abstractmethod
     async def prepare(self, name: str) -> dict[str, Any]:
         """Get ready to train version `name`; the fields of `train.started` (n_labels...)."""
-        ...
 
+    @abc.abstractmethod
     async def train(self, name: str) -> Trained:
         """Train the model for version `name`."""
-        ...
 
+    @abc.abstractmethod
     def trained(self, name: str, trained: Trained) -> None:
         """What follows the recorded training (suspects, the backend's state...)."""
-        ...
+
+    @abc.abstractmethod
+    async def score(self, version: VersionRow) -> VersionRow:
+        """Score the unlabeled pool with the trained version; store the chosen predictions."""
 
 
 async def train_version(
     ctx: CycleContext,
-    model: ModelTraining,
+    model: ProjectModel,
     *,
     labeling_config: LabelingConfigWatch,
     logger: structlog.typing.FilteringBoundLogger,
@@ -128,12 +147,7 @@ async def train_version(
         ctx.project.id,
         name,
         trained_at=ctx.clock(),
-        n_labels=trained.n_labels,
-        class_counts=trained.class_counts,
-        metrics=trained.metrics,
-        train_seconds=trained.train_seconds,
-        artifact_path=trained.artifact_path,
-        backend_version=trained.backend_version,
+        **trained.recorded(),
     )
     model.trained(name, trained)
     logger.info(
@@ -146,22 +160,13 @@ async def train_version(
     return version
 
 
-class BuiltInTraining:
-    """The built-in model, trained in the worker on the current training examples."""
+class BuiltInModel(ProjectModel):
+    """The built-in model: trained in the worker on the current training examples, and
+    scoring the unlabeled pool there."""
 
     failure = ModelError
-
-    def __init__(
-        self,
-        ctx: CycleContext,
-        schema: LabelingSchema,
-        *,
-        report: CycleReport,
-        logger: structlog.typing.FilteringBoundLogger,
-    ) -> None:
-        self.ctx, self.schema, self.report, self.logger = ctx, schema, report, logger
-        self.examples: list[TrainingExample] = []
-        self.suspects: list[int] = []  # task ids, once trained
+    examples: Sequence[TrainingExample] = ()  # what it trains on, once prepared
+    suspects: Sequence[int] = ()  # task ids, once trained
 
     def failure_reason(self, exc: Exception) -> str:
         return f"training failed: {exc}"
@@ -212,6 +217,52 @@ class BuiltInTraining:
         self.report.version = name
         team.record_suspects(self.ctx, name, self.suspects, report=self.report, logger=self.logger)
 
+    async def score(self, version: VersionRow) -> VersionRow:
+        """Score every unlabeled task with the version's model; store the chosen predictions."""
+        ctx, report, logger = self.ctx, self.report, self.logger
+        project_id = ctx.project.id
+        store = ctx.store
+        options = ctx.project.predictions
+        pool = store.unlabeled_tasks(project_id)
+        skipped = [task_id for task_id, text in pool if not text or not text.strip()]
+        if skipped:
+            logger.warning(
+                "score.tasks_skipped",
+                reason="text field missing, empty or not a string",
+                task_ids=skipped[:50],
+                count=len(skipped),
+            )
+        scorable = [(task_id, text) for task_id, text in pool if text and text.strip()]
+        assert version.artifact_path is not None
+        scored = await ctx.worker.score(
+            requests.ScoringRequest(
+                artifact_path=version.artifact_path,
+                task_ids=[task_id for task_id, _ in scorable],
+                texts=[text for _, text in scorable],
+                strategy=options.strategy,
+                random_fraction=options.random_fraction,
+                clusters=options.clusters,
+                seed=version.number,
+            )
+        )
+        chosen = select_queue(np.asarray(scored.scores, dtype=float), depth=options.queue_depth)
+        predictions = [
+            PredictionRecord(
+                task_id=scored.task_ids[i],
+                label=scored.labels[i],
+                score=float(scored.scores[i]),
+                cluster=scored.clusters[i] if scored.clusters is not None else None,
+                labels=scored.label_sets[i] if scored.label_sets is not None else None,
+            )
+            for i in sorted(int(i) for i in chosen)
+        ]
+        store.save_predictions(project_id, version.name, predictions)
+        scored_version = store.mark_scored(project_id, version.name, n_predictions=len(predictions))
+        report.count("tasks_scored", len(scorable))
+        report.count("tasks_skipped", len(skipped))
+        await team.score_stop_set(ctx, scored_version, logger=logger)
+        return scored_version
+
 
 def _training_request(
     ctx: CycleContext,
@@ -245,55 +296,3 @@ def _training_request(
         factory_ref=ctx.project.model,
         labels=[e.label for e in examples],
     )
-
-
-async def score_version(
-    ctx: CycleContext,
-    version: VersionRow,
-    *,
-    report: CycleReport,
-    logger: structlog.typing.FilteringBoundLogger,
-) -> VersionRow:
-    """Score every unlabeled task with the version's model; store the chosen predictions."""
-    project_id = ctx.project.id
-    store = ctx.store
-    options = ctx.project.predictions
-    pool = store.unlabeled_tasks(project_id)
-    skipped = [task_id for task_id, text in pool if not text or not text.strip()]
-    if skipped:
-        logger.warning(
-            "score.tasks_skipped",
-            reason="text field missing, empty or not a string",
-            task_ids=skipped[:50],
-            count=len(skipped),
-        )
-    scorable = [(task_id, text) for task_id, text in pool if text and text.strip()]
-    assert version.artifact_path is not None
-    scored = await ctx.worker.score(
-        requests.ScoringRequest(
-            artifact_path=version.artifact_path,
-            task_ids=[task_id for task_id, _ in scorable],
-            texts=[text for _, text in scorable],
-            strategy=options.strategy,
-            random_fraction=options.random_fraction,
-            clusters=options.clusters,
-            seed=version.number,
-        )
-    )
-    chosen = select_queue(np.asarray(scored.scores, dtype=float), depth=options.queue_depth)
-    predictions = [
-        PredictionRecord(
-            task_id=scored.task_ids[i],
-            label=scored.labels[i],
-            score=float(scored.scores[i]),
-            cluster=scored.clusters[i] if scored.clusters is not None else None,
-            labels=scored.label_sets[i] if scored.label_sets is not None else None,
-        )
-        for i in sorted(int(i) for i in chosen)
-    ]
-    store.save_predictions(project_id, version.name, predictions)
-    scored_version = store.mark_scored(project_id, version.name, n_predictions=len(predictions))
-    report.count("tasks_scored", len(scorable))
-    report.count("tasks_skipped", len(skipped))
-    await team.score_stop_set(ctx, scored_version, logger=logger)
-    return scored_version
