@@ -1,6 +1,9 @@
-"""Training and scoring a version: the two steps that run in the model worker.
+"""Training and scoring a version.
 
-Both record their result in the store in one transition (`mark_trained`, `mark_scored`)
+`train_version` owns a training's protocol for both model kinds (`ProjectModel`): the
+version is started, trained, recorded, or failed on the model's error. `BuiltInModel`
+trains and scores in the model worker; `backend.BackendModel` drives an ML backend.
+Both steps record their result in the store in one transition (`mark_trained`, `mark_scored`)
 before the cycle moves on, so a crash after either resumes at the next step.
 """
 
