@@ -2,7 +2,8 @@
 
 `BackendModel`: the `ProjectModel` of train.py for `model = "ml-backend"`; upload,
 activation, the queue view and pruning are the built-in model's (publish.py, prune.py),
-under aldaemon's own `<prefix>-v<n>`; the backend's own version is kept beside it (`backend_version`).
+under aldaemon's own `<prefix>-v<n>`; the backend's own version is kept beside it
+(`backend_version`).
 
 Training: Label Studio is asked to train (`POST /api/ml/{id}/train`); it answers 200
 whatever happened, so the outcome is read afterwards from the backend's state, error
