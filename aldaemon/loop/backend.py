@@ -1,8 +1,9 @@
 """Training and scoring through the ML backend connected to the project in Label Studio.
 
-The two steps of `train.py`, for `model = "ml-backend"`; upload, activation, the queue
-view and pruning are the built-in model's (publish.py, prune.py), under aldaemon's own
-`<prefix>-v<n>`; the backend's own version is kept beside it (`backend_version`).
+`BackendModel`: the `ProjectModel` of train.py for `model = "ml-backend"`; upload,
+activation, the queue view and pruning are the built-in model's (publish.py, prune.py),
+under aldaemon's own `<prefix>-v<n>`; the backend's own version is kept beside it
+(`backend_version`).
 
 Training: Label Studio is asked to train (`POST /api/ml/{id}/train`); it answers 200
 whatever happened, so the outcome is read afterwards from the backend's state, error
@@ -28,15 +29,13 @@ from typing import Any
 
 import httpx
 import numpy as np
-import structlog
 
 from aldaemon.labelstudio import ml_backends
-from aldaemon.loop.context import CycleContext, CycleReport
+from aldaemon.loop.context import CycleContext
 from aldaemon.loop.publish import fail_version
-from aldaemon.loop.schema_change import LabelingConfigWatch
-from aldaemon.loop.train import policy_class_counts, policy_examples, start_version
+from aldaemon.loop.train import ProjectModel, Trained, policy_class_counts, policy_examples
 from aldaemon.model import ml_backend
-from aldaemon.records import LabelingSchema, PredictionRecord
+from aldaemon.records import PredictionRecord
 from aldaemon.store import VersionRow
 from aldaemon.store.backend import StoredBackendPrediction
 from aldaemon.sync.scoring import select_queue
@@ -55,131 +54,122 @@ class BackendModelChanged(ml_backend.BackendAnswerRejected):
     """The backend answered with another model than the one trained for this version."""
 
 
-async def train_version(
-    ctx: CycleContext,
-    schema: LabelingSchema,
-    *,
-    label_changes: int,
-    labeling_config: LabelingConfigWatch,
-    report: CycleReport,
-    logger: structlog.typing.FilteringBoundLogger,
-    ask_to_train: bool = True,
-) -> VersionRow:
-    """Record a new version, ask Label Studio to train the backend, keep its version.
+class BackendModel(ProjectModel):
+    """The project's ML backend: Label Studio asks it to train (its version is kept), and
+    aldaemon scores the pool through its `/predict`."""
 
-    `ask_to_train=False` (a backend known not to train on request, whose model changed
-    by itself): no training request, the version scores the pool with its current model.
-    """
-    project_id = ctx.project.id
-    store = ctx.store
-    name = await start_version(ctx, label_changes=label_changes, labeling_config=labeling_config)
-    report.version = name
-    client = ctx.gateway.http_client
-    backend = await _connected_backend(ctx)
-    n_labels = len(policy_examples(ctx))
-    logger.info("train.started", version=name, n_labels=n_labels, ml_backend=backend.id)
-    started = time.perf_counter()
-    try:
+    failure = ml_backends.MLBackendTrainingFailed
+    ask_to_train = True
+    n_labels = 0  # what it trains on, once prepared
+    backend: ml_backends.MLBackend | None = None  # as connected, once prepared
+    retrained = False  # the backend's version moved, once trained
+
+    def failure_reason(self, exc: Exception) -> str:
+        return str(exc)
+
+    async def prepare(self, name: str) -> dict[str, Any]:
+        self.report.version = name
+        self.backend = await _connected_backend(self.ctx)
+        self.n_labels = len(policy_examples(self.ctx))
+        return {"n_labels": self.n_labels, "ml_backend": self.backend.id}
+
+    async def train(self, name: str) -> Trained:
+        backend = self.backend
+        assert backend is not None
+        started = time.perf_counter()
         outcome = (
             await ml_backends.train_backend(
-                client, backend_id=backend.id, timeout=TRAIN_REQUEST_TIMEOUT
+                self.ctx.gateway.http_client, backend_id=backend.id, timeout=TRAIN_REQUEST_TIMEOUT
             )
-            if ask_to_train
+            if self.ask_to_train
             else ml_backends.TrainingOutcome(
                 backend=backend,
                 version_before=backend.model_version,
                 version_after=backend.model_version,
             )
         )
-    except ml_backends.MLBackendTrainingFailed as exc:
-        fail_version(ctx, name, reason=str(exc), logger=logger)
-        raise
-    seconds = time.perf_counter() - started
-    store.mark_backend_trained(
-        project_id,
-        name,
-        trained_at=ctx.clock(),
-        n_labels=n_labels,
-        class_counts=policy_class_counts(ctx, schema),
-        train_seconds=seconds,
-        backend_version=outcome.version_after,
-    )
-    report.backend_version = outcome.version_after
-    # A version that did not move: a fixed model. Remembered, so later cycles score only
-    # new or changed tasks instead of asking it to train (fixed_backend.py).
-    store.set_team_value(
-        project_id, FIXED_MODEL_KEY, None if outcome.version_moved else outcome.version_after
-    )
-    logger.info(
-        "train.finished",
-        version=name,
-        n_labels=n_labels,
-        seconds=round(seconds, 3),
-        backend_version=outcome.version_after,
-        backend_retrained=outcome.version_moved,
-    )
-    return store.require_version(project_id, name)
-
-
-async def score_version(
-    ctx: CycleContext,
-    version: VersionRow,
-    schema: LabelingSchema,
-    *,
-    report: CycleReport,
-    logger: structlog.typing.FilteringBoundLogger,
-) -> VersionRow:
-    """Score the unlabeled pool through `/predict`, batch by batch; store the predictions."""
-    project_id = ctx.project.id
-    store = ctx.store
-    report.backend_version = version.backend_version
-    client = ctx.gateway.http_client
-    backend = await _connected_backend(ctx)
-    project = await ml_backends.project_for_backend(client, project_id=project_id)
-    pool = [task_id for task_id, data in store.unlabeled_tasks(project_id) if data]
-    done = store.backend_batches(project_id, version.name)
-    done_ids = {p.task_id for p in done}
-    next_batch = max((p.batch for p in done), default=-1) + 1
-    if done:
-        logger.info(
-            "score.resumed", version=version.name, batch=next_batch, tasks_done=len(done_ids)
+        seconds = time.perf_counter() - started
+        self.retrained = outcome.version_moved
+        return Trained(
+            n_labels=self.n_labels,
+            class_counts=policy_class_counts(self.ctx, self.schema),
+            train_seconds=seconds,
+            backend_version=outcome.version_after,
+            finished_fields={
+                "backend_version": outcome.version_after,
+                "backend_retrained": outcome.version_moved,
+            },
         )
 
-    async def record(predictions: list[ml_backend.BackendPrediction]) -> None:
-        nonlocal next_batch
-        check_model(predictions, version)
-        store.record_backend_batch(
-            project_id,
-            version.name,
-            batch=next_batch,
-            predictions=[_stored(next_batch, p) for p in predictions],
-        )
-        report.count("tasks_scored", len(predictions))
-        logger.info("score.batch", version=version.name, batch=next_batch, tasks=len(predictions))
-        next_batch += 1
+    def trained(self, name: str, trained: Trained) -> None:
+        self.report.backend_version = trained.backend_version
+        # A version that did not move: a fixed model. Remembered, so later cycles score only
+        # new or changed tasks instead of asking it to train (fixed_backend.py).
+        fixed = None if self.retrained else trained.backend_version
+        self.ctx.store.set_team_value(self.ctx.project.id, FIXED_MODEL_KEY, fixed)
 
-    try:
-        await predict_tasks(
-            ctx,
-            backend_url=backend.url,
-            project=project,
-            task_ids=[task_id for task_id in pool if task_id not in done_ids],
-            on_batch=record,
+    async def score(self, version: VersionRow) -> VersionRow:
+        """Score the unlabeled pool through `/predict`, batch by batch; store the predictions."""
+        ctx, report, logger = self.ctx, self.report, self.logger
+        project_id = ctx.project.id
+        store = ctx.store
+        report.backend_version = version.backend_version
+        client = ctx.gateway.http_client
+        backend = await _connected_backend(ctx)
+        project = await ml_backends.project_for_backend(client, project_id=project_id)
+        pool = [task_id for task_id, data in store.unlabeled_tasks(project_id) if data]
+        done = store.backend_batches(project_id, version.name)
+        done_ids = {p.task_id for p in done}
+        next_batch = max((p.batch for p in done), default=-1) + 1
+        if done:
+            logger.info(
+                "score.resumed", version=version.name, batch=next_batch, tasks_done=len(done_ids)
+            )
+
+        async def record(predictions: list[ml_backend.BackendPrediction]) -> None:
+            nonlocal next_batch
+            check_model(predictions, version)
+            store.record_backend_batch(
+                project_id,
+                version.name,
+                batch=next_batch,
+                predictions=[_stored(next_batch, p) for p in predictions],
+            )
+            report.count("tasks_scored", len(predictions))
+            logger.info(
+                "score.batch", version=version.name, batch=next_batch, tasks=len(predictions)
+            )
+            next_batch += 1
+
+        try:
+            await predict_tasks(
+                ctx,
+                backend_url=backend.url,
+                project=project,
+                task_ids=[task_id for task_id in pool if task_id not in done_ids],
+                on_batch=record,
+            )
+        except ml_backend.BackendAnswerRejected as exc:
+            store.drop_backend_batches(project_id, version.name)
+            fail_version(ctx, version.name, reason=str(exc), logger=logger)
+            raise
+        live = set(pool)
+        scored = [p for p in store.backend_batches(project_id, version.name) if p.task_id in live]
+        predictions = _chosen(scored, depth=ctx.project.predictions.queue_depth)
+        store.save_predictions(project_id, version.name, predictions)
+        texts = dict(store.unlabeled_tasks(project_id))
+        remember_scored(
+            ctx, version.name, {p.task_id: data_digest(texts[p.task_id] or "") for p in predictions}
         )
-    except ml_backend.BackendAnswerRejected as exc:
         store.drop_backend_batches(project_id, version.name)
-        fail_version(ctx, version.name, reason=str(exc), logger=logger)
-        raise
-    live = set(pool)
-    scored = [p for p in store.backend_batches(project_id, version.name) if p.task_id in live]
-    predictions = _chosen(scored, depth=ctx.project.predictions.queue_depth)
-    store.save_predictions(project_id, version.name, predictions)
-    texts = dict(store.unlabeled_tasks(project_id))
-    remember_scored(
-        ctx, version.name, {p.task_id: data_digest(texts[p.task_id] or "") for p in predictions}
-    )
-    store.drop_backend_batches(project_id, version.name)
-    return store.mark_scored(project_id, version.name, n_predictions=len(predictions))
+        return store.mark_scored(project_id, version.name, n_predictions=len(predictions))
+
+
+class BackendCurrentModel(BackendModel):
+    """A backend known not to train on request, whose model changed by itself: no
+    training request; the new version scores the pool with its current model."""
+
+    ask_to_train = False
 
 
 async def predict_tasks(

@@ -191,13 +191,10 @@ class Cycle:
                 return None
             if topped is fixed_backend.TopUp.NEW_VERSION:  # its model changed by itself
                 self.report.decision = "ML backend's model changed: the whole pool rescored"
-                label_changes = self.ctx.store.sync_state(self.project_id).label_changes
-                rescore = backend.train_version(
-                    self.ctx, schema, label_changes=label_changes,
-                    labeling_config=self.labeling_config, report=self.report,
-                    logger=self.log, ask_to_train=False,
-                )  # fmt: skip
-                return await self._step("train", rescore)
+                rescore = backend.BackendCurrentModel(
+                    self.ctx, schema, report=self.report, logger=self.log
+                )
+                return await self._step("train", self._train_model(rescore))
         decision = self._decide(schema, text_field_changed=text_field_changed)
         project = self.labeling_config.project
         if (
@@ -222,18 +219,20 @@ class Cycle:
             if republished is None:
                 self.report.outcome = "idle"
             return republished
-        label_changes = self.ctx.store.sync_state(self.project_id).label_changes
-        return await self._step("train", self._train(schema, label_changes=label_changes))
+        return await self._step("train", self._train(schema))
 
-    async def _train(self, schema: LabelingSchema, *, label_changes: int) -> VersionRow:
-        trainer = backend.train_version if self.ctx.project.uses_ml_backend else train.train_version
-        return await trainer(
-            self.ctx,
-            schema,
-            label_changes=label_changes,
-            labeling_config=self.labeling_config,
-            report=self.report,
-            logger=self.log,
+    async def _train(self, schema: LabelingSchema) -> VersionRow:
+        """Train a new version of the project's model: the built-in one or its ML backend."""
+        return await self._train_model(self._model(schema))
+
+    def _model(self, schema: LabelingSchema) -> train.ProjectModel:
+        """The project's model for this cycle: the built-in one or its ML backend."""
+        kind = backend.BackendModel if self.ctx.project.uses_ml_backend else train.BuiltInModel
+        return kind(self.ctx, schema, report=self.report, logger=self.log)
+
+    async def _train_model(self, model: train.ProjectModel) -> VersionRow:
+        return await train.train_version(
+            self.ctx, model, labeling_config=self.labeling_config, logger=self.log
         )
 
     def _decide(self, schema: LabelingSchema, *, text_field_changed: bool) -> TrainingDecision:
@@ -282,13 +281,7 @@ class Cycle:
         if version.state == VersionState.TRAINING:
             version = await self._step("train", self._retrain_interrupted(version, schema))
         if version.state == VersionState.TRAINED:
-            ctx, report, logger = self.ctx, self.report, self.log
-            scoring = (
-                backend.score_version(ctx, version, schema, report=report, logger=logger)
-                if ctx.project.uses_ml_backend
-                else train.score_version(ctx, version, report=report, logger=logger)
-            )
-            version = await self._step("score", scoring)
+            version = await self._step("score", self._model(schema).score(version))
         if version.state in (VersionState.SCORED, VersionState.UPLOADING):
             version = await self._step("upload", self.publisher.upload(version, schema))
         if version.state == VersionState.UPLOADED:
@@ -297,8 +290,6 @@ class Cycle:
 
     async def _retrain_interrupted(self, version: VersionRow, schema: LabelingSchema) -> VersionRow:
         """A training killed mid-way left nothing in Label Studio: train that version again."""
-        store = self.ctx.store
-        sync = store.sync_state(self.project_id)
         fail_version(self.ctx, version.name, reason="training interrupted", logger=self.log)
         self.log.info("train.restarting", interrupted=version.name)
-        return await self._train(schema, label_changes=sync.label_changes)
+        return await self._train(schema)

@@ -1,12 +1,18 @@
-"""Training and scoring a version: the two steps that run in the model worker.
+"""Training and scoring a version.
 
-Both record their result in the store in one transition (`mark_trained`, `mark_scored`)
+`train_version` owns a training's protocol for both model kinds (`ProjectModel`): the
+version is started, trained, recorded, or failed on the model's error. `BuiltInModel`
+trains and scores in the model worker; `backend.BackendModel` drives an ML backend.
+Both steps record their result in the store in one transition (`mark_trained`, `mark_scored`)
 before the cycle moves on, so a crash after either resumes at the next step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 import numpy as np
 import structlog
@@ -56,12 +62,12 @@ async def next_version_number(ctx: CycleContext) -> int:
     return max(ctx.store.next_version_number(ctx.project.id), highest_remote + 1)
 
 
-async def start_version(
-    ctx: CycleContext, *, label_changes: int, labeling_config: LabelingConfigWatch
-) -> str:
-    """Record the next version as started and return its name (both model kinds)."""
+async def start_version(ctx: CycleContext, *, labeling_config: LabelingConfigWatch) -> str:
+    """Record the next version as started, from the sync's label-change count, and
+    return its name (both model kinds)."""
     number = await next_version_number(ctx)
     name = version_name(ctx.project.predictions.version_prefix, number)
+    label_changes = ctx.store.sync_state(ctx.project.id).label_changes
     ctx.store.create_version(
         ctx.project.id, name=name, number=number, label_changes=label_changes, now=ctx.clock()
     )
@@ -69,71 +75,196 @@ async def start_version(
     return name
 
 
+@dataclass(frozen=True)
+class Trained:
+    """What a model's training produced: the facts `mark_trained` records."""
+
+    n_labels: int
+    class_counts: Mapping[str, int]
+    train_seconds: float
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    artifact_path: str | None = None
+    backend_version: str | None = None
+    finished_fields: Mapping[str, Any] = field(default_factory=dict)  # for train.finished
+
+    def recorded(self) -> dict[str, Any]:
+        """The facts as `Store.mark_trained` takes them."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "finished_fields"}
+
+
+class ProjectModel(abc.ABC):
+    """The project's model as one cycle drives it: the built-in one or an ML backend.
+
+    `train_version` owns the protocol of a training; the model trains and scores.
+    """
+
+    failure: ClassVar[type[Exception]]  # the model's error: the version fails, it goes on
+
+    def __init__(
+        self,
+        ctx: CycleContext,
+        schema: LabelingSchema,
+        *,
+        report: CycleReport,
+        logger: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        self.ctx, self.schema, self.report, self.logger = ctx, schema, report, logger
+
+    @abc.abstractmethod
+    def failure_reason(self, exc: Exception) -> str:
+        """Why the version failed, for `version.failed`."""
+
+    @abc.abstractmethod
+    async def prepare(self, name: str) -> dict[str, Any]:
+        """Get ready to train version `name`; the fields of `train.started` (n_labels...)."""
+
+    @abc.abstractmethod
+    async def train(self, name: str) -> Trained:
+        """Train the model for version `name`."""
+
+    @abc.abstractmethod
+    def trained(self, name: str, trained: Trained) -> None:
+        """What follows the recorded training (suspects, the backend's state...)."""
+
+    @abc.abstractmethod
+    async def score(self, version: VersionRow) -> VersionRow:
+        """Score the unlabeled pool with the trained version; store the chosen predictions."""
+
+
 async def train_version(
     ctx: CycleContext,
-    schema: LabelingSchema,
+    model: ProjectModel,
     *,
-    label_changes: int,
     labeling_config: LabelingConfigWatch,
-    report: CycleReport,
     logger: structlog.typing.FilteringBoundLogger,
 ) -> VersionRow:
-    """Record a new version, then train it in the worker on the current training examples."""
-    project_id = ctx.project.id
-    store = ctx.store
-    name = await start_version(ctx, label_changes=label_changes, labeling_config=labeling_config)
-    examples = policy_examples(ctx)
-    allowed = set(schema.labels)
-    removed = set((store.get_meta(project_id).schema or {}).get("removed_labels", []))
-    # Labels removed from the config were announced once when the config changed.
-    foreign = [
-        e.task_id for e in examples if not set(answer_labels(e, schema)) <= allowed | removed
-    ]
-    if foreign:
-        logger.warning(
-            "train.labels_not_in_config",
-            task_ids=foreign[:50],
-            count=len(foreign),
-            action="annotations with labels the config no longer has are left out",
-        )
-    if (
-        schema.multiple or schema.spans or schema.controls
-    ):  # the example stays; only unknown labels go
-        examples = keep_config_answers(examples, schema)
-    else:
-        examples = [e for e in examples if e.label in allowed]
-    artifact = ctx.artifacts_dir / f"{name}.joblib"
-    artifact.parent.mkdir(parents=True, exist_ok=True)
-    logger.info("train.started", version=name, n_labels=len(examples))
+    """Record a new version, train `model` for it and record the training."""
+    name = await start_version(ctx, labeling_config=labeling_config)
+    logger.info("train.started", version=name, **await model.prepare(name))
     try:
-        result = await ctx.worker.train(
-            _training_request(ctx, schema, examples, artifact_path=str(artifact))
-        )
-    except ModelError as exc:
-        fail_version(ctx, name, reason=f"training failed: {exc}", logger=logger)
+        trained = await model.train(name)
+    except model.failure as exc:
+        fail_version(ctx, name, reason=model.failure_reason(exc), logger=logger)
         raise
-    version = store.mark_trained(
-        project_id,
+    version = ctx.store.mark_trained(
+        ctx.project.id,
         name,
         trained_at=ctx.clock(),
-        n_labels=result.n_labels,
-        class_counts=result.class_counts,
-        metrics=result.metrics,
-        train_seconds=result.train_seconds,
-        artifact_path=result.artifact_path,
+        **trained.recorded(),
     )
-    report.version = name
-    team.record_suspects(
-        ctx, name, [examples[i].task_id for i in result.suspects], report=report, logger=logger
-    )
+    model.trained(name, trained)
     logger.info(
         "train.finished",
         version=name,
-        n_labels=result.n_labels,
-        seconds=round(result.train_seconds, 3),
-        **result.metrics,
+        n_labels=trained.n_labels,
+        seconds=round(trained.train_seconds, 3),
+        **trained.finished_fields,
     )
     return version
+
+
+class BuiltInModel(ProjectModel):
+    """The built-in model: trained in the worker on the current training examples, and
+    scoring the unlabeled pool there."""
+
+    failure = ModelError
+    examples: Sequence[TrainingExample] = ()  # what it trains on, once prepared
+    suspects: Sequence[int] = ()  # task ids, once trained
+
+    def failure_reason(self, exc: Exception) -> str:
+        return f"training failed: {exc}"
+
+    async def prepare(self, name: str) -> dict[str, Any]:
+        self.examples = self._config_examples()
+        self.ctx.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        return {"n_labels": len(self.examples)}
+
+    def _config_examples(self) -> list[TrainingExample]:
+        """The policy's examples, without the answers the labeling config no longer has."""
+        schema = self.schema
+        examples = policy_examples(self.ctx)
+        allowed = set(schema.labels)
+        meta_schema = self.ctx.store.get_meta(self.ctx.project.id).schema or {}
+        removed = set(meta_schema.get("removed_labels", []))
+        # Labels removed from the config were announced once when the config changed.
+        foreign = [
+            e.task_id for e in examples if not set(answer_labels(e, schema)) <= allowed | removed
+        ]
+        if foreign:
+            self.logger.warning(
+                "train.labels_not_in_config",
+                task_ids=foreign[:50],
+                count=len(foreign),
+                action="annotations with labels the config no longer has are left out",
+            )
+        if schema.multiple or schema.spans or schema.controls:
+            return keep_config_answers(examples, schema)  # the example stays; unknown labels go
+        return [e for e in examples if e.label in allowed]
+
+    async def train(self, name: str) -> Trained:
+        artifact = self.ctx.artifacts_dir / f"{name}.joblib"
+        result = await self.ctx.worker.train(
+            _training_request(self.ctx, self.schema, self.examples, artifact_path=str(artifact))
+        )
+        self.suspects = [self.examples[i].task_id for i in result.suspects]
+        return Trained(
+            n_labels=result.n_labels,
+            class_counts=result.class_counts,
+            train_seconds=result.train_seconds,
+            metrics=result.metrics,
+            artifact_path=result.artifact_path,
+            finished_fields=result.metrics,
+        )
+
+    def trained(self, name: str, trained: Trained) -> None:
+        self.report.version = name
+        team.record_suspects(self.ctx, name, self.suspects, report=self.report, logger=self.logger)
+
+    async def score(self, version: VersionRow) -> VersionRow:
+        """Score every unlabeled task with the version's model; store the chosen predictions."""
+        ctx, report, logger = self.ctx, self.report, self.logger
+        project_id = ctx.project.id
+        store = ctx.store
+        options = ctx.project.predictions
+        pool = store.unlabeled_tasks(project_id)
+        skipped = [task_id for task_id, text in pool if not text or not text.strip()]
+        if skipped:
+            logger.warning(
+                "score.tasks_skipped",
+                reason="text field missing, empty or not a string",
+                task_ids=skipped[:50],
+                count=len(skipped),
+            )
+        scorable = [(task_id, text) for task_id, text in pool if text and text.strip()]
+        assert version.artifact_path is not None
+        scored = await ctx.worker.score(
+            requests.ScoringRequest(
+                artifact_path=version.artifact_path,
+                task_ids=[task_id for task_id, _ in scorable],
+                texts=[text for _, text in scorable],
+                strategy=options.strategy,
+                random_fraction=options.random_fraction,
+                clusters=options.clusters,
+                seed=version.number,
+            )
+        )
+        chosen = select_queue(np.asarray(scored.scores, dtype=float), depth=options.queue_depth)
+        predictions = [
+            PredictionRecord(
+                task_id=scored.task_ids[i],
+                label=scored.labels[i],
+                score=float(scored.scores[i]),
+                cluster=scored.clusters[i] if scored.clusters is not None else None,
+                labels=scored.label_sets[i] if scored.label_sets is not None else None,
+            )
+            for i in sorted(int(i) for i in chosen)
+        ]
+        store.save_predictions(project_id, version.name, predictions)
+        scored_version = store.mark_scored(project_id, version.name, n_predictions=len(predictions))
+        report.count("tasks_scored", len(scorable))
+        report.count("tasks_skipped", len(skipped))
+        await team.score_stop_set(ctx, scored_version, logger=logger)
+        return scored_version
 
 
 def _training_request(
@@ -168,55 +299,3 @@ def _training_request(
         factory_ref=ctx.project.model,
         labels=[e.label for e in examples],
     )
-
-
-async def score_version(
-    ctx: CycleContext,
-    version: VersionRow,
-    *,
-    report: CycleReport,
-    logger: structlog.typing.FilteringBoundLogger,
-) -> VersionRow:
-    """Score every unlabeled task with the version's model; store the chosen predictions."""
-    project_id = ctx.project.id
-    store = ctx.store
-    options = ctx.project.predictions
-    pool = store.unlabeled_tasks(project_id)
-    skipped = [task_id for task_id, text in pool if not text or not text.strip()]
-    if skipped:
-        logger.warning(
-            "score.tasks_skipped",
-            reason="text field missing, empty or not a string",
-            task_ids=skipped[:50],
-            count=len(skipped),
-        )
-    scorable = [(task_id, text) for task_id, text in pool if text and text.strip()]
-    assert version.artifact_path is not None
-    scored = await ctx.worker.score(
-        requests.ScoringRequest(
-            artifact_path=version.artifact_path,
-            task_ids=[task_id for task_id, _ in scorable],
-            texts=[text for _, text in scorable],
-            strategy=options.strategy,
-            random_fraction=options.random_fraction,
-            clusters=options.clusters,
-            seed=version.number,
-        )
-    )
-    chosen = select_queue(np.asarray(scored.scores, dtype=float), depth=options.queue_depth)
-    predictions = [
-        PredictionRecord(
-            task_id=scored.task_ids[i],
-            label=scored.labels[i],
-            score=float(scored.scores[i]),
-            cluster=scored.clusters[i] if scored.clusters is not None else None,
-            labels=scored.label_sets[i] if scored.label_sets is not None else None,
-        )
-        for i in sorted(int(i) for i in chosen)
-    ]
-    store.save_predictions(project_id, version.name, predictions)
-    scored_version = store.mark_scored(project_id, version.name, n_predictions=len(predictions))
-    report.count("tasks_scored", len(scorable))
-    report.count("tasks_skipped", len(skipped))
-    await team.score_stop_set(ctx, scored_version, logger=logger)
-    return scored_version
