@@ -160,9 +160,6 @@ class VersionTables(Tables):
             backend_version=backend_version,
         )
 
-    # The ML-backend path (loop/backend.py) records the same transition under this name.
-    mark_backend_trained = mark_trained
-
     def mark_scored(self, project_id: int, name: str, *, n_predictions: int) -> VersionRow:
         """Its predictions are stored (see `save_predictions`); nothing is uploaded yet."""
         return self._set_version(
