@@ -169,13 +169,19 @@ AFTER_A_WHILE = 2 * RESYNC_BEFORE_TRAINING_SECONDS
 
 
 class MovableClock:
-    """The wall clock, plus an offset the test moves: time passes without waiting."""
+    """The wall clock, plus an offset the test moves: time passes without waiting.
+
+    `monotonic` moves by the same offset, so the daemon sees time pass (intervals are
+    measured on the monotonic clock), not a step of the wall clock."""
 
     def __init__(self) -> None:
         self.offset = 0.0
 
     def __call__(self) -> float:
         return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
 
 
 async def cycles(config: Config, steps: list[Callable[[], Any]]) -> list[CycleReport]:
@@ -186,6 +192,7 @@ async def cycles(config: Config, steps: list[Callable[[], Any]]) -> list[CycleRe
     async with Runtime(config) as runtime:
         ctx = runtime.context(config.projects[0])
         ctx.clock = clock
+        ctx.monotonic = clock.monotonic
         for step in steps:
             step_result = step()
             if isinstance(step_result, float):
