@@ -254,9 +254,10 @@ class _TaskScan:
     """What every request of one task scan shares; its pages differ by id range only."""
 
     project_id: int
-    include: str
-    operation: str
-    page_size: int
+    include: str  # the task fields each page carries
+    operation: str  # names the scan in logs and errors
+    page_size: int = 1000
+    # The scan's filter: tasks changed since `updated_after`, or holding `model_version`.
     updated_after: str | None = None
     model_version: str | None = None
 
