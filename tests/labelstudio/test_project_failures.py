@@ -15,16 +15,13 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
-from contextlib import contextmanager
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
-from structlog.testing import LogCapture
 
 from aldaemon.config import Config
 from aldaemon.loop.context import CycleReport
@@ -37,7 +34,9 @@ from aldaemon.sync.versions import (
     training_examples,
 )
 from tests.helpers import (
+    captured_events,
     choices_config,
+    events,
     make_tasks,
     newest_task_update,
     review,
@@ -58,22 +57,6 @@ def forged_personal_access_token() -> str:
 
     claims = {"token_type": "refresh", "exp": 4102444800, "iat": 1700000000, "user_id": "1"}
     return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJlLW5vdC12YWxpZA"
-
-
-@contextmanager
-def captured_events() -> Iterator[list[MutableMapping[str, Any]]]:
-    """Every log event, with the context variables (project_id) merged in."""
-    capture = LogCapture()
-    previous = structlog.get_config()["processors"]
-    structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
-    try:
-        yield capture.entries
-    finally:
-        structlog.configure(processors=previous)
-
-
-def events(logs: Sequence[Mapping[str, Any]], name: str) -> list[Mapping[str, Any]]:
-    return [entry for entry in logs if entry["event"] == name]
 
 
 async def cycle_each(runtime: Runtime) -> dict[int, CycleReport]:
