@@ -21,9 +21,13 @@ label counts a loop spends most of its life at.
 
 from __future__ import annotations
 
+from typing import Any, Self
+
 import numpy as np
+import numpy.typing as npt
+import scipy.sparse
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
-from sklearn.feature_selection import VarianceThreshold
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
@@ -45,9 +49,7 @@ def make_text_classifier() -> Pipeline:
                     dtype=np.float32,
                 ),
             ),
-            # Only the columns the labeled texts use: a word no label has seen carries no
-            # weight, and the classifier fits 40x faster on ~10^4 columns than on 2**20.
-            ("seen", VarianceThreshold()),
+            ("seen", SeenColumns()),
             ("tfidf", TfidfTransformer(sublinear_tf=True)),  # ten times is not ten times
             (
                 "classifier",
@@ -59,3 +61,23 @@ def make_text_classifier() -> Pipeline:
             ),
         ]
     )
+
+
+class SeenColumns(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+    """Keep the columns that are nonzero somewhere in the fitted data (the vocabulary of the
+    labeled texts, in hashed form); others are dropped.
+
+    A word no labeled text has carries no weight in the classifier anyway, but left in it
+    would change a text's TF-IDF normalization, and the classifier fits 40 times faster on
+    ~10^4 columns than on 2**20. It keeps only the column numbers (sklearn's
+    VarianceThreshold would do the same and keep 8 MB of variances in every model file).
+    """
+
+    def fit(self, features: Any, labels: Any = None) -> Self:
+        matrix = scipy.sparse.csr_matrix(features)
+        self.columns_: npt.NDArray[np.int64] = np.unique(matrix.indices).astype(np.int64)
+        self.n_features_in_ = matrix.shape[1]
+        return self
+
+    def transform(self, features: Any) -> Any:
+        return scipy.sparse.csr_matrix(features)[:, self.columns_]
