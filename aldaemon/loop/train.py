@@ -10,6 +10,8 @@ before the cycle moves on, so a crash after either resumes at the next step.
 from __future__ import annotations
 
 import abc
+import asyncio
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
@@ -23,6 +25,7 @@ from aldaemon.loop.ownership import refuse_foreign_writer
 from aldaemon.loop.publish import fail_version
 from aldaemon.loop.schema_change import LabelingConfigWatch
 from aldaemon.model import requests
+from aldaemon.model.queue import merge_pool_scores
 from aldaemon.records import LabelingSchema, PredictionRecord
 from aldaemon.store import VersionRow
 from aldaemon.sync.label_sets import answer_labels, cold_start_counts, keep_config_answers
@@ -228,17 +231,28 @@ class BuiltInModel(ProjectModel):
         project_id = ctx.project.id
         options = ctx.project.predictions
         assert version.artifact_path is not None
-        scored = await ctx.worker.score_pool(
-            requests.PoolScoringRequest(
-                artifact_path=version.artifact_path,
-                store=ctx.store.address,
-                project_id=project_id,
-                strategy=options.strategy,
-                depth=options.queue_depth,
-                random_fraction=options.random_fraction,
-                clusters=options.clusters,
-                seed=version.number,
-            )
+        request = requests.PoolScoringRequest(
+            artifact_path=version.artifact_path,
+            store=ctx.store.address,
+            project_id=project_id,
+            strategy=options.strategy,
+            depth=options.queue_depth,
+            random_fraction=options.random_fraction,
+            clusters=options.clusters,
+            seed=version.number,
+        )
+        # Clusters group the whole queue, so a clustered scoring stays in one job.
+        shards = 1 if options.clusters else ctx.worker.parallelism
+        scored = merge_pool_scores(
+            await asyncio.gather(
+                *(
+                    ctx.worker.score_pool(
+                        dataclasses.replace(request, after_task_id=after, last_task_id=until)
+                    )
+                    for after, until in ctx.store.pool_shards(project_id, shards=shards)
+                )
+            ),
+            depth=options.queue_depth,
         )
         if scored.n_skipped:
             logger.warning(

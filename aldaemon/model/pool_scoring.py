@@ -9,14 +9,17 @@ texts), from the cached first-step features where the model has a cacheable firs
 stored in the same pass.
 
 The queue is the same as scoring the whole pool at once and taking `select_queue`'s K
-lowest scores: ties keep task id order, as they would in one pass. Two things differ by
-design: the random share (`random_fraction`) is drawn per chunk, seeded by the request's
-seed and the chunk's first task id, so the same pool gives the same queue; and clusters
-group the chosen tasks, not the whole pool.
+lowest scores: ties keep task id order, as they would in one pass (model/queue.py). A
+request may cover one id range of the pool (a shard: `after_task_id`, `last_task_id`);
+the daemon merges the shards' queues into the same queue. Two things differ by design:
+the random share (`random_fraction`) is drawn per chunk, seeded by the request's seed and
+the chunk's first task id, so the same pool in the same shards gives the same queue; and
+clusters group the chosen tasks, not the whole pool.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,13 +34,11 @@ from aldaemon.model.features import (
     featurizer_key,
     text_digest,
 )
+from aldaemon.model.queue import SKIPPED_IDS_KEPT, Queue
 from aldaemon.model.requests import PoolScoringRequest, ScoringRequest
-from aldaemon.model.results import PoolScores, ScoredPool
+from aldaemon.model.results import PoolScores
 from aldaemon.model.training import cluster, has_feature_steps, score_with
 from aldaemon.store import FeatureRow, PoolRow, Store
-from aldaemon.sync.scoring import select_queue
-
-SKIPPED_IDS_KEPT = 50
 
 
 def score_store_pool(request: PoolScoringRequest) -> PoolScores:
@@ -47,12 +48,16 @@ def score_store_pool(request: PoolScoringRequest) -> PoolScores:
     model = load_artifact(request.artifact_path).model
     step = cached_step(model)
     featurizer = featurizer_key(step) if step is not None else None
-    queue = _Queue(depth=request.depth)
+    queue = Queue(depth=request.depth)
     counts = _Counts()
     with Store.reopen(request.store) as store:
-        after = 0
+        after = request.after_task_id
         while rows := store.unlabeled_chunk(
-            request.project_id, after=after, limit=request.chunk_size, featurizer=featurizer
+            request.project_id,
+            after=after,
+            until=request.last_task_id,
+            limit=request.chunk_size,
+            featurizer=featurizer,
         ):
             after = rows[-1].task_id
             scorable = [row for row in rows if row.text and row.text.strip()]
@@ -71,9 +76,8 @@ def score_store_pool(request: PoolScoringRequest) -> PoolScores:
     wanted = request.clusters > 0 and bool(chosen.task_ids)
     if wanted and isinstance(model, Pipeline) and has_feature_steps(model):
         features_of_chosen = model[:-1].transform(queue.texts)
-        chosen = _with_clusters(
-            chosen, cluster(features_of_chosen, clusters=request.clusters, seed=request.seed)
-        )
+        clusters = cluster(features_of_chosen, clusters=request.clusters, seed=request.seed)
+        chosen = dataclasses.replace(chosen, clusters=clusters)
     return PoolScores(
         queue=chosen,
         n_scored=counts.n_scored,
@@ -118,16 +122,6 @@ def _chunk_request(
     )
 
 
-def _with_clusters(pool: ScoredPool, clusters: tuple[int, ...]) -> ScoredPool:
-    return ScoredPool(
-        task_ids=pool.task_ids,
-        labels=pool.labels,
-        scores=pool.scores,
-        clusters=clusters,
-        label_sets=pool.label_sets,
-    )
-
-
 @dataclass
 class _Counts:
     n_scored: int = 0
@@ -143,49 +137,3 @@ class _Counts:
     def features(self, *, computed: int, reused: int) -> None:
         self.features_computed += computed
         self.features_reused += reused
-
-
-class _Queue:
-    """The `depth` lowest scores seen so far, kept in task id order (every task when None)."""
-
-    def __init__(self, *, depth: int | None) -> None:
-        if depth is not None and depth < 0:
-            raise ValueError(f"depth must be >= 0 or None, got {depth!r}")
-        self._depth = depth
-        self._kept = ScoredPool((), (), (), None)
-        self.texts: list[str] = []
-
-    def add(self, scored: ScoredPool, *, texts: list[str]) -> None:
-        merged = _concatenate(self._kept, scored)
-        merged_texts = self.texts + texts
-        keep = sorted(int(i) for i in select_queue(merged.scores, depth=self._depth))
-        self._kept = _take(merged, keep)
-        self.texts = [merged_texts[i] for i in keep]
-
-    def result(self) -> ScoredPool:
-        return self._kept
-
-
-def _concatenate(first: ScoredPool, second: ScoredPool) -> ScoredPool:
-    if not first.task_ids:
-        return second
-    label_sets = None
-    if first.label_sets is not None and second.label_sets is not None:
-        label_sets = first.label_sets + second.label_sets
-    return ScoredPool(
-        task_ids=first.task_ids + second.task_ids,
-        labels=first.labels + second.labels,
-        scores=first.scores + second.scores,
-        clusters=None,
-        label_sets=label_sets,
-    )
-
-
-def _take(pool: ScoredPool, indices: list[int]) -> ScoredPool:
-    return ScoredPool(
-        task_ids=tuple(pool.task_ids[i] for i in indices),
-        labels=tuple(pool.labels[i] for i in indices),
-        scores=tuple(pool.scores[i] for i in indices),
-        clusters=None,
-        label_sets=None if pool.label_sets is None else tuple(pool.label_sets[i] for i in indices),
-    )

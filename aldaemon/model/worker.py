@@ -139,6 +139,11 @@ class ModelWorker:
             request = ScoringRequest(**fields)
         return cast(ScoredPool, await self._run(request))
 
+    @property
+    def parallelism(self) -> int:
+        """How many jobs run at once: a pool scoring is split in that many shards."""
+        return self._max_workers
+
     async def score_pool(self, request: PoolScoringRequest) -> PoolScores:
         """model/pool_scoring.py's job in the worker process: it reads the pool itself."""
         return cast(PoolScores, await self._run(request))

@@ -33,22 +33,57 @@ _POOL_CHUNK = (
     "SELECT t.id, t.text, f.text_digest, f.features FROM tasks t "
     "LEFT JOIN task_features f ON f.project_id = t.project_id AND f.task_id = t.id "
     "AND f.featurizer = ? "
-    "WHERE t.project_id = ? AND t.id > ? AND t.deleted_at IS NULL AND NOT EXISTS ("
+    "WHERE t.project_id = ? AND t.id > ? AND t.id <= ? AND t.deleted_at IS NULL AND NOT EXISTS ("
     "SELECT 1 FROM annotations a WHERE a.project_id = t.project_id AND a.task_id = t.id "
     "AND a.deleted_at IS NULL AND a.was_cancelled = 0) "
     "ORDER BY t.id LIMIT ?"
 )
 
 
+_NO_END = 2**63 - 1  # the largest id either database stores
+
+
 class FeatureTables(Tables):
+    def pool_shards(self, project_id: int, *, shards: int) -> list[tuple[int, int | None]]:
+        """(after, until) id ranges splitting the project's live tasks in `shards` parts of
+        about equal size, in id order; the last is open-ended (tasks added meanwhile)."""
+        if shards < 1:
+            raise ValueError(f"shards must be >= 1, got {shards}")
+        bounds: list[int] = []
+        with self._reading() as conn:
+            count = int(
+                conn.execute(
+                    "SELECT COUNT(*) FROM tasks WHERE project_id = ? AND deleted_at IS NULL",
+                    (project_id,),
+                ).fetchone()[0]
+            )
+            for part in range(1, shards):
+                row = conn.execute(
+                    "SELECT id FROM tasks WHERE project_id = ? AND deleted_at IS NULL "
+                    "ORDER BY id LIMIT 1 OFFSET ?",
+                    (project_id, part * count // shards),
+                ).fetchone()
+                if row is not None and (not bounds or int(row[0]) > bounds[-1]):
+                    bounds.append(int(row[0]))
+        starts = [0, *bounds]
+        ends: list[int | None] = [*bounds, None]
+        return list(zip(starts, ends, strict=True))
+
     def unlabeled_chunk(
-        self, project_id: int, *, after: int, limit: int, featurizer: str | None
+        self,
+        project_id: int,
+        *,
+        after: int,
+        limit: int,
+        featurizer: str | None,
+        until: int | None = None,
     ) -> list[PoolRow]:
-        """Up to `limit` pool tasks with ids above `after`, by id (the pool of
+        """Up to `limit` pool tasks with after < id <= until, by id (the pool of
         `unlabeled_tasks`), each with the features `featurizer` stored for it, if any."""
+        last = _NO_END if until is None else until
         with self._reading() as conn:
             rows = conn.execute(
-                _POOL_CHUNK, (featurizer or "", project_id, after, limit)
+                _POOL_CHUNK, (featurizer or "", project_id, after, last, limit)
             ).fetchall()
         return [
             PoolRow(

@@ -6,6 +6,7 @@ job reopens the daemon's store from its address, as a worker process does.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 
 from aldaemon.loop.poll import record_poll
 from aldaemon.model.pool_scoring import score_store_pool
+from aldaemon.model.queue import merge_pool_scores
 from aldaemon.model.requests import PoolScoringRequest, ScoringRequest, SingleLabelTraining
 from aldaemon.model.training import score, train_and_save
 from aldaemon.records import AnnotationRecord, TaskRecord
@@ -175,3 +177,25 @@ def test_clusters_group_the_chosen_tasks(pool_store: Store, artifact: str) -> No
     assert result.queue.clusters is not None
     assert len(result.queue.clusters) == 25
     assert set(result.queue.clusters) <= {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3, 7])
+def test_shards_of_the_pool_merge_into_the_single_pass_queue(
+    pool_store: Store, artifact: str, shards: int
+) -> None:
+    bounds = pool_store.pool_shards(P, shards=shards)
+    single = score_store_pool(pool_request(pool_store, artifact))
+
+    parts = [
+        score_store_pool(pool_request(pool_store, artifact, after_task_id=a, last_task_id=u))
+        for a, u in bounds
+    ]
+    merged = merge_pool_scores(parts, depth=25)
+
+    assert len(bounds) == shards
+    assert bounds[0][0] == 0 and bounds[-1][1] is None
+    assert all(u == a for (_, u), (a, _) in itertools.pairwise(bounds))
+    assert merged.queue.task_ids == single.queue.task_ids
+    assert np.allclose(merged.queue.scores, single.queue.scores, atol=1e-6)
+    assert (merged.n_scored, merged.n_skipped) == (200, 2)
+    assert sum(p.features_computed + p.features_reused for p in parts) == 200
