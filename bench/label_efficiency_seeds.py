@@ -1,0 +1,338 @@
+"""Label efficiency over many seeds, offline: models x samplers x retrain cadence (issue 14).
+
+    python -m bench.label_efficiency_seeds [--seeds 0 1 ... 9] [--models REF ...]
+        [--samplers random margin ...] [--retrain-every 50 ...] [--eval-every 25]
+        [--cap 1000] [--name NAME]
+
+The experiment of `bench.label_efficiency_offline` (no Label Studio; fine-food reviews,
+4,000 to label, 1,000 held out; 50 seed labels chosen by the seed, the same for every
+sampler; the target is 99 % of the accuracy of the same model trained on all 4,000),
+made fast enough for 10+ seeds and a grid of settings:
+
+- features are computed once per model (`bench.label_efficiency_features`; the cached
+  fit is checked against the factory's real pipeline at the start of each run and the
+  largest probability difference is recorded);
+- the retrain cadence (`--retrain-every`, the daemon's `min_new_annotations`) is apart
+  from the evaluation grid (`--eval-every`): every `eval_every` labels a model is
+  fitted on the labels so far and scored on the held-out reviews, whatever the cadence,
+  so that "labels needed" has the same resolution for every cadence; the sampler only
+  sees the model of the last retrain;
+- a run labels until `cap`, and past it only until the target is reached
+  (`bench.label_efficiency.keep_labeling`), so labels needed is never censored; the
+  area under the learning curve (AULC) runs from the seed labels to `cap` for all.
+
+Per (model, cadence, sampler) the summary gives labels needed and AULC per seed with
+their spread, and the comparison with random on the same seeds (paired; see
+`bench.label_efficiency_stats`). Each run is written as soon as it ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from sklearn.metrics import accuracy_score, f1_score
+
+from aldaemon.model.protocol import DEFAULT_FACTORY
+from bench import common, curves
+from bench import label_efficiency_stats as stats
+from bench.label_efficiency import (
+    DEFAULT_CAP,
+    DEFAULT_SEED_LABELS,
+    TARGET_SHARE_OF_FULL,
+    keep_labeling,
+    seed_review_indices,
+)
+from bench.label_efficiency_batches import SAMPLERS, WHAT_IF, PickContext, random_order
+from bench.label_efficiency_features import (
+    HASHED_2_18,
+    HASHED_2_20,
+    CachedFeatures,
+    matches_pipeline,
+)
+from demo.data import load_reviews
+
+NAME = "label_efficiency_seeds"
+# The random order a sampler is compared with: the cadence-free permutation when it ran,
+# else the legacy draw (of the same cadence when there is one).
+BASELINES = ("random", "random_legacy")
+MODELS = {DEFAULT_FACTORY: "tfidf", HASHED_2_20: "hashed_2_20", HASHED_2_18: "hashed_2_18"}
+
+
+class Data:
+    """The reviews, and each model's cached features over training + test texts."""
+
+    def __init__(self) -> None:
+        reviews = load_reviews()
+        self.train_labels = [r.label for r in reviews.train]
+        self.test_labels = [r.label for r in reviews.test]
+        self.texts = [r.text for r in (*reviews.train, *reviews.test)]
+        self.total = len(reviews.train)
+        self.test_rows = list(range(self.total, len(self.texts)))
+        self._caches: dict[str, CachedFeatures] = {}
+
+    def cache(self, model: str) -> CachedFeatures:
+        if model not in self._caches:
+            self._caches[model] = CachedFeatures(model, self.texts)
+        return self._caches[model]
+
+    def quality(
+        self, cache: CachedFeatures, labeled: Sequence[int]
+    ) -> tuple[Any, dict[str, float]]:
+        fitted = cache.fit(labeled, [self.train_labels[i] for i in labeled])
+        proba = fitted.predict_proba(cache.rows(self.test_rows))
+        predicted = [fitted.classes[i] for i in proba.argmax(axis=1)]
+        return fitted, {
+            "accuracy": float(accuracy_score(self.test_labels, predicted)),
+            "macro_f1": float(f1_score(self.test_labels, predicted, average="macro")),
+        }
+
+
+def simulate(
+    data: Data,
+    *,
+    model: str,
+    sampler: str,
+    seed: int,
+    retrain_every: int,
+    eval_every: int,
+    cap: int,
+    seed_labels: int,
+    target: float,
+) -> dict[str, Any]:
+    """One learning curve; see the module docstring for the protocol."""
+    started = time.perf_counter()
+    cache = data.cache(model)
+    labeled = list(seed_review_indices(seed, count=seed_labels, total=data.total))
+    order = random_order(seed, data.total)
+    rng = random.Random(seed)
+    curve: list[dict[str, float]] = []
+    queue: list[int] = []
+    version = 0
+    while True:
+        fitted, quality = data.quality(cache, labeled)
+        curve.append({"labels": len(labeled), **quality})
+        done = set(labeled)
+        pool = [i for i in range(data.total) if i not in done]
+        reached = any(p["accuracy"] >= target for p in curve)
+        if not keep_labeling(
+            labels=len(labeled), cap=cap, reached_target=reached, pool_left=len(pool)
+        ):
+            break
+        if not queue:  # a retrain: the sampler orders the next batch with this model
+            version += 1
+            room = cap - len(labeled) if len(labeled) < cap else len(pool)
+            context = PickContext(
+                cache=cache,
+                model=fitted,
+                pool=pool,
+                count=min(retrain_every, room, len(pool)),
+                version=version,
+                random_order=order,
+                rng=rng,
+            )
+            queue = SAMPLERS[sampler](context)
+        labeled.extend(queue[:eval_every])
+        queue = queue[eval_every:]
+    return {
+        "model": model,
+        "sampler": sampler,
+        "retrain_every": retrain_every,
+        "seed": seed,
+        "retrains": version,
+        "curve": curve,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def figures(run: dict[str, Any], *, target: float, cap: int) -> tuple[int | None, float]:
+    """(labels needed, AULC to `cap`) of one run."""
+    points = [(int(p["labels"]), float(p["accuracy"])) for p in run["curve"]]
+    return (
+        curves.labels_needed(points, target=target),
+        curves.normalized_area([p for p in points if p[0] <= cap]),
+    )
+
+
+def summarize(
+    runs: Sequence[dict[str, Any]], *, targets: dict[str, float], cap: int
+) -> list[dict[str, Any]]:
+    """One row per (model, cadence, sampler): per-seed figures, spreads, paired vs random."""
+    most = max(int(p["labels"]) for run in runs for p in run["curve"])
+    needed: dict[tuple[str, int, str], dict[int, float]] = {}
+    area: dict[tuple[str, int, str], dict[int, float]] = {}
+    for run in runs:
+        key = (run["model"], run["retrain_every"], run["sampler"])
+        n, a = figures(run, target=targets[run["model"]], cap=cap)
+        needed.setdefault(key, {})[run["seed"]] = stats.needed_or_bound(n, most_labels=most)
+        area.setdefault(key, {})[run["seed"]] = a
+    rows = []
+    for model, every, sampler in needed:
+        key = (model, every, sampler)
+        row: dict[str, Any] = {
+            "model": MODELS.get(model, model),
+            "retrain_every": every,
+            "sampler": sampler,
+            "what_if": sampler in WHAT_IF,
+            "seeds": sorted(needed[key]),
+            "labels_needed": [int(needed[key][s]) for s in sorted(needed[key])],
+            "labels_needed_spread": asdict(stats.spread(list(needed[key].values()))),
+            "aulc": [round(area[key][s], 4) for s in sorted(area[key])],
+            "aulc_spread": asdict(stats.spread(list(area[key].values()))),
+        }
+        randoms = sorted(
+            (k for k in needed if k[0] == model and k[2] in BASELINES),
+            key=lambda k: (BASELINES.index(k[2]), k[1] != every),
+        )
+        if sampler not in BASELINES and randoms:
+            base = randoms[0]
+            row["vs_random"] = {
+                "random_retrain_every": base[1],
+                "labels_ratio": stats.paired(needed[key], needed[base], lower_is_better=True),
+                "ratio_of_medians": round(
+                    stats.ratio_of_medians(list(needed[key].values()), list(needed[base].values())),
+                    4,
+                ),
+                "aulc_gain": stats.paired(area[key], area[base], lower_is_better=False),
+            }
+        rows.append(row)
+    return rows
+
+
+def line(row: dict[str, Any]) -> str:
+    text = (
+        f"{row['model']:>12} every {row['retrain_every']:>3} {row['sampler']:>27}: "
+        f"labels {stats.Spread(**row['labels_needed_spread']).text(4)}, "
+        f"AULC {stats.Spread(**row['aulc_spread']).text(4)}"
+    )
+    if "vs_random" in row:
+        vs = row["vs_random"]
+        ratio = vs["labels_ratio"]
+        text += (
+            f"; paired ratio {stats.Spread(**ratio['spread']).text(3)} "
+            f"wins {ratio['wins']}/{len(ratio['seeds'])}; ratio of medians "
+            f"{vs['ratio_of_medians']:.3f}; AULC gain median "
+            f"{vs['aulc_gain']['spread']['median']:+.4f}"
+        )
+    return text
+
+
+def plan(args: argparse.Namespace) -> list[tuple[str, str, int, int]]:
+    """(model, sampler, retrain_every, seed), seed-major; random runs once per model."""
+    order = []
+    for seed in args.seeds:
+        for model in args.models:
+            for sampler in args.samplers:
+                cadences = args.retrain_every[:1] if sampler == "random" else args.retrain_every
+                order += [(model, sampler, every, seed) for every in cadences]
+    return order
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m bench.{NAME}", description=__doc__)
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument(
+        "--samplers", nargs="+", default=["random", "margin"], choices=list(SAMPLERS)
+    )
+    parser.add_argument("--retrain-every", type=int, nargs="+", default=[50])
+    parser.add_argument("--eval-every", type=int, default=25)
+    parser.add_argument("--cap", type=int, default=DEFAULT_CAP)
+    parser.add_argument("--seed-labels", type=int, default=DEFAULT_SEED_LABELS)
+    parser.add_argument("--name", default=NAME, help="results file name (bench/results/NAME.json)")
+    args = parser.parse_args(argv)
+    for every in args.retrain_every:
+        if every % args.eval_every or (args.cap - args.seed_labels) % every:
+            parser.error(
+                "retrain-every must be a multiple of eval-every and divide cap - seed-labels"
+            )
+    data = Data()
+    references: dict[str, dict[str, float]] = {}
+    checks: dict[str, float] = {}
+    everything = list(range(data.total))
+    for model in args.models:
+        _, references[model] = data.quality(data.cache(model), everything)
+        sample = seed_review_indices(0, count=500, total=data.total)
+        checks[model] = pipeline_check(data, model, sample)
+        print(
+            f"{MODELS.get(model, model)}: all-data {references[model]}, cached fit off the "
+            f"pipeline by at most {checks[model]:.1e}",
+            flush=True,
+        )
+    targets = {m: TARGET_SHARE_OF_FULL * r["accuracy"] for m, r in references.items()}
+    runs: list[dict[str, Any]] = []
+    for model, sampler, every, seed in plan(args):
+        run = simulate(
+            data,
+            model=model,
+            sampler=sampler,
+            seed=seed,
+            retrain_every=every,
+            eval_every=args.eval_every,
+            cap=args.cap,
+            seed_labels=args.seed_labels,
+            target=targets[model],
+        )
+        needed, area = figures(run, target=targets[model], cap=args.cap)
+        print(
+            f"[{MODELS.get(model, model)} {sampler} every {every} seed {seed}] labels needed "
+            f"{needed}, AULC {area:.4f}, {run['seconds']:.0f} s",
+            flush=True,
+        )
+        runs.append(run)
+        _write(args, references, checks, targets, runs, complete=False)
+    payload = _write(args, references, checks, targets, runs, complete=True)
+    for row in payload["summary"]:
+        print(line(row))
+    return 0
+
+
+def pipeline_check(data: Data, model: str, sample: Sequence[int]) -> float:
+    """The cached fit against the factory's pipeline on `sample` (see matches_pipeline)."""
+    return matches_pipeline(
+        data.cache(model),
+        data.texts,
+        train=sample,
+        labels=[data.train_labels[i] for i in sample],
+        check=data.test_rows,
+    )
+
+
+def _write(
+    args: argparse.Namespace,
+    references: dict[str, dict[str, float]],
+    checks: dict[str, float],
+    targets: dict[str, float],
+    runs: list[dict[str, Any]],
+    *,
+    complete: bool,
+) -> dict[str, Any]:
+    payload = {
+        "mode": "offline simulation (no Label Studio), features computed once per model",
+        "complete": complete,
+        "settings": {
+            "seeds": args.seeds,
+            "models": args.models,
+            "samplers": args.samplers,
+            "retrain_every": args.retrain_every,
+            "eval_every": args.eval_every,
+            "cap": args.cap,
+            "seed_labels": args.seed_labels,
+        },
+        "reference": {MODELS.get(m, m): r for m, r in references.items()},
+        "target_accuracy": {MODELS.get(m, m): round(t, 4) for m, t in targets.items()},
+        "cached_fit_max_probability_difference": {MODELS.get(m, m): c for m, c in checks.items()},
+        "summary": summarize(runs, targets=targets, cap=args.cap),
+        "runs": runs,
+        "machine": common.machine_info(None) if complete else None,
+    }
+    common.write_result(args.name, payload, module=f"bench.{NAME}")
+    return payload
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
