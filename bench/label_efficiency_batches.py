@@ -175,3 +175,6 @@ SAMPLERS: dict[str, Picker] = {
     "margin_dedup": dedup_picker(),
 }
 WHAT_IF = ("margin_kmeans", "margin_dedup")
+# The random order a sampler is compared with: the cadence-free permutation when it ran,
+# else the legacy draw (of the same cadence when there is one).
+BASELINES = ("random", "random_legacy")

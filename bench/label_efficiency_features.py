@@ -38,10 +38,11 @@ from sklearn.feature_extraction.text import (
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from aldaemon.model.protocol import build_model
+from aldaemon.model.protocol import DEFAULT_FACTORY, build_model
 
 HASHED_2_20 = "bench.label_efficiency_features:make_hashed_2_20"
 HASHED_2_18 = "bench.label_efficiency_features:make_hashed_2_18"
+MODELS = {DEFAULT_FACTORY: "tfidf", HASHED_2_20: "hashed_2_20", HASHED_2_18: "hashed_2_18"}
 
 
 def make_hashed(n_features: int) -> Pipeline:

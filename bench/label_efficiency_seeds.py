@@ -33,14 +33,11 @@ import json
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from typing import Any
 
 from sklearn.metrics import accuracy_score, f1_score
 
-from aldaemon.model.protocol import DEFAULT_FACTORY
-from bench import common, curves
-from bench import label_efficiency_stats as stats
+from bench import common
 from bench.label_efficiency import (
     DEFAULT_CAP,
     DEFAULT_SEED_LABELS,
@@ -48,20 +45,19 @@ from bench.label_efficiency import (
     keep_labeling,
     seed_review_indices,
 )
-from bench.label_efficiency_batches import SAMPLERS, WHAT_IF, PickContext, random_order
-from bench.label_efficiency_features import (
-    HASHED_2_18,
-    HASHED_2_20,
-    CachedFeatures,
-    matches_pipeline,
+from bench.label_efficiency_batches import SAMPLERS, PickContext, random_order
+from bench.label_efficiency_features import MODELS, CachedFeatures, matches_pipeline
+from bench.label_efficiency_summary import (
+    common_target,
+    contrast_line,
+    contrasts,
+    figures,
+    line,
+    summarize,
 )
 from demo.data import load_reviews
 
 NAME = "label_efficiency_seeds"
-# The random order a sampler is compared with: the cadence-free permutation when it ran,
-# else the legacy draw (of the same cadence when there is one).
-BASELINES = ("random", "random_legacy")
-MODELS = {DEFAULT_FACTORY: "tfidf", HASHED_2_20: "hashed_2_20", HASHED_2_18: "hashed_2_18"}
 
 
 class Data:
@@ -150,87 +146,6 @@ def simulate(
     }
 
 
-def figures(run: dict[str, Any], *, target: float, cap: int) -> tuple[int | None, float]:
-    """(labels needed, AULC to `cap`) of one run."""
-    points = [(int(p["labels"]), float(p["accuracy"])) for p in run["curve"]]
-    return (
-        curves.labels_needed(points, target=target),
-        curves.normalized_area([p for p in points if p[0] <= cap]),
-    )
-
-
-def summarize(
-    runs: Sequence[dict[str, Any]], *, targets: dict[str, float], cap: int, common_target: float
-) -> list[dict[str, Any]]:
-    """One row per (model, cadence, sampler): per-seed figures, spreads, paired vs random.
-
-    Labels needed is to each model's own target (99 % of ITS all-data accuracy); to
-    compare models, `common_target` (one accuracy for all) is reported beside it.
-    """
-    most = max(int(p["labels"]) for run in runs for p in run["curve"])
-    needed: dict[tuple[str, int, str], dict[int, float]] = {}
-    common: dict[tuple[str, int, str], dict[int, float]] = {}
-    area: dict[tuple[str, int, str], dict[int, float]] = {}
-    for run in runs:
-        key = (run["model"], run["retrain_every"], run["sampler"])
-        n, a = figures(run, target=targets[run["model"]], cap=cap)
-        needed.setdefault(key, {})[run["seed"]] = stats.needed_or_bound(n, most_labels=most)
-        area.setdefault(key, {})[run["seed"]] = a
-        c, _ = figures(run, target=common_target, cap=cap)
-        common.setdefault(key, {})[run["seed"]] = stats.needed_or_bound(c, most_labels=most)
-    rows = []
-    for model, every, sampler in needed:
-        key = (model, every, sampler)
-        row: dict[str, Any] = {
-            "model": MODELS.get(model, model),
-            "retrain_every": every,
-            "sampler": sampler,
-            "what_if": sampler in WHAT_IF,
-            "seeds": sorted(needed[key]),
-            "labels_needed": [int(needed[key][s]) for s in sorted(needed[key])],
-            "labels_needed_spread": asdict(stats.spread(list(needed[key].values()))),
-            "labels_needed_common_target": [int(common[key][s]) for s in sorted(common[key])],
-            "labels_needed_common_target_spread": asdict(stats.spread(list(common[key].values()))),
-            "aulc": [round(area[key][s], 4) for s in sorted(area[key])],
-            "aulc_spread": asdict(stats.spread(list(area[key].values()))),
-        }
-        randoms = sorted(
-            (k for k in needed if k[0] == model and k[2] in BASELINES),
-            key=lambda k: (BASELINES.index(k[2]), k[1] != every),
-        )
-        if sampler not in BASELINES and randoms:
-            base = randoms[0]
-            row["vs_random"] = {
-                "random_retrain_every": base[1],
-                "labels_ratio": stats.paired(needed[key], needed[base], lower_is_better=True),
-                "ratio_of_medians": round(
-                    stats.ratio_of_medians(list(needed[key].values()), list(needed[base].values())),
-                    4,
-                ),
-                "aulc_gain": stats.paired(area[key], area[base], lower_is_better=False),
-            }
-        rows.append(row)
-    return rows
-
-
-def line(row: dict[str, Any]) -> str:
-    text = (
-        f"{row['model']:>12} every {row['retrain_every']:>3} {row['sampler']:>27}: "
-        f"labels {stats.Spread(**row['labels_needed_spread']).text(4)}, "
-        f"AULC {stats.Spread(**row['aulc_spread']).text(4)}"
-    )
-    if "vs_random" in row:
-        vs = row["vs_random"]
-        ratio = vs["labels_ratio"]
-        text += (
-            f"; paired ratio {stats.Spread(**ratio['spread']).text(3)} "
-            f"wins {ratio['wins']}/{len(ratio['seeds'])}; ratio of medians "
-            f"{vs['ratio_of_medians']:.3f}; AULC gain median "
-            f"{vs['aulc_gain']['spread']['median']:+.4f}"
-        )
-    return text
-
-
 def plan(args: argparse.Namespace) -> list[tuple[str, str, int, int]]:
     """(model, sampler, retrain_every, seed), seed-major; random runs once per model."""
     order = []
@@ -261,13 +176,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.resummarize:
-        for row in resummarize(args.name)["summary"]:
+        document = resummarize(args.name)
+        for row in document["summary"]:
             print(line(row))
+        for row in document["contrasts"]:
+            print(contrast_line(row))
         return 0
+    if (args.cap - args.seed_labels) % args.eval_every:
+        parser.error("eval-every must divide cap - seed-labels (the curve must end at the cap)")
     for every in args.retrain_every:
-        if every % args.eval_every or (args.cap - args.seed_labels) % every:
+        if every % args.eval_every:
             parser.error(
-                "retrain-every must be a multiple of eval-every and divide cap - seed-labels"
+                "retrain-every must be a multiple of eval-every (a batch that reaches the "
+                "cap is cut there)"
             )
     data = Data()
     references: dict[str, dict[str, float]] = {}
@@ -307,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     payload = _write(args, references, checks, targets, runs, complete=True)
     for row in payload["summary"]:
         print(line(row))
+    for row in payload["contrasts"]:
+        print(contrast_line(row))
     return 0
 
 
@@ -321,9 +244,20 @@ def pipeline_check(data: Data, model: str, sample: Sequence[int]) -> float:
     )
 
 
-def common_target(targets: dict[str, float], models: Sequence[str]) -> float:
-    """The target all models are also measured against: today's default's, else the first's."""
-    return targets[DEFAULT_FACTORY if DEFAULT_FACTORY in targets else models[0]]
+def summaries(
+    runs: Sequence[dict[str, Any]],
+    *,
+    targets: dict[str, float],
+    cap: int,
+    models: Sequence[str],
+) -> dict[str, Any]:
+    """The common target, the summary rows and the contrasts of a results document."""
+    common = common_target(targets, models)
+    return {
+        "common_target_accuracy": common,
+        "summary": summarize(runs, targets=targets, cap=cap, common=common),
+        "contrasts": contrasts(runs, targets=targets, cap=cap, common=common),
+    }
 
 
 def resummarize(name: str) -> dict[str, Any]:
@@ -335,13 +269,13 @@ def resummarize(name: str) -> dict[str, Any]:
         short.get(m, m): TARGET_SHARE_OF_FULL * r["accuracy"]
         for m, r in document["reference"].items()
     }
-    models = document["settings"]["models"]
-    document["common_target_accuracy"] = round(common_target(targets, models), 4)
-    document["summary"] = summarize(
-        document["runs"],
-        targets=targets,
-        cap=document["settings"]["cap"],
-        common_target=common_target(targets, models),
+    document.update(
+        summaries(
+            document["runs"],
+            targets=targets,
+            cap=document["settings"]["cap"],
+            models=document["settings"]["models"],
+        )
     )
     path.write_text(json.dumps(document, indent=2) + "\n")
     return document
@@ -371,13 +305,7 @@ def _write(
         "reference": {MODELS.get(m, m): r for m, r in references.items()},
         "target_accuracy": {MODELS.get(m, m): t for m, t in targets.items()},
         "cached_fit_max_probability_difference": {MODELS.get(m, m): c for m, c in checks.items()},
-        "common_target_accuracy": round(common_target(targets, args.models), 4),
-        "summary": summarize(
-            runs,
-            targets=targets,
-            cap=args.cap,
-            common_target=common_target(targets, args.models),
-        ),
+        **summaries(runs, targets=targets, cap=args.cap, models=args.models),
         "runs": runs,
         "machine": common.machine_info(None) if complete else None,
     }
