@@ -43,9 +43,16 @@ from aldaemon.model.protocol import DEFAULT_FACTORY, build_model
 HASHED_2_20 = "bench.label_efficiency_features:make_hashed_2_20"
 HASHED_2_18 = "bench.label_efficiency_features:make_hashed_2_18"
 MODELS = {DEFAULT_FACTORY: "tfidf", HASHED_2_20: "hashed_2_20", HASHED_2_18: "hashed_2_18"}
+FEATURE_WHAT_IFS = {
+    "bench.label_efficiency_features:make_hashed_unigrams": "hashed_unigrams",
+    "bench.label_efficiency_features:make_hashed_char_wb": "hashed_char_wb_2_5",
+}
+NAMES = {**MODELS, **FEATURE_WHAT_IFS}  # short names in the results
 
 
-def make_hashed(n_features: int) -> Pipeline:
+def make_hashed(
+    n_features: int, *, analyzer: str = "word", ngram_range: tuple[int, int] = (1, 2)
+) -> Pipeline:
     """Today's default with its vocabulary replaced by `n_features` hashed buckets."""
     return Pipeline(
         [
@@ -53,7 +60,8 @@ def make_hashed(n_features: int) -> Pipeline:
                 "hash",
                 HashingVectorizer(
                     n_features=n_features,
-                    ngram_range=(1, 2),
+                    analyzer=analyzer,
+                    ngram_range=ngram_range,
                     alternate_sign=False,
                     norm=None,
                     strip_accents="unicode",
@@ -76,6 +84,16 @@ def make_hashed_2_20() -> Pipeline:
 def make_hashed_2_18() -> Pipeline:
     """The smaller candidate: 2**18 buckets (a quarter of the memory per coefficient row)."""
     return make_hashed(2**18)
+
+
+def make_hashed_unigrams() -> Pipeline:
+    """Features what-if: 2**20 buckets of single words only (no word pairs)."""
+    return make_hashed(2**20, ngram_range=(1, 1))
+
+
+def make_hashed_char_wb() -> Pipeline:
+    """Features what-if: 2**20 buckets of 2- to 5-character n-grams inside word bounds."""
+    return make_hashed(2**20, analyzer="char_wb", ngram_range=(2, 5))
 
 
 # ---- features computed once ---------------------------------------------------------------

@@ -46,7 +46,7 @@ from bench.label_efficiency import (
     seed_review_indices,
 )
 from bench.label_efficiency_batches import SAMPLERS, PickContext, random_order
-from bench.label_efficiency_features import MODELS, CachedFeatures, matches_pipeline
+from bench.label_efficiency_features import MODELS, NAMES, CachedFeatures, matches_pipeline
 from bench.label_efficiency_summary import (
     common_target,
     contrast_line,
@@ -199,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sample = seed_review_indices(0, count=500, total=data.total)
         checks[model] = pipeline_check(data, model, sample)
         print(
-            f"{MODELS.get(model, model)}: all-data {references[model]}, cached fit off the "
+            f"{NAMES.get(model, model)}: all-data {references[model]}, cached fit off the "
             f"pipeline by at most {checks[model]:.1e}",
             flush=True,
         )
@@ -219,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         needed, area = figures(run, target=targets[model], cap=args.cap)
         print(
-            f"[{MODELS.get(model, model)} {sampler} every {every} seed {seed}] labels needed "
+            f"[{NAMES.get(model, model)} {sampler} every {every} seed {seed}] labels needed "
             f"{needed}, AULC {area:.4f}, {run['seconds']:.0f} s",
             flush=True,
         )
@@ -264,7 +264,7 @@ def resummarize(name: str) -> dict[str, Any]:
     """Recompute the summary of bench/results/NAME.json from its runs (runs untouched)."""
     path = common.RESULTS_DIR / f"{name}.json"
     document: dict[str, Any] = json.loads(path.read_text())
-    short = {short: ref for ref, short in MODELS.items()}
+    short = {short: ref for ref, short in NAMES.items()}
     targets = {
         short.get(m, m): TARGET_SHARE_OF_FULL * r["accuracy"]
         for m, r in document["reference"].items()
@@ -302,9 +302,9 @@ def _write(
             "cap": args.cap,
             "seed_labels": args.seed_labels,
         },
-        "reference": {MODELS.get(m, m): r for m, r in references.items()},
-        "target_accuracy": {MODELS.get(m, m): t for m, t in targets.items()},
-        "cached_fit_max_probability_difference": {MODELS.get(m, m): c for m, c in checks.items()},
+        "reference": {NAMES.get(m, m): r for m, r in references.items()},
+        "target_accuracy": {NAMES.get(m, m): t for m, t in targets.items()},
+        "cached_fit_max_probability_difference": {NAMES.get(m, m): c for m, c in checks.items()},
         **summaries(runs, targets=targets, cap=args.cap, models=args.models),
         "runs": runs,
         "machine": common.machine_info(None) if complete else None,

@@ -22,7 +22,7 @@ from aldaemon.model.protocol import DEFAULT_FACTORY
 from bench import curves
 from bench import label_efficiency_stats as stats
 from bench.label_efficiency_batches import BASELINES, WHAT_IF
-from bench.label_efficiency_features import MODELS
+from bench.label_efficiency_features import MODELS, NAMES
 
 Config = tuple[str, int, str]  # (model ref, retrain every, sampler)
 PerSeed = dict[int, float]
@@ -88,7 +88,7 @@ def summarize(
         model, every, sampler = key
         seeds = sorted(needed[key])
         row: dict[str, Any] = {
-            "model": MODELS.get(model, model),
+            "model": NAMES.get(model, model),
             "retrain_every": every,
             "sampler": sampler,
             "what_if": sampler in WHAT_IF,
@@ -131,7 +131,7 @@ def contrasts(
             rows.append(
                 {
                     "kind": "factor",
-                    "model": MODELS.get(model, model),
+                    "model": NAMES.get(model, model),
                     "config": f"{sampler}, every {every}",
                     "against": f"{DAEMON_SETTING[1]}, every {DAEMON_SETTING[0]}",
                     "labels_ratio": stats.paired(needed[key], needed[daemon], lower_is_better=True),
@@ -145,7 +145,7 @@ def contrasts(
             rows.append(
                 {
                     "kind": "model",
-                    "model": MODELS.get(model, model),
+                    "model": NAMES.get(model, model),
                     "config": f"{sampler}, every {every}",
                     "against": MODELS[DEFAULT_FACTORY],
                     "labels_ratio": stats.paired(
