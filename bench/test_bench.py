@@ -29,6 +29,7 @@ from bench.label_efficiency_ner import tweets_from_conll
 from bench.label_efficiency_offline import served_order
 from bench.label_efficiency_shapes import combine
 from bench.label_efficiency_stats import Spread, paired, ratio_of_medians, sign_test, spread
+from bench.label_efficiency_summary import contrasts
 
 
 class TestLabelsNeeded:
@@ -464,3 +465,37 @@ class TestCachedFeatures:
         )
 
         assert difference < 1e-9
+
+
+class TestSeedsSummary:
+    @staticmethod
+    def run(sampler: str, every: int, seed: int, reaches_at: int, model: str) -> dict[str, object]:
+        """A curve at 0.70 that jumps to 0.80 at `reaches_at` labels."""
+        return {
+            "model": model,
+            "sampler": sampler,
+            "retrain_every": every,
+            "seed": seed,
+            "curve": [
+                {"labels": n, "accuracy": 0.80 if n >= reaches_at else 0.70}
+                for n in (50, 100, 150, 200)
+            ],
+        }
+
+    def test_a_factor_is_paired_with_the_daemons_setting_and_a_model_with_todays(self) -> None:
+        """margin every 25 against margin every 50 (same model), hashed against tfidf."""
+        hashed = "bench.label_efficiency_features:make_hashed_2_20"
+        runs = [
+            self.run("random", 25, 0, 200, DEFAULT_FACTORY),
+            self.run("margin", 50, 0, 200, DEFAULT_FACTORY),
+            self.run("margin", 25, 0, 100, DEFAULT_FACTORY),
+            self.run("margin", 50, 0, 150, hashed),
+        ]
+        targets = {DEFAULT_FACTORY: 0.79, hashed: 0.79}
+
+        rows = contrasts(runs, targets=targets, cap=200, common=0.79)
+
+        assert [
+            ("factor", "tfidf", "margin, every 25", [0.5]),
+            ("model", "hashed_2_20", "margin, every 50", [0.75]),
+        ] == [(r["kind"], r["model"], r["config"], r["labels_ratio"]["per_seed"]) for r in rows]
