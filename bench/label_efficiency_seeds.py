@@ -31,6 +31,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shlex
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -174,9 +176,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="only recompute the summary of bench/results/NAME.json from its runs",
     )
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="OTHER",
+        help="label nothing: pool the runs of bench/results/OTHER.json files (same grid, cap "
+        "and seed labels; other seeds, models or samplers) into bench/results/NAME.json",
+    )
     args = parser.parse_args(argv)
-    if args.resummarize:
-        document = resummarize(args.name)
+    if args.resummarize or args.combine:
+        combined = None
+        if args.combine:
+            files = {
+                n: json.loads((common.RESULTS_DIR / f"{n}.json").read_text()) for n in args.combine
+            }
+            arguments = sys.argv[1:] if argv is None else list(argv)
+            combined = combine(files) | {
+                "combined_by": f".venv/bin/python -m bench.{NAME} {shlex.join(arguments)}"
+            }
+        document = resummarize(args.name, combined)
         for row in document["summary"]:
             print(line(row))
         for row in document["contrasts"]:
@@ -260,10 +278,61 @@ def summaries(
     }
 
 
-def resummarize(name: str) -> dict[str, Any]:
-    """Recompute the summary of bench/results/NAME.json from its runs (runs untouched)."""
+# Settings that must be equal for runs of two files to share one summary.
+SAME_SETTINGS = ("eval_every", "cap", "seed_labels")
+
+
+def combine(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One document of the runs of several complete results files (e.g. more seeds).
+
+    They must share the evaluation grid, cap, seed labels and the reference of every
+    model they both have, and no (model, sampler, cadence, seed); `combined_from`
+    records each file's command, time and machine. The summary is recomputed.
+    """
+    names = list(parts)
+    first = parts[names[0]]
+    runs: list[dict[str, Any]] = []
+    seen: set[tuple[str, str, int, int]] = set()
+    reference: dict[str, Any] = {}
+    for name, part in parts.items():
+        if not part.get("complete"):
+            raise ValueError(f"{name} is an interrupted run")
+        differing = [k for k in SAME_SETTINGS if part["settings"][k] != first["settings"][k]]
+        if differing:
+            raise ValueError(f"{name} differs from {names[0]} in {', '.join(differing)}")
+        for model, metrics in part["reference"].items():
+            if reference.setdefault(model, metrics) != metrics:
+                raise ValueError(f"{name} has another reference for {model}")
+        for run in part["runs"]:
+            key = (run["model"], run["sampler"], run["retrain_every"], run["seed"])
+            if key in seen:
+                raise ValueError(f"{name} repeats {key}")
+            seen.add(key)
+            runs.append(run)
+    settings = {
+        **first["settings"],
+        "seeds": sorted({r["seed"] for r in runs}),
+        "models": list(dict.fromkeys(m for p in parts.values() for m in p["settings"]["models"])),
+        "samplers": list(dict.fromkeys(r["sampler"] for r in runs)),
+        "retrain_every": sorted({r["retrain_every"] for r in runs}),
+    }
+    return {
+        **first,
+        "settings": settings,
+        "reference": reference,
+        "combined_from": [
+            {k: parts[n].get(k) for k in ("command", "finished_at", "machine")} | {"name": n}
+            for n in names
+        ],
+        "runs": runs,
+    }
+
+
+def resummarize(name: str, document: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Recompute the summary of bench/results/NAME.json (or of `document`, written there)."""
     path = common.RESULTS_DIR / f"{name}.json"
-    document: dict[str, Any] = json.loads(path.read_text())
+    if document is None:
+        document = json.loads(path.read_text())
     short = {short: ref for ref, short in NAMES.items()}
     targets = {
         short.get(m, m): TARGET_SHARE_OF_FULL * r["accuracy"]

@@ -43,6 +43,12 @@ def common_target(targets: dict[str, float], models: Sequence[str]) -> float:
     return targets[DEFAULT_FACTORY if DEFAULT_FACTORY in targets else models[0]]
 
 
+def config_of(run: dict[str, Any]) -> Config:
+    """A run's configuration; random order ignores the cadence, so its cadence reads 0."""
+    every = 0 if run["sampler"] == "random" else int(run["retrain_every"])
+    return (run["model"], every, run["sampler"])
+
+
 def per_seed(
     runs: Sequence[dict[str, Any]], *, targets: dict[str, float], cap: int, common: float
 ) -> dict[str, dict[Config, PerSeed]]:
@@ -55,7 +61,7 @@ def per_seed(
     most = max(int(p["labels"]) for run in runs for p in run["curve"])
     tables: dict[str, dict[Config, PerSeed]] = {"needed": {}, "common": {}, "area": {}}
     for run in runs:
-        key = (run["model"], run["retrain_every"], run["sampler"])
+        key = config_of(run)
         needed, area = figures(run, target=targets[run["model"]], cap=cap)
         reached, _ = figures(run, target=common, cap=cap)
         tables["needed"].setdefault(key, {})[run["seed"]] = stats.needed_or_bound(
@@ -146,7 +152,7 @@ def contrasts(
                 {
                     "kind": "model",
                     "model": NAMES.get(model, model),
-                    "config": f"{sampler}, every {every}",
+                    "config": f"{sampler}, every {every}" if every else sampler,
                     "against": MODELS[DEFAULT_FACTORY],
                     "labels_ratio": stats.paired(
                         reached[key], reached[today], lower_is_better=True
