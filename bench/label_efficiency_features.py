@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.feature_extraction.text import (
     CountVectorizer,
     HashingVectorizer,
@@ -46,6 +46,7 @@ MODELS = {DEFAULT_FACTORY: "tfidf", HASHED_2_20: "hashed_2_20", HASHED_2_18: "ha
 FEATURE_WHAT_IFS = {
     "bench.label_efficiency_features:make_hashed_unigrams": "hashed_unigrams",
     "bench.label_efficiency_features:make_hashed_char_wb": "hashed_char_wb_2_5",
+    "bench.label_efficiency_features:make_hashed_2_20_seen_only": "hashed_2_20_seen_only",
 }
 NAMES = {**MODELS, **FEATURE_WHAT_IFS}  # short names in the results
 
@@ -84,6 +85,30 @@ def make_hashed_2_20() -> Pipeline:
 def make_hashed_2_18() -> Pipeline:
     """The smaller candidate: 2**18 buckets (a quarter of the memory per coefficient row)."""
     return make_hashed(2**18)
+
+
+class SeenColumnsOnly(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+    """Zero every column no training row used: hashed buckets behave like a vocabulary.
+
+    A TfidfVectorizer drops a text's unseen words before the L2 norm; a hashed text keeps
+    them, and with TfidfTransformer's smooth idf an unseen bucket gets the HIGHEST idf,
+    so a text full of new words has its known words shrunk towards zero. This step makes
+    the hashed pipeline norm over seen buckets only, as the vocabulary model does.
+    """
+
+    def fit(self, counts: Any, y: Any = None) -> SeenColumnsOnly:
+        self.seen_ = (scipy.sparse.csr_matrix(counts).getnnz(axis=0) > 0).astype(np.float64)
+        return self
+
+    def transform(self, counts: Any) -> scipy.sparse.csr_matrix:
+        return scipy.sparse.csr_matrix(counts) @ scipy.sparse.diags(self.seen_, format="csr")
+
+
+def make_hashed_2_20_seen_only() -> Pipeline:
+    """Features what-if: the 2**20 hashed model normed over training's buckets only."""
+    model = make_hashed(2**20)
+    model.steps.insert(1, ("seen", SeenColumnsOnly()))
+    return model
 
 
 def make_hashed_unigrams() -> Pipeline:
