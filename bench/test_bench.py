@@ -22,7 +22,12 @@ from bench.label_efficiency_batches import (
     random_order,
     take_in_order,
 )
-from bench.label_efficiency_features import HASHED_2_18, CachedFeatures, matches_pipeline
+from bench.label_efficiency_features import (
+    HASHED_2_18,
+    CachedFeatures,
+    SeenColumnsOnly,
+    matches_pipeline,
+)
 from bench.label_efficiency_multilabel import movie
 from bench.label_efficiency_multilabel import result as multilabel_result
 from bench.label_efficiency_ner import tweets_from_conll
@@ -455,7 +460,14 @@ class TestCachedFeatures:
     )
     LABELS = ("great", "other", "great", "other", "great", "other")
 
-    @pytest.mark.parametrize("ref", [DEFAULT_FACTORY, HASHED_2_18])
+    @pytest.mark.parametrize(
+        "ref",
+        [
+            DEFAULT_FACTORY,
+            HASHED_2_18,
+            "bench.label_efficiency_features:make_hashed_2_20_seen_only",
+        ],
+    )
     def test_cached_fit_predicts_what_the_factorys_pipeline_predicts(self, ref: str) -> None:
         """Fitted on 4 texts, both agree on the other 2 to rounding, vocabulary or hashed."""
         cache = CachedFeatures(ref, self.TEXTS)
@@ -465,6 +477,14 @@ class TestCachedFeatures:
         )
 
         assert difference < 1e-9
+
+    def test_seen_columns_only_zeroes_the_columns_no_training_row_used(self) -> None:
+        """Column 2 is empty in training, so a new text's count there is dropped."""
+        step = SeenColumnsOnly().fit(scipy.sparse.csr_matrix([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]]))
+
+        assert [[3.0, 4.0, 0.0]] == step.transform(
+            scipy.sparse.csr_matrix([[3.0, 4.0, 5.0]])
+        ).toarray().tolist()
 
 
 class TestSeedsSummary:
