@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
 from bench import common
+from bench.label_efficiency_features import NAMES
+from bench.label_efficiency_summary import config_of
 
 
 def _range(spread: dict[str, float], fmt: str) -> str:
@@ -100,12 +103,40 @@ def contrast_table(rows: Sequence[dict[str, Any]], kind: str) -> str:
     return "\n".join(lines)
 
 
+def accuracy_table(runs: Sequence[dict[str, Any]], label_counts: Sequence[int]) -> str:
+    """Median test accuracy (over seeds) of each configuration at the given label counts."""
+    by_config: dict[tuple[str, int, str], dict[int, list[float]]] = {}
+    for run in runs:
+        model, every, sampler = config_of(run)
+        points = {int(p["labels"]): float(p["accuracy"]) for p in run["curve"]}
+        row = by_config.setdefault((NAMES.get(model, model), every, sampler), {})
+        for count in label_counts:
+            if count in points:
+                row.setdefault(count, []).append(points[count])
+    header = ["model", "retrain every", "sampler", *(f"{n} labels" for n in label_counts)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (model, every, sampler), row in by_config.items():
+        cells = [f"{statistics.median(row[n]):.3f}" if n in row else "" for n in label_counts]
+        lines.append("| " + " | ".join([model, str(every or "-"), sampler, *cells]) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.label_efficiency_tables")
     parser.add_argument("name", help="results file name (bench/results/NAME.json)")
     parser.add_argument("--per-seed", action="store_true", help="list labels needed per seed")
+    parser.add_argument(
+        "--accuracy-at",
+        type=int,
+        nargs="+",
+        metavar="LABELS",
+        help="only print the median test accuracy at these label counts",
+    )
     args = parser.parse_args(argv)
     document = json.loads((common.RESULTS_DIR / f"{args.name}.json").read_text())
+    if args.accuracy_at:
+        print(accuracy_table(document["runs"], args.accuracy_at))
+        return 0
     print(summary_table(document["summary"], per_seed=args.per_seed))
     for kind in ("factor", "model"):
         if any(row["kind"] == kind for row in document.get("contrasts", [])):
