@@ -3,6 +3,13 @@
     python -m bench.label_efficiency_seeds [--seeds 0 1 ... 9] [--models REF ...]
         [--samplers random margin ...] [--retrain-every 50 ...] [--eval-every 25]
         [--cap 1000] [--name NAME]
+    python -m bench.label_efficiency_seeds --name NAME --combine OTHER ...   # pool seeds
+    python -m bench.label_efficiency_seeds --name NAME --resummarize
+
+Models are factory refs (default: today's model and the hashed candidates of
+`bench.label_efficiency_features`); samplers are those of `bench.label_efficiency_batches`
+(random, random_legacy, margin, margin+random_fraction_0.1 and the what-ifs
+margin_kmeans and margin_dedup).
 
 The experiment of `bench.label_efficiency_offline` (no Label Studio; fine-food reviews,
 4,000 to label, 1,000 held out; 50 seed labels chosen by the seed, the same for every
@@ -22,8 +29,10 @@ made fast enough for 10+ seeds and a grid of settings:
   area under the learning curve (AULC) runs from the seed labels to `cap` for all.
 
 Per (model, cadence, sampler) the summary gives labels needed and AULC per seed with
-their spread, and the comparison with random on the same seeds (paired; see
-`bench.label_efficiency_stats`). Each run is written as soon as it ends.
+their spread, and the comparison with random on the same seeds; the contrasts pair each
+setting with the daemon's (margin, every 50) and each model with today's
+(`bench.label_efficiency_summary`, `bench.label_efficiency_stats`). Each run is written
+as soon as it ends; `bench.label_efficiency_tables` prints a results file as markdown.
 """
 
 from __future__ import annotations
