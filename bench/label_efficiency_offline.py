@@ -1,6 +1,6 @@
 """Benchmark 4, ADDITIONAL offline row: label efficiency simulated without Label Studio.
 
-    python -m bench.label_efficiency_offline [--seeds 0 1 2] [--step 50] [--cap 2000]
+    python -m bench.label_efficiency_offline [--seeds 0 1 ... 9] [--step 50] [--cap 1000]
 
 NOT a replacement for `bench.label_efficiency`, which runs the loop through a real Label
 Studio. This is the same experiment with the server taken out, to run the full grid of
@@ -23,6 +23,13 @@ samplers and seeds in minutes and to cross-check the server runs:
 
 What it leaves out: annotations, polls and uploads through the server, and the daemon's
 cross-validation (it changes metrics, never the fitted model).
+
+Ten seeds by default: on fine foods random order needs from ~500 to ~2,350 labels
+depending on the seed, so 3 seeds cannot tell samplers apart (issue 14). Each sampler's
+summary row adds the spread of labels needed and area, the paired per-seed ratios'
+spread and the ratio of medians (`with_spreads`). `bench.label_efficiency_seeds` runs
+the same loop with features computed once (its margin curves equal this bench's), fast
+enough for a grid of models, cadences and batch samplers.
 """
 
 from __future__ import annotations
@@ -32,11 +39,13 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from aldaemon.model.training import evaluate, score_pool
 from bench import common, curves
+from bench import label_efficiency_stats as stats
 from bench.label_efficiency import (
     DEFAULT_CAP,
     DEFAULT_SEED_LABELS,
@@ -171,12 +180,32 @@ def simulate(
     }
 
 
+def with_spreads(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary with, per sampler, the spread of labels needed, area and paired ratios,
+    and the ratio of medians next to the median of per-seed ratios."""
+    most = max(max(v or 0 for v in row["labels_needed"]) for row in summary["variants"])
+    needed = {
+        row["variant"]: [stats.needed_or_bound(v, most_labels=most) for v in row["labels_needed"]]
+        for row in summary["variants"]
+    }
+    for row in summary["variants"]:
+        row["labels_needed_spread"] = asdict(stats.spread(needed[row["variant"]]))
+        row["area_spread"] = asdict(stats.spread(row["area"]))
+        known = [r for r in row.get("ratio_to_random") or [] if r is not None]
+        if known and "random" in needed:
+            row["ratio_to_random_spread"] = asdict(stats.spread(known))
+            row["ratio_of_medians"] = round(
+                stats.ratio_of_medians(needed[row["variant"]], needed["random"]), 4
+            )
+    return summary
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.label_efficiency_offline", description=__doc__
     )
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--step", type=int, default=DEFAULT_STEP)
     parser.add_argument("--cap", type=int, default=DEFAULT_CAP)
     parser.add_argument("--seed-labels", type=int, default=DEFAULT_SEED_LABELS)
@@ -214,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{run['seconds']:.0f} s"
                 )
                 runs.append(run)
-    summary = summarize(runs, reference_accuracy=reference["accuracy"], cap=args.cap)
+    summary = with_spreads(summarize(runs, reference_accuracy=reference["accuracy"], cap=args.cap))
     payload: dict[str, Any] = {
         "mode": "offline simulation (no Label Studio): an ADDITIONAL row, not the benchmark",
         "settings": {

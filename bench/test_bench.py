@@ -9,15 +9,32 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+import scipy.sparse
 
+from aldaemon.model.protocol import DEFAULT_FACTORY
 from bench import curves, ml_backend_digits
 from bench.footprint import summarize_model
 from bench.label_efficiency import keep_labeling, merge, plan, seed_review_indices, summarize
+from bench.label_efficiency_batches import (
+    greedy_dedup,
+    lowest_first,
+    one_per_cluster,
+    random_order,
+    take_in_order,
+)
+from bench.label_efficiency_features import (
+    HASHED_2_18,
+    CachedFeatures,
+    SeenColumnsOnly,
+    matches_pipeline,
+)
 from bench.label_efficiency_multilabel import movie
 from bench.label_efficiency_multilabel import result as multilabel_result
 from bench.label_efficiency_ner import tweets_from_conll
 from bench.label_efficiency_offline import served_order
 from bench.label_efficiency_shapes import combine
+from bench.label_efficiency_stats import Spread, paired, ratio_of_medians, sign_test, spread
+from bench.label_efficiency_summary import contrasts
 
 
 class TestLabelsNeeded:
@@ -363,3 +380,142 @@ class TestCombine:
                 parts=["a", "b"],
                 command="",
             )
+
+
+class TestSeedStatistics:
+    def test_spread_gives_median_quartiles_and_range(self) -> None:
+        """Inclusive quartiles of 1..5 are 2 and 4; the range is the extremes."""
+        assert Spread(3.0, 2.0, 4.0, 1.0, 5.0) == spread([5, 1, 4, 2, 3])
+
+    def test_sign_test_of_nine_wins_in_ten_is_beyond_noise_and_eight_is_not(self) -> None:
+        """Exact two-sided p: 22/1024 for 9-1, 112/1024 for 8-2; ties are dropped."""
+        nine = sign_test([1.0] * 9 + [-1.0])
+        eight = sign_test([1.0] * 8 + [-1.0, -1.0, 0.0])
+
+        assert (9, 1, pytest.approx(22 / 1024)) == nine
+        assert (8, 2, pytest.approx(112 / 1024)) == eight
+
+    def test_paired_labels_are_ratios_per_seed_and_a_win_needs_fewer_labels(self) -> None:
+        """Seed by seed: 500/1000 and 900/600; one win, one loss."""
+        result = paired({0: 500, 1: 900}, {0: 1000, 1: 600, 2: 700}, lower_is_better=True)
+
+        assert ([0, 1], [0.5, 1.5], 1, 1) == (
+            result["seeds"],
+            result["per_seed"],
+            result["wins"],
+            result["losses"],
+        )
+
+    def test_paired_area_is_a_difference_and_a_win_is_a_larger_area(self) -> None:
+        """An equal area is neither a win nor a loss."""
+        result = paired({0: 0.80, 1: 0.75}, {0: 0.78, 1: 0.75}, lower_is_better=False)
+
+        assert ([0.02, 0.0], 1, 0) == (result["per_seed"], result["wins"], result["losses"])
+
+    def test_ratio_of_medians_differs_from_the_median_of_ratios(self) -> None:
+        """The two ratios the tables name apart: 600/1000 here, while the paired one is 1.0."""
+        mine, theirs = {0: 400, 1: 600, 2: 2000}, {0: 400, 1: 1000, 2: 2000}
+
+        assert (0.6, 1.0) == (
+            ratio_of_medians(list(mine.values()), list(theirs.values())),
+            paired(mine, theirs, lower_is_better=True)["spread"]["median"],
+        )
+
+
+class TestBatchPicks:
+    def test_lowest_scores_first_ties_by_row(self) -> None:
+        """Rows 7 and 3 tie at 0.1: the lower row first."""
+        assert [3, 7, 9] == lowest_first([0.2, 0.1, 0.5, 0.1], [9, 7, 5, 3], 3)
+
+    def test_random_order_is_taken_in_order_skipping_labeled_rows(self) -> None:
+        """A permutation of every row; the picks are its first rows still in the pool."""
+        order = random_order(4, 10)
+
+        assert (sorted(order), [r for r in order if r in {1, 2, 3}][:2]) == (
+            list(range(10)),
+            take_in_order(order, [1, 2, 3], 2),
+        )
+
+    def test_one_per_cluster_keeps_each_clusters_lowest_score(self) -> None:
+        """Cluster 0 gives row 12 (0.1), 1 gives 11 (0.2), 2 gives 14; lowest first."""
+        picks = one_per_cluster([0, 1, 0, 1, 2], [0.3, 0.2, 0.1, 0.4, 0.9], [10, 11, 12, 13, 14])
+
+        assert [12, 11, 14] == picks
+
+    def test_greedy_dedup_skips_rows_too_close_to_a_kept_one(self) -> None:
+        """Row 1 duplicates row 0 and is skipped; row 2 is orthogonal and kept."""
+        rows = scipy.sparse.csr_matrix([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+
+        assert [0, 2] == list(greedy_dedup(rows, count=2, max_cosine=0.5))
+
+
+class TestCachedFeatures:
+    TEXTS = (
+        "great coffee, would buy again",
+        "not good at all",
+        "great tea and great price",
+        "stale, not fresh, not good",
+        "the best snack ever",
+        "awful taste; never again",
+    )
+    LABELS = ("great", "other", "great", "other", "great", "other")
+
+    @pytest.mark.parametrize(
+        "ref",
+        [
+            DEFAULT_FACTORY,
+            HASHED_2_18,
+            "bench.label_efficiency_features:make_hashed_2_20_seen_only",
+        ],
+    )
+    def test_cached_fit_predicts_what_the_factorys_pipeline_predicts(self, ref: str) -> None:
+        """Fitted on 4 texts, both agree on the other 2 to rounding, vocabulary or hashed."""
+        cache = CachedFeatures(ref, self.TEXTS)
+
+        difference = matches_pipeline(
+            cache, self.TEXTS, train=[0, 1, 2, 3], labels=self.LABELS[:4], check=[4, 5]
+        )
+
+        assert difference < 1e-9
+
+    def test_seen_columns_only_zeroes_the_columns_no_training_row_used(self) -> None:
+        """Column 2 is empty in training, so a new text's count there is dropped."""
+        step = SeenColumnsOnly().fit(scipy.sparse.csr_matrix([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]]))
+
+        assert [[3.0, 4.0, 0.0]] == step.transform(
+            scipy.sparse.csr_matrix([[3.0, 4.0, 5.0]])
+        ).toarray().tolist()
+
+
+class TestSeedsSummary:
+    @staticmethod
+    def run(sampler: str, every: int, seed: int, reaches_at: int, model: str) -> dict[str, object]:
+        """A curve at 0.70 that jumps to 0.80 at `reaches_at` labels."""
+        return {
+            "model": model,
+            "sampler": sampler,
+            "retrain_every": every,
+            "seed": seed,
+            "curve": [
+                {"labels": n, "accuracy": 0.80 if n >= reaches_at else 0.70}
+                for n in (50, 100, 150, 200)
+            ],
+        }
+
+    def test_a_factor_is_paired_with_the_daemons_setting_and_a_model_with_todays(self) -> None:
+        """margin every 25 against margin every 50 (same model), hashed against tfidf."""
+        hashed = "bench.label_efficiency_features:make_hashed_2_20"
+        runs = [
+            self.run("random", 25, 0, 200, DEFAULT_FACTORY),
+            self.run("margin", 50, 0, 200, DEFAULT_FACTORY),
+            self.run("margin", 25, 0, 100, DEFAULT_FACTORY),
+            self.run("margin", 50, 0, 150, hashed),
+        ]
+        targets = {DEFAULT_FACTORY: 0.79, hashed: 0.79}
+
+        rows = contrasts(runs, targets=targets, cap=200, common=0.79)
+
+        assert [
+            ("factor", "tfidf", "margin, every 25", [0.5]),
+            ("model", "hashed_2_20", "margin, every 50", [0.75]),
+        ] == [(r["kind"], r["model"], r["config"], r["labels_ratio"]["per_seed"]) for r in rows]
