@@ -18,11 +18,10 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from aldaemon.model.protocol import DEFAULT_FACTORY
 from bench import curves
 from bench import label_efficiency_stats as stats
 from bench.label_efficiency_batches import BASELINES, WHAT_IF
-from bench.label_efficiency_features import MODELS, NAMES
+from bench.label_efficiency_features import MODELS, NAMES, TFIDF_REFERENCE
 
 Config = tuple[str, int, str]  # (model ref, retrain every, sampler)
 PerSeed = dict[int, float]
@@ -40,7 +39,7 @@ def figures(run: dict[str, Any], *, target: float, cap: int) -> tuple[int | None
 
 def common_target(targets: dict[str, float], models: Sequence[str]) -> float:
     """The target all models are also measured against: today's default's, else the first's."""
-    return targets[DEFAULT_FACTORY if DEFAULT_FACTORY in targets else models[0]]
+    return targets[TFIDF_REFERENCE if TFIDF_REFERENCE in targets else models[0]]
 
 
 def config_of(run: dict[str, Any]) -> Config:
@@ -146,14 +145,14 @@ def contrasts(
             )
     for key in [*needed]:
         model, every, sampler = key
-        today = (DEFAULT_FACTORY, every, sampler)
-        if model != DEFAULT_FACTORY and today in needed:
+        today = (TFIDF_REFERENCE, every, sampler)
+        if model != TFIDF_REFERENCE and today in needed:
             rows.append(
                 {
                     "kind": "model",
                     "model": NAMES.get(model, model),
                     "config": f"{sampler}, every {every}" if every else sampler,
-                    "against": MODELS[DEFAULT_FACTORY],
+                    "against": MODELS[TFIDF_REFERENCE],
                     "labels_ratio": stats.paired(
                         reached[key], reached[today], lower_is_better=True
                     ),

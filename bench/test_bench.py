@@ -11,7 +11,6 @@ from collections import Counter
 import pytest
 import scipy.sparse
 
-from aldaemon.model.protocol import DEFAULT_FACTORY
 from bench import curves, ml_backend_digits
 from bench.footprint import summarize_model
 from bench.label_efficiency import keep_labeling, merge, plan, seed_review_indices, summarize
@@ -24,6 +23,7 @@ from bench.label_efficiency_batches import (
 )
 from bench.label_efficiency_features import (
     HASHED_2_18,
+    TFIDF_REFERENCE,
     CachedFeatures,
     SeenColumnsOnly,
     matches_pipeline,
@@ -463,7 +463,7 @@ class TestCachedFeatures:
     @pytest.mark.parametrize(
         "ref",
         [
-            DEFAULT_FACTORY,
+            TFIDF_REFERENCE,
             HASHED_2_18,
             "bench.label_efficiency_features:make_hashed_2_20_seen_only",
         ],
@@ -506,12 +506,12 @@ class TestSeedsSummary:
         """margin every 25 against margin every 50 (same model), hashed against tfidf."""
         hashed = "bench.label_efficiency_features:make_hashed_2_20"
         runs = [
-            self.run("random", 25, 0, 200, DEFAULT_FACTORY),
-            self.run("margin", 50, 0, 200, DEFAULT_FACTORY),
-            self.run("margin", 25, 0, 100, DEFAULT_FACTORY),
+            self.run("random", 25, 0, 200, TFIDF_REFERENCE),
+            self.run("margin", 50, 0, 200, TFIDF_REFERENCE),
+            self.run("margin", 25, 0, 100, TFIDF_REFERENCE),
             self.run("margin", 50, 0, 150, hashed),
         ]
-        targets = {DEFAULT_FACTORY: 0.79, hashed: 0.79}
+        targets = {TFIDF_REFERENCE: 0.79, hashed: 0.79}
 
         rows = contrasts(runs, targets=targets, cap=200, common=0.79)
 
@@ -519,3 +519,17 @@ class TestSeedsSummary:
             ("factor", "tfidf", "margin, every 25", [0.5]),
             ("model", "hashed_2_20", "margin, every 50", [0.75]),
         ] == [(r["kind"], r["model"], r["config"], r["labels_ratio"]["per_seed"]) for r in rows]
+
+
+def test_the_daemons_default_model_is_the_seen_only_hashed_candidate() -> None:
+    """BENCHMARKS.md's verdict on the default model rests on this: the daemon's default
+    (aldaemon/model/default.py) predicts what `hashed_2_20_seen_only` predicts."""
+    from aldaemon.model.default import make_text_classifier
+    from bench.label_efficiency_features import make_hashed_2_20_seen_only
+
+    texts = [f"review {i}: {'great' if i % 3 else 'awful'} food number {i % 7}" for i in range(60)]
+    labels = ["pos" if i % 3 else "neg" for i in range(60)]
+    unseen = ["great food", "awful", "words never seen before at all"]
+    default = make_text_classifier().fit(texts, labels).predict_proba(unseen)
+    candidate = make_hashed_2_20_seen_only().fit(texts, labels).predict_proba(unseen)
+    assert abs(default - candidate).max() < 1e-5
