@@ -104,6 +104,20 @@ class DaskCluster:
         pids: dict[str, int] = self.client.run(os.getpid)
         return pids
 
+    def finished_jobs(self) -> dict[str, int]:
+        """Per kind of aldaemon job (`aldaemon-ScoringRequest`, ...), how many finished on
+        this cluster so far (the scheduler's counts outlive the tasks)."""
+
+        def counts(dask_scheduler: Any) -> dict[str, int]:
+            return {
+                name: prefix.state_counts["memory"]
+                for name, prefix in dask_scheduler.task_prefixes.items()
+                if name.startswith("aldaemon-")
+            }
+
+        finished: dict[str, int] = self.client.run_on_scheduler(counts)
+        return finished
+
     def wait_for_workers(self) -> None:
         """Return once all `workers` are registered (after a start, or a nanny's restart)."""
         self.client.wait_for_workers(self.workers, timeout=START_TIMEOUT)

@@ -28,6 +28,7 @@ from aldaemon.model.requests import ScoringRequest, SingleLabelTraining
 from aldaemon.model.worker import ModelWorker
 from tests.daskcluster import DaskCluster, require_distributed
 from tests.helpers import captured_events, events, make_tasks
+from tests.lsserver import free_port
 
 THIS_MODULE = __name__
 GATE_TIMEOUT = 300.0  # seconds a gated predict_proba waits for "go" before it gives up
@@ -184,13 +185,6 @@ def aldaemon_tasks_on_scheduler(cluster: DaskCluster) -> list[str]:
 
     found: list[str] = cluster.client.run_on_scheduler(keys)
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def dask_worker(cluster: DaskCluster) -> Any:
