@@ -46,6 +46,7 @@ import asyncio
 import os
 import socket
 import uuid
+import warnings
 from typing import Any, cast
 
 import structlog
@@ -131,9 +132,13 @@ class DaskModelWorker:
     async def _run(self, request: object) -> Any:
         job = type(request).__name__
         client = await self._ensure_client()
-        future = client.submit(
-            run_on_cluster, request, pure=False, key=f"aldaemon-{job}-{uuid.uuid4().hex}"
-        )
+        with warnings.catch_warnings():
+            # A pool's texts make a "large graph" by Dask's measure: expected (see the
+            # module docstring), and a plain stderr line in the daemon's JSON log.
+            warnings.filterwarnings("ignore", "Sending large graph", UserWarning)
+            future = client.submit(
+                run_on_cluster, request, pure=False, key=f"aldaemon-{job}-{uuid.uuid4().hex}"
+            )
         self._futures.add(future)
         try:
             return await future

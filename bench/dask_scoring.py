@@ -1,0 +1,278 @@
+"""Scoring a big pool on a 2-worker Dask cluster against the local worker, same run.
+
+    python -m bench.dask_scoring [--tasks 100000] [--repetitions 3] [--labels 500]
+
+One model (the default TF-IDF + logistic regression, trained on `--labels` fine-food
+reviews) scores a pool of `--tasks` reviews (the corpus repeated) with one
+ScoringRequest, three ways, each `--repetitions` times, alternating:
+- local: the daemon's own ModelWorker (one spawned worker process);
+- dask: DaskModelWorker on a scheduler and 2 single-threaded workers on loopback, started
+  here exactly as the test suite starts them (tests/daskcluster.py); the workers are
+  restarted before each run so their peak RSS is that run's;
+- dask, killed: the same, with the worker running the job SIGKILLed half-way through (at
+  half the median dask time after the job started); the scheduler runs it again on
+  the other worker.
+The "daemon side" of each run is a fresh subprocess (`--client MODE`) that builds the
+request, awaits the job and reports its own peak RSS (VmHWM), so one mode's memory does
+not carry into another's. Worker peak RSS: VmHWM of the local worker process, read
+before it exits, or of each Dask worker process (via client.run). Every run's scores are
+hashed: all must equal the local run's, the killed runs included.
+
+A ScoringRequest carries the pool's texts, so the pool travels daemon -> scheduler ->
+worker; the streamed scoring request (the worker reads the pool from the store) is
+what takes that out of the daemon and the scheduler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aldaemon.model.requests import ScoringRequest
+from aldaemon.model.results import ScoredPool
+from aldaemon.model.worker import ModelWorker
+
+if TYPE_CHECKING:
+    from tests.daskcluster import DaskCluster
+
+# The daemon side (`--client`) imports only what a daemon imports; scikit-learn, the
+# corpus and the cluster helpers are imported by the bench process alone, in main().
+
+NAME = "dask_scoring"
+MODES = ("local", "dask")
+
+
+def peak_rss_mib(pid: int | str = "self") -> float:
+    """VmHWM of a live process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for {pid}")
+
+
+def digest(pool: ScoredPool) -> str:
+    """One hash of every task id, label and score: equal hashes, equal results."""
+    text = json.dumps([pool.task_ids, pool.labels, [round(s, 12) for s in pool.scores]])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ---- the daemon side: one run in a fresh process ----------------------------------------
+
+
+async def client_run(mode: str, *, artifact: str, texts: str, scheduler: str) -> dict[str, Any]:
+    pool = json.loads(Path(texts).read_text())
+    request = ScoringRequest(
+        artifact_path=artifact, task_ids=list(range(len(pool))), texts=pool, strategy="margin"
+    )
+    del pool
+    worker: Any
+    if mode == "local":
+        worker = ModelWorker()
+    else:
+        from aldaemon.model.dask_worker import DaskModelWorker
+
+        worker = DaskModelWorker(scheduler)
+    started = time.perf_counter()
+    scored = await worker.score(request)
+    seconds = time.perf_counter() - started
+    children = [peak_rss_mib(child.pid) for child in multiprocessing.active_children()]
+    worker.shutdown()
+    await worker.aclose()
+    return {
+        "seconds": seconds,
+        "daemon_peak_rss_mib": peak_rss_mib(),
+        "local_worker_peak_rss_mib": max(children, default=None),
+        "digest": digest(scored),
+    }
+
+
+# ---- the bench process: cluster, runs, kills --------------------------------------------
+
+
+def start_client(
+    mode: str, *, artifact: Path, texts: Path, cluster: DaskCluster, out: Path
+) -> subprocess.Popen[bytes]:
+    from tests.daskcluster import CHECKOUT, checkout_env
+
+    command = [sys.executable, "-m", "bench.dask_scoring", "--client", mode]
+    command += ["--artifact", str(artifact), "--texts", str(texts)]
+    command += ["--scheduler", cluster.address, "--out", str(out)]
+    return subprocess.Popen(command, env=checkout_env(), cwd=CHECKOUT)
+
+
+def worker_peaks(cluster: DaskCluster) -> list[float]:
+    def own_peak() -> float:  # defined here: pickled by value, no bench import on workers
+        for line in open("/proc/self/status").read().splitlines():  # noqa: SIM115
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    return sorted(cluster.client.run(own_peak).values())
+
+
+def one_run(
+    mode: str, *, artifact: Path, texts: Path, cluster: DaskCluster, work: Path, kill_after: float
+) -> dict[str, Any]:
+    if mode != "local":
+        cluster.client.restart()  # fresh worker processes: their VmHWM is this run's
+        cluster.wait_for_workers()
+    out = work / f"run-{time.monotonic_ns()}.json"
+    client = start_client(mode, artifact=artifact, texts=texts, cluster=cluster, out=out)
+    killed = None
+    if kill_after > 0:
+        killed = kill_mid_job(cluster, after=kill_after)
+    if client.wait() != 0:
+        raise RuntimeError(f"the {mode} run failed (exit {client.returncode})")
+    result: dict[str, Any] = json.loads(out.read_text())
+    if mode != "local":
+        result["dask_worker_peak_rss_mib"] = worker_peaks(cluster)
+    if killed is not None:
+        result["killed_worker_pid"] = killed
+    return result
+
+
+def kill_mid_job(cluster: DaskCluster, *, after: float) -> int:
+    """SIGKILL the worker process running the aldaemon job, `after` s after it started."""
+    deadline = time.monotonic() + 600
+    while True:
+        busy = [w for w, keys in cluster.client.processing().items() if keys]
+        if busy:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError("no worker started the job")
+        time.sleep(0.05)
+    time.sleep(after)
+    pid = cluster.worker_pids()[busy[0]]
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    from bench import common
+
+    def med(mode: str, key: str) -> float:
+        return common.rounded(common.median([r[key] for r in runs[mode]]), 2)
+
+    local_seconds = med("local", "seconds")
+    summary: dict[str, Any] = {}
+    for mode, results in runs.items():
+        summary[mode] = {
+            "median_seconds": med(mode, "seconds"),
+            "ratio_to_local": common.rounded(med(mode, "seconds") / local_seconds, 2),
+            "median_daemon_peak_rss_mib": med(mode, "daemon_peak_rss_mib"),
+            "max_worker_peak_rss_mib": common.rounded(
+                max(
+                    max(r.get("dask_worker_peak_rss_mib") or [r["local_worker_peak_rss_mib"]])
+                    for r in results
+                ),
+                1,
+            ),
+            "scores_equal_local": all(r["digest"] == runs["local"][0]["digest"] for r in results),
+        }
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.dask_scoring", description=__doc__)
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--labels", type=int, default=500)
+    parser.add_argument("--client", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--artifact", help=argparse.SUPPRESS)
+    parser.add_argument("--texts", help=argparse.SUPPRESS)
+    parser.add_argument("--scheduler", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.client:
+        result = asyncio.run(
+            client_run(
+                args.client, artifact=args.artifact, texts=args.texts, scheduler=args.scheduler
+            )
+        )
+        Path(args.out).write_text(json.dumps(result))
+        return 0
+
+    from aldaemon.model import training
+    from aldaemon.model.protocol import DEFAULT_FACTORY
+    from aldaemon.model.requests import SingleLabelTraining
+    from bench import common
+    from tests.daskcluster import DaskCluster
+
+    with tempfile.TemporaryDirectory(prefix="aldaemon-dask-bench-") as scratch:
+        work = Path(scratch)
+        texts = work / "pool.json"
+        pool = common.repeated_tasks(common.corpus(), args.tasks)
+        texts.write_text(json.dumps([task.text for task in pool]))
+        del pool
+        labeled = common.repeated_tasks(common.corpus(), args.labels)
+        artifact = work / "models" / "v1.joblib"
+        training.run(
+            SingleLabelTraining(
+                factory_ref=DEFAULT_FACTORY,
+                texts=[t.text for t in labeled],
+                labels=[t.label for t in labeled],
+                artifact_path=str(artifact),
+            )
+        )
+        (work / "dask").mkdir()
+        cluster = DaskCluster(work / "dask", workers=2)
+        cluster.start()
+        try:
+            runs: dict[str, list[dict[str, Any]]] = {"local": [], "dask": [], "dask_killed": []}
+            for repetition in range(args.repetitions):
+                for mode in MODES:
+                    result = one_run(
+                        mode,
+                        artifact=artifact,
+                        texts=texts,
+                        cluster=cluster,
+                        work=work,
+                        kill_after=0,
+                    )
+                    print(f"rep {repetition} {mode}: {result}", flush=True)
+                    runs[mode].append(result)
+            half_dask = common.median([r["seconds"] for r in runs["dask"]]) / 2
+            for repetition in range(args.repetitions):
+                result = one_run(
+                    "dask",
+                    artifact=artifact,
+                    texts=texts,
+                    cluster=cluster,
+                    work=work,
+                    kill_after=half_dask,
+                )
+                print(f"rep {repetition} dask_killed: {result}", flush=True)
+                runs["dask_killed"].append(result)
+        finally:
+            cluster.stop()
+    summary = summarize(runs)
+    print(json.dumps(summary, indent=2))
+    common.write_result(
+        NAME,
+        {
+            "tasks": args.tasks,
+            "labels": args.labels,
+            "repetitions": args.repetitions,
+            "summary": summary,
+            "runs": runs,
+            "machine": common.machine_info(None),
+        },
+        module="bench.dask_scoring",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
