@@ -9,7 +9,6 @@ Label Studio are exercised by tests/labelstudio/test_daemon.py.
 
 from __future__ import annotations
 
-import dataclasses
 import asyncio
 from collections.abc import Callable
 from dataclasses import replace
@@ -283,12 +282,8 @@ class TestPlanReload:
 
     def test_a_new_dask_scheduler_is_refused(self, tmp_path: Path) -> None:
         """Model jobs may be in flight on the old runner: switching it needs a restart."""
-        dask = dataclasses.replace(
-            make_config(tmp_path).daemon, dask_scheduler="tcp://127.0.0.1:8786"
-        )
-        plan = plan_reload(
-            make_config(tmp_path), dataclasses.replace(make_config(tmp_path), daemon=dask)
-        )
+        dask = replace(make_config(tmp_path).daemon, dask_scheduler="tcp://127.0.0.1:8786")
+        plan = plan_reload(make_config(tmp_path), replace(make_config(tmp_path), daemon=dask))
         assert "daemon.dask_scheduler: changing it needs a restart" == plan.refused
 
     def test_a_new_webhook_secret_restarts_the_server(self, tmp_path: Path) -> None:
