@@ -85,7 +85,7 @@ class DaskCluster:
                 "--nthreads=1",
                 "--no-dashboard",
                 f"--name=worker-{number}",
-                f"--local-directory={self.directory / f'worker-{number}'}",
+                f"--local-directory={self.directory / f'worker-{number}' / 'dask'}",
                 "--death-timeout=60",
             )
         self.wait_for_workers()
@@ -146,13 +146,17 @@ class DaskCluster:
         return address
 
     def _spawn(self, name: str, module: str, *args: str) -> None:
+        """Start `python -m module args` in its own working directory: a relative path
+        that reached a worker would resolve somewhere else than in the daemon."""
+        cwd = self.directory / name
+        cwd.mkdir(exist_ok=True)
         log = (self.directory / f"{name}.log").open("wb")
         settings = {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": str(ALLOWED_FAILURES)}
         self._processes.append(
             subprocess.Popen(
                 [sys.executable, "-m", module, *args],
                 env=checkout_env(settings),
-                cwd=self.directory,
+                cwd=cwd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stop() ends its children

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from aldaemon.service.runtime import Runtime
+from aldaemon.store import Store
 from aldaemon.views.status import collect
 from tests.conftest import MakeProject
 from tests.daskcluster import DaskCluster, require_distributed
@@ -36,8 +38,10 @@ class TestCycleOnDask:
         ls_client: LabelStudioClient,
         make_project: MakeProject,
         dask_cluster: DaskCluster,
+        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        """One cycle: the cluster ran the training and the scoring; the version is active."""
+        """One cycle: the cluster ran the training and the scoring; the version is active;
+        the model file is in the daemon's state dir, given relative to the daemon's cwd."""
         tasks, labels = make_tasks(50, seed=11)
         project_id = make_project(tasks)
         ids = ls_client.task_ids(project_id)
@@ -49,6 +53,8 @@ class TestCycleOnDask:
             extra=f'dask_scheduler = "{dask_cluster.address}"',
             predictions=EVERY_TASK,
         )
+        monkeypatch.chdir(tmp_path)  # `dir = "state"`: the Dask workers run elsewhere
+        config = replace(config, state=replace(config.state, dir=Path("state")))
         before = Counter(dask_cluster.finished_jobs())
 
         with captured_events() as logs:
@@ -68,6 +74,11 @@ class TestCycleOnDask:
         ]
         assert sorted(ids[12:]) == sorted(predicted)
         assert "aldaemon-v1" == ls_client.get_project(project_id)["model_version"]
+        with Store.open(tmp_path / "state", lock=False) as store:
+            [version] = store.list_versions(project_id)
+        assert version.artifact_path is not None
+        assert (tmp_path / "state" / "models").resolve() in Path(version.artifact_path).parents
+        assert Path(version.artifact_path).is_file()
 
     def test_status_and_healthz_name_the_dask_runner(
         self,
