@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from aldaemon.cli import main
 from aldaemon.config import load_config
 from aldaemon.errors import EX_CONFIG, ConfigError
+from tests.daskcluster import require_distributed
 
 GOOD = """
 [labelstudio]
@@ -286,6 +288,7 @@ class TestDaskScheduler:
     )
     def test_a_tcp_or_tls_address_is_read(self, tmp_path: Path, address: str) -> None:
         """A tcp:// or tls:// HOST:PORT selects the Dask runner, named with its address."""
+        require_distributed()
         text = GOOD.replace('listen = ""', f'listen = ""\ndask_scheduler = "{address}"')
         config = load_config(write(tmp_path, text), env={})
         assert (address, f"dask {address}") == (
@@ -320,3 +323,19 @@ class TestDaskScheduler:
         assert (EX_CONFIG, False) == (proc.returncode, "Traceback" in proc.stderr)
         assert str(path) in proc.stderr
         assert "daemon.dask_scheduler: must look like" in proc.stderr
+
+    def test_without_the_distributed_package_the_key_says_what_to_install(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A valid address but no distributed installed: a config error naming the extra."""
+        real_find_spec = importlib.util.find_spec
+        monkeypatch.setattr(
+            importlib.util,
+            "find_spec",
+            lambda name, *args: None if name == "distributed" else real_find_spec(name, *args),
+        )
+        text = GOOD.replace('listen = ""', 'listen = ""\ndask_scheduler = "tcp://10.0.0.5:8786"')
+        assert [
+            "daemon.dask_scheduler: needs the Dask distributed package, which is not installed: "
+            "pip install 'aldaemon[scale]'"
+        ] == problems_of(write(tmp_path, text))
