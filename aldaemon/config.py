@@ -314,8 +314,14 @@ def _read_state(section: Section, *, env: Mapping[str, str]) -> StateConfig:
         if credentials_dir and password_path.is_file()
         else None
     )
+    # Absolute, taken against the working directory at load: model jobs open files under
+    # it from other processes, and on a Dask cluster from other machines and directories.
     return read_settings(
-        section, StateConfig, dir=Path(state_dir).expanduser(), dsn=dsn, password=password
+        section,
+        StateConfig,
+        dir=Path(state_dir).expanduser().absolute(),
+        dsn=dsn,
+        password=password,
     )
 
 

@@ -156,8 +156,7 @@ class Runtime:
             gateway=self.gateway,
             store=self.store,
             worker=self.worker,
-            # absolute: a job may run in another process, or on another machine (Dask)
-            artifacts_dir=(self.config.state.dir / "models" / str(project.id)).absolute(),
+            artifacts_dir=self.config.state.dir / "models" / str(project.id),
             intervals=self.interval_clocks.setdefault(project.id, IntervalClocks()),
             still_owner=self.still_owner,
         )

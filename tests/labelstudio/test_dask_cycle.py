@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from aldaemon.config import load_config
 from aldaemon.service.runtime import Runtime
 from aldaemon.store import Store
 from aldaemon.views.status import collect
@@ -54,7 +54,9 @@ class TestCycleOnDask:
             predictions=EVERY_TASK,
         )
         monkeypatch.chdir(tmp_path)  # `dir = "state"`: the Dask workers run elsewhere
-        config = replace(config, state=replace(config.state, dir=Path("state")))
+        text = Path(config.path).read_text().replace(f'"{tmp_path / "state"}"', '"state"')
+        Path(config.path).write_text(text)
+        config = load_config(config.path, env={})
         before = Counter(dask_cluster.finished_jobs())
 
         with captured_events() as logs:

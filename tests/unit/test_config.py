@@ -100,6 +100,16 @@ class TestValidConfig:
         assert Path("/var/lib/x") == config.state.dir
 
 
+    def test_a_relative_state_dir_is_made_absolute_against_the_working_directory(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Model jobs open files under it from other processes and machines (Dask)."""
+        monkeypatch.chdir(tmp_path)
+        path = tmp_path / "config.toml"
+        path.write_text(GOOD.replace("{state}", "relative/state"))
+        assert tmp_path / "relative" / "state" == load_config(path, env={}).state.dir
+
+
 class TestInvalidConfig:
     def test_out_of_range_value_names_its_key_path(self, tmp_path: Path) -> None:
         """A zero threshold is reported as projects[0].retrain.min_new_annotations."""
