@@ -99,7 +99,6 @@ class TestValidConfig:
         config = load_config(write(tmp_path, text), env={"STATE_DIRECTORY": "/var/lib/x"})
         assert Path("/var/lib/x") == config.state.dir
 
-
     def test_a_relative_state_dir_is_made_absolute_against_the_working_directory(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
