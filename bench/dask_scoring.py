@@ -15,7 +15,8 @@ ScoringRequest, three ways, each `--repetitions` times, alternating:
 The "daemon side" of each run is a fresh subprocess (`--client MODE`) that builds the
 request, awaits the job and reports its own peak RSS (VmHWM), so one mode's memory does
 not carry into another's. Worker peak RSS: VmHWM of the local worker process, read
-before it exits, or of each Dask worker process (via client.run). Every run's scores are
+before it exits, or of each Dask worker process (via client.run); the scheduler's over
+the whole run. Every run's scores are
 hashed: all must equal the local run's, the killed runs included.
 
 A ScoringRequest carries the pool's texts, so the pool travels daemon -> scheduler ->
@@ -255,9 +256,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 print(f"rep {repetition} dask_killed: {result}", flush=True)
                 runs["dask_killed"].append(result)
+            scheduler_peak = peak_rss_mib(cluster.scheduler_pid)
         finally:
             cluster.stop()
     summary = summarize(runs)
+    summary["scheduler_peak_rss_mib"] = common.rounded(scheduler_peak, 1)
     print(json.dumps(summary, indent=2))
     common.write_result(
         NAME,

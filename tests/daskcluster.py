@@ -99,6 +99,10 @@ class DaskCluster:
             self._client = Client(self.address, timeout=START_TIMEOUT, set_as_default=False)
         return self._client
 
+    @property
+    def scheduler_pid(self) -> int:
+        return self._processes[0].pid
+
     def worker_pids(self) -> dict[str, int]:
         """Worker address -> the pid of the process that runs its tasks."""
         pids: dict[str, int] = self.client.run(os.getpid)
