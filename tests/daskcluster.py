@@ -11,6 +11,7 @@ conditions (the file, the number of registered workers), never fixed sleeps.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import json
 import os
@@ -30,6 +31,7 @@ CHECKOUT = Path(__file__).resolve().parents[1]
 # A job whose worker dies more often than this fails with KilledWorker. Dask's default is
 # 3; 1 keeps the test of that failure short and still lets a job survive one death.
 ALLOWED_FAILURES = 1
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 START_TIMEOUT = 120.0  # seconds: the first start imports numpy, pandas, ... cold
 STOP_TIMEOUT = 30.0
 
@@ -52,6 +54,13 @@ def checkout_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     )
     env.update(extra or {})
     return env
+
+
+def _terminate_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the test process dies (even by SIGKILL),
+    so a killed test run leaves no scheduler or nanny behind (Linux; elsewhere a no-op)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class DaskCluster:
@@ -164,6 +173,7 @@ class DaskCluster:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stop() ends its children
+                preexec_fn=_terminate_with_parent,
             )
         )
 
