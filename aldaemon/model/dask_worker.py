@@ -30,9 +30,12 @@ What can go wrong, and what the caller sees:
 
 The request travels inside the task, through the scheduler, not scattered to a worker
 beforehand: a scattered input lives on one worker only and dies with it, while the
-scheduler can hand a task it holds to another worker. Requests that read their pool
-from the store themselves stay small; results come straight from the worker
-(`direct_to_workers`), so the daemon must reach the workers' ports.
+scheduler can hand a task it holds to another worker. A pool scoring request is small:
+it names the store (the SQLite state dir, or the PostgreSQL DSN with its password, so
+keep the cluster's network private or use tls://) and the worker reads the pool itself;
+the loop splits the pool in `parallelism` shards, one per thread of the cluster, which
+run side by side. Results come straight from the worker (`direct_to_workers`), so the
+daemon must reach the workers' ports.
 
 Artifacts: a training writes its artifact under `[state] dir` on whichever worker ran
 it, and a scoring job on another worker reads it, so `[state] dir` must be the same path
@@ -55,8 +58,8 @@ from distributed.client import FutureCancelledError
 from distributed.scheduler import KilledWorker
 
 from aldaemon.errors import ModelClusterUnreachable, ModelError, ModelWorkerLost
-from aldaemon.model.requests import ScoringRequest, TrainingRequest
-from aldaemon.model.results import ScoredPool, TrainingResult
+from aldaemon.model.requests import PoolScoringRequest, ScoringRequest, TrainingRequest
+from aldaemon.model.results import PoolScores, ScoredPool, TrainingResult
 from aldaemon.model.worker import run_job
 
 log = structlog.get_logger(__name__)
@@ -110,6 +113,19 @@ class DaskModelWorker:
     async def score(self, request: ScoringRequest) -> ScoredPool:
         """The request's scoring job on a Dask worker."""
         return cast(ScoredPool, await self._run(request))
+
+    async def score_pool(self, request: PoolScoringRequest) -> PoolScores:
+        """A pool scoring job (it reads the pool from the store) on a Dask worker."""
+        return cast(PoolScores, await self._run(request))
+
+    @property
+    def parallelism(self) -> int:
+        """The cluster's threads, as the scheduler last reported them (1 before the first
+        connection): a pool scoring is split in that many shards, one job each."""
+        if self._client is None:
+            return 1
+        threads = self._client.scheduler_info().get("total_threads")
+        return max(1, int(threads or 1))
 
     def shutdown(self, *, wait: bool = True, kill_running: bool = False) -> None:
         """Take no more jobs; `kill_running` (or `wait=False`) cancels those in flight.

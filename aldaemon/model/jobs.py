@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from aldaemon.model.requests import ScoringRequest, TrainingRequest
-from aldaemon.model.results import ScoredPool, TrainingResult
+from aldaemon.model.requests import PoolScoringRequest, ScoringRequest, TrainingRequest
+from aldaemon.model.results import PoolScores, ScoredPool, TrainingResult
 
 
 class ModelJobs(Protocol):
@@ -28,6 +28,15 @@ class ModelJobs(Protocol):
 
     async def score(self, request: ScoringRequest) -> ScoredPool:
         """The request's scoring job, with the same errors as `train`."""
+        ...
+
+    async def score_pool(self, request: PoolScoringRequest) -> PoolScores:
+        """The pool scoring job: it reads the pool from the store itself."""
+        ...
+
+    @property
+    def parallelism(self) -> int:
+        """How many jobs run at once: a pool scoring is split in that many shards."""
         ...
 
     def shutdown(self, *, wait: bool = True, kill_running: bool = False) -> None:

@@ -41,8 +41,8 @@ from typing import Any, cast
 import structlog
 
 from aldaemon.errors import ModelError, ModelWorkerLost
-from aldaemon.model.requests import ScoringRequest, TrainingRequest
-from aldaemon.model.results import ScoredPool, TrainingResult
+from aldaemon.model.requests import PoolScoringRequest, ScoringRequest, TrainingRequest
+from aldaemon.model.results import PoolScores, ScoredPool, TrainingResult
 
 log = structlog.get_logger(__name__)
 
@@ -138,6 +138,15 @@ class ModelWorker:
     async def score(self, request: ScoringRequest) -> ScoredPool:
         """The request's scoring job (model/training.py) in the worker process."""
         return cast(ScoredPool, await self._run(request))
+
+    @property
+    def parallelism(self) -> int:
+        """How many jobs run at once: a pool scoring is split in that many shards."""
+        return self._max_workers
+
+    async def score_pool(self, request: PoolScoringRequest) -> PoolScores:
+        """model/pool_scoring.py's job in the worker process: it reads the pool itself."""
+        return cast(PoolScores, await self._run(request))
 
     def shutdown(self, *, wait: bool = True, kill_running: bool = False) -> None:
         """Stop the worker; queued jobs are cancelled, later calls raise ModelError.

@@ -65,7 +65,8 @@ class TestCycleOnDask:
         ran = Counter(dask_cluster.finished_jobs()) - before
         assert ("ok", "aldaemon-v1") == (report.outcome, report.version), report.error
         assert 1 == ran["aldaemon-SingleLabelTraining"]
-        assert ran["aldaemon-ScoringRequest"] >= 1
+        # the pool read from the store by the workers, in one shard per cluster thread
+        assert 2 == ran["aldaemon-PoolScoringRequest"]
         assert [dask_cluster.address] == [
             e["address"] for e in events(logs, "model.dask_connected")
         ]

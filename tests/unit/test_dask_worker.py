@@ -20,12 +20,16 @@ from typing import Any
 import pytest
 
 from aldaemon.errors import ModelClusterUnreachable, ModelError, ModelWorkerLost
+from aldaemon.loop.poll import record_poll
 from aldaemon.model import training
 from aldaemon.model.artifacts import load_artifact, save_artifact
 from aldaemon.model.default import make_text_classifier
 from aldaemon.model.protocol import DEFAULT_FACTORY
-from aldaemon.model.requests import ScoringRequest, SingleLabelTraining
+from aldaemon.model.requests import PoolScoringRequest, ScoringRequest, SingleLabelTraining
 from aldaemon.model.worker import ModelWorker
+from aldaemon.records import TaskRecord
+from aldaemon.store import Store
+from aldaemon.sync.reconcile import diff
 from tests.daskcluster import DaskCluster, require_distributed
 from tests.helpers import captured_events, events, make_tasks
 from tests.lsserver import free_port
@@ -38,6 +42,7 @@ TASKS, LABELS = make_tasks(120, seed=7)
 TEXTS = [str(task["text"]) for task in TASKS]
 TRAIN_TEXTS, TRAIN_LABELS = TEXTS[:40], LABELS[:40]
 POOL_IDS, POOL_TEXTS = list(range(1000, 1080)), TEXTS[40:]
+POOL_PROJECT = 5
 
 
 # Factories named by reference, as a config would: module level, so a Dask worker
@@ -125,6 +130,15 @@ def scoring_request(artifact: Path) -> ScoringRequest:
         clusters=2,
         seed=5,
     )
+
+
+def put_pool(store: Store) -> None:
+    """POOL_TEXTS as unlabeled tasks of project POOL_PROJECT, through a recorded poll."""
+    tasks = [
+        TaskRecord(id=task_id, updated_at="2026-11-29T06:00:00.000000Z", text=text)
+        for task_id, text in zip(POOL_IDS, POOL_TEXTS, strict=True)
+    ]
+    record_poll(store, POOL_PROJECT, diff(tasks, {}), now=100.0)
 
 
 @pytest.fixture
@@ -228,6 +242,35 @@ class TestSameResultsAsTheLocalWorker:
             await remote.aclose()
         fit_pid = load_artifact(str(path)).model.fit_pid  # type: ignore[attr-defined]
         assert fit_pid in cluster.worker_pids().values()
+
+
+class TestPoolScoring:
+    async def test_a_pool_scored_from_the_store_equals_the_local_workers(
+        self, cluster: DaskCluster, tmp_path: Path, any_store: Store
+    ) -> None:
+        """The worker reads the pool from the store itself (the SQLite file, or PostgreSQL
+        through the DSN in the request): the same queue as the local worker's."""
+        put_pool(any_store)
+        artifact = tmp_path / "v1.joblib"
+        training.run(training_request(artifact))
+        request = PoolScoringRequest(
+            artifact_path=str(artifact),
+            store=any_store.address,
+            project_id=POOL_PROJECT,
+            strategy="margin",
+            depth=30,
+            seed=4,
+        )
+        remote, local = dask_worker(cluster), ModelWorker()
+        try:
+            remote_scores = await remote.score_pool(request)
+            local_scores = await local.score_pool(request)
+        finally:
+            local.shutdown()
+            remote.shutdown()
+            await remote.aclose()
+        assert (len(POOL_TEXTS), 30) == (remote_scores.n_scored, len(remote_scores.queue.task_ids))
+        assert local_scores.queue == remote_scores.queue
 
 
 class TestWorkerLost:
