@@ -324,14 +324,16 @@ class TestStopping:
         """cycle_timeout: the awaiting task is cancelled, and so is the Dask future."""
         artifact = gated_artifact(tmp_path, gate)
         remote = dask_worker(cluster)
+        earlier = set(aldaemon_tasks_on_scheduler(cluster))  # other tests' may linger a moment
         try:
             job = asyncio.create_task(remote.score(scoring_request(artifact)))
             await wait_for_runs(gate, 1, job)
-            assert 1 == len(aldaemon_tasks_on_scheduler(cluster))
+            ours = set(aldaemon_tasks_on_scheduler(cluster)) - earlier
+            assert 1 == len(ours)
             job.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await job
-            await wait_async(lambda: not aldaemon_tasks_on_scheduler(cluster))
+            await wait_async(lambda: not ours & set(aldaemon_tasks_on_scheduler(cluster)))
         finally:
             remote.shutdown()
             await remote.aclose()
