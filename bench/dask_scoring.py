@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 
 NAME = "dask_scoring"
 MODES = ("local", "dask")
+STREAMED_PROJECT = 1
+QUEUE_DEPTH = 1000  # the queue_depth default
 
 
 def peak_rss_mib(pid: int | str = "self") -> float:
@@ -72,12 +74,9 @@ def digest(pool: ScoredPool) -> str:
 # ---- the daemon side: one run in a fresh process ----------------------------------------
 
 
-async def client_run(mode: str, *, artifact: str, texts: str, scheduler: str) -> dict[str, Any]:
-    pool = json.loads(Path(texts).read_text())
-    request = ScoringRequest(
-        artifact_path=artifact, task_ids=list(range(len(pool))), texts=pool, strategy="margin"
-    )
-    del pool
+async def client_run(
+    mode: str, *, artifact: str, texts: str, scheduler: str, state_dir: str
+) -> dict[str, Any]:
     worker: Any
     if mode == "local":
         worker = ModelWorker()
@@ -85,9 +84,20 @@ async def client_run(mode: str, *, artifact: str, texts: str, scheduler: str) ->
         from aldaemon.model.dask_worker import DaskModelWorker
 
         worker = DaskModelWorker(scheduler)
-    started = time.perf_counter()
-    scored = await worker.score(request)
-    seconds = time.perf_counter() - started
+        await worker.connect()  # as the cycle's training would have: parallelism known
+    if state_dir:
+        started = time.perf_counter()
+        scored = await score_streamed(worker, artifact=artifact, state_dir=state_dir)
+        seconds = time.perf_counter() - started
+    else:
+        pool = json.loads(Path(texts).read_text())
+        request = ScoringRequest(
+            artifact_path=artifact, task_ids=list(range(len(pool))), texts=pool, strategy="margin"
+        )
+        del pool
+        started = time.perf_counter()
+        scored = await worker.score(request)
+        seconds = time.perf_counter() - started
     children = [peak_rss_mib(child.pid) for child in multiprocessing.active_children()]
     worker.shutdown()
     await worker.aclose()
@@ -99,16 +109,60 @@ async def client_run(mode: str, *, artifact: str, texts: str, scheduler: str) ->
     }
 
 
+async def score_streamed(worker: Any, *, artifact: str, state_dir: str) -> ScoredPool:
+    """What the cycle's score step does (loop/train.py): one PoolScoringRequest per shard,
+    `worker.parallelism` shards, side by side, merged into one queue."""
+    import dataclasses
+
+    from aldaemon.model.queue import merge_pool_scores
+    from aldaemon.model.requests import PoolScoringRequest
+    from aldaemon.store import Store
+
+    with Store.open(Path(state_dir), lock=False) as store:
+        request = PoolScoringRequest(
+            artifact_path=artifact,
+            store=store.address,
+            project_id=STREAMED_PROJECT,
+            strategy="margin",
+            depth=QUEUE_DEPTH,
+            seed=1,
+        )
+        shards = store.pool_shards(STREAMED_PROJECT, shards=worker.parallelism)
+        answers = await asyncio.gather(
+            *(
+                worker.score_pool(dataclasses.replace(request, after_task_id=a, last_task_id=u))
+                for a, u in shards
+            )
+        )
+    return merge_pool_scores(answers, depth=QUEUE_DEPTH).queue
+
+
+def fill_store(state_dir: Path, texts: Sequence[str]) -> None:
+    """The pool as unlabeled tasks of STREAMED_PROJECT, stored as a poll stores them."""
+    from aldaemon.loop.poll import record_poll
+    from aldaemon.records import TaskRecord
+    from aldaemon.store import Store
+    from aldaemon.sync.reconcile import diff
+
+    with Store.open(state_dir) as store:
+        for start in range(0, len(texts), 50_000):
+            tasks = [
+                TaskRecord(id=i + 1, updated_at="2026-11-29T06:00:00.000000Z", text=texts[i])
+                for i in range(start, min(start + 50_000, len(texts)))
+            ]
+            record_poll(store, STREAMED_PROJECT, diff(tasks, {}), now=100.0)
+
+
 # ---- the bench process: cluster, runs, kills --------------------------------------------
 
 
 def start_client(
-    mode: str, *, artifact: Path, texts: Path, cluster: DaskCluster, out: Path
+    mode: str, *, artifact: Path, texts: Path, cluster: DaskCluster, out: Path, state_dir: str
 ) -> subprocess.Popen[bytes]:
     from tests.daskcluster import CHECKOUT, checkout_env
 
     command = [sys.executable, "-m", "bench.dask_scoring", "--client", mode]
-    command += ["--artifact", str(artifact), "--texts", str(texts)]
+    command += ["--artifact", str(artifact), "--texts", str(texts), "--state-dir", state_dir]
     command += ["--scheduler", cluster.address, "--out", str(out)]
     return subprocess.Popen(command, env=checkout_env(), cwd=CHECKOUT)
 
@@ -124,13 +178,22 @@ def worker_peaks(cluster: DaskCluster) -> list[float]:
 
 
 def one_run(
-    mode: str, *, artifact: Path, texts: Path, cluster: DaskCluster, work: Path, kill_after: float
+    mode: str,
+    *,
+    artifact: Path,
+    texts: Path,
+    cluster: DaskCluster,
+    work: Path,
+    kill_after: float,
+    state_dir: str,
 ) -> dict[str, Any]:
     if mode != "local":
         cluster.client.restart()  # fresh worker processes: their VmHWM is this run's
         cluster.wait_for_workers()
     out = work / f"run-{time.monotonic_ns()}.json"
-    client = start_client(mode, artifact=artifact, texts=texts, cluster=cluster, out=out)
+    client = start_client(
+        mode, artifact=artifact, texts=texts, cluster=cluster, out=out, state_dir=state_dir
+    )
     killed = None
     if kill_after > 0:
         killed = kill_mid_job(cluster, after=kill_after)
@@ -190,16 +253,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--labels", type=int, default=500)
+    parser.add_argument(
+        "--streamed",
+        action="store_true",
+        help="score with the pool in an SQLite store, read by the workers (PoolScoringRequest)",
+    )
+    parser.add_argument("--name", default=NAME, help="results file name")
     parser.add_argument("--client", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--artifact", help=argparse.SUPPRESS)
     parser.add_argument("--texts", help=argparse.SUPPRESS)
+    parser.add_argument("--state-dir", default="", help=argparse.SUPPRESS)
     parser.add_argument("--scheduler", default="", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.client:
         result = asyncio.run(
             client_run(
-                args.client, artifact=args.artifact, texts=args.texts, scheduler=args.scheduler
+                args.client,
+                artifact=args.artifact,
+                texts=args.texts,
+                scheduler=args.scheduler,
+                state_dir=args.state_dir,
             )
         )
         Path(args.out).write_text(json.dumps(result))
@@ -214,8 +288,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="aldaemon-dask-bench-") as scratch:
         work = Path(scratch)
         texts = work / "pool.json"
-        pool = common.repeated_tasks(common.corpus(), args.tasks)
-        texts.write_text(json.dumps([task.text for task in pool]))
+        pool = [task.text for task in common.repeated_tasks(common.corpus(), args.tasks)]
+        state_dir = ""
+        if args.streamed:
+            state_dir = str(work / "state")
+            fill_store(Path(state_dir), pool)
+        else:
+            texts.write_text(json.dumps(pool))
         del pool
         labeled = common.repeated_tasks(common.corpus(), args.labels)
         artifact = work / "models" / "v1.joblib"
@@ -232,6 +311,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         cluster.start()
         try:
             runs: dict[str, list[dict[str, Any]]] = {"local": [], "dask": [], "dask_killed": []}
+            if args.streamed:  # compute and cache every task's features once: runs are warm
+                warm = one_run(
+                    "local",
+                    artifact=artifact,
+                    texts=texts,
+                    cluster=cluster,
+                    work=work,
+                    kill_after=0,
+                    state_dir=state_dir,
+                )
+                print(f"warm-up (not counted): {warm}", flush=True)
             for repetition in range(args.repetitions):
                 for mode in MODES:
                     result = one_run(
@@ -241,6 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         cluster=cluster,
                         work=work,
                         kill_after=0,
+                        state_dir=state_dir,
                     )
                     print(f"rep {repetition} {mode}: {result}", flush=True)
                     runs[mode].append(result)
@@ -253,6 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     cluster=cluster,
                     work=work,
                     kill_after=half_dask,
+                    state_dir=state_dir,
                 )
                 print(f"rep {repetition} dask_killed: {result}", flush=True)
                 runs["dask_killed"].append(result)
@@ -263,9 +355,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary["scheduler_peak_rss_mib"] = common.rounded(scheduler_peak, 1)
     print(json.dumps(summary, indent=2))
     common.write_result(
-        NAME,
+        args.name,
         {
             "tasks": args.tasks,
+            "streamed": args.streamed,
             "labels": args.labels,
             "repetitions": args.repetitions,
             "summary": summary,

@@ -184,6 +184,11 @@ class DaskModelWorker:
         finally:
             self._futures.discard(future)
 
+    async def connect(self) -> None:
+        """Connect now rather than at the first job (then `parallelism` knows the cluster);
+        ModelClusterUnreachable when the scheduler cannot be reached."""
+        await self._ensure_client()
+
     async def _ensure_client(self) -> Client:
         if self._closed:
             raise ModelError("the model worker is shut down")
