@@ -272,6 +272,20 @@ class TestPoolScoring:
         assert (len(POOL_TEXTS), 30) == (remote_scores.n_scored, len(remote_scores.queue.task_ids))
         assert local_scores.queue == remote_scores.queue
 
+    async def test_the_pool_is_split_in_one_shard_per_cluster_thread(
+        self, cluster: DaskCluster
+    ) -> None:
+        """`parallelism`: 1 before the first connection, then the cluster's 2 threads."""
+        remote = dask_worker(cluster)
+        try:
+            before = remote.parallelism
+            await remote.connect()
+            after = remote.parallelism
+        finally:
+            remote.shutdown()
+            await remote.aclose()
+        assert (1, 2) == (before, after)
+
 
 class TestWorkerLost:
     async def test_a_worker_killed_mid_score_changes_no_score(
