@@ -14,6 +14,7 @@ there, and only what needs more than one key (secrets, the state dir) is read by
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tomllib
 from collections.abc import Mapping
@@ -24,7 +25,7 @@ from typing import Any
 from aldaemon.config_model import ML_BACKEND_MODEL, MLBackendConfig, read_controls
 from aldaemon.config_section import Section, printable, read_settings
 from aldaemon.config_team import LabelsConfig, StopConfig
-from aldaemon.errors import ConfigError
+from aldaemon.errors import SCALE_EXTRA_HINT, ConfigError
 from aldaemon.model.protocol import DEFAULT_FACTORY
 from aldaemon.secret import Secret
 from aldaemon.sync.scoring import STRATEGIES
@@ -40,6 +41,7 @@ STATE_PASSWORD_CREDENTIAL = "state-password"
 # `model = "ml-backend"`: the project's model is the ML backend connected to it in Label Studio.
 
 
+SCHEDULER_SCHEMES = ("tcp", "tls")  # Dask's; tls:// takes its certificates from Dask's config
 REPLICA_NAME_MAX = 40  # it travels in PostgreSQL's application_name (63 bytes)
 
 
@@ -83,6 +85,16 @@ def _replica_problem(name: str) -> str | None:
     return None
 
 
+def _dask_scheduler_problem(address: str) -> str | None:
+    try:
+        parse_scheduler_address(address)
+    except ValueError as exc:
+        return str(exc)
+    if importlib.util.find_spec("distributed") is None:
+        return f"needs the Dask distributed package, which is not installed: {SCALE_EXTRA_HINT}"
+    return None
+
+
 def _model_problem(model: str) -> str | None:
     if ":" not in model and model != ML_BACKEND_MODEL:
         return f'must look like "package.module:factory" or be "{ML_BACKEND_MODEL}", got {model!r}'
@@ -116,6 +128,13 @@ class DaemonConfig:
     stale_after: float = field(default=0.0, metadata={"minimum": 0.0})
     # this replica's name among those sharing one PostgreSQL; None = "HOST:PID"
     replica: str | None = field(default=None, metadata={"check": _replica_problem})
+    # "tcp://HOST:PORT" of a Dask scheduler: model jobs run on its cluster; None = locally
+    dask_scheduler: str | None = field(default=None, metadata={"check": _dask_scheduler_problem})
+
+    @property
+    def model_runner(self) -> str:
+        """Where model jobs run, as `status` and `/healthz` name it."""
+        return f"dask {self.dask_scheduler}" if self.dask_scheduler else "local"
 
 
 @dataclass(frozen=True)
@@ -295,8 +314,14 @@ def _read_state(section: Section, *, env: Mapping[str, str]) -> StateConfig:
         if credentials_dir and password_path.is_file()
         else None
     )
+    # Absolute, taken against the working directory at load: model jobs open files under
+    # it from other processes, and on a Dask cluster from other machines and directories.
     return read_settings(
-        section, StateConfig, dir=Path(state_dir).expanduser(), dsn=dsn, password=password
+        section,
+        StateConfig,
+        dir=Path(state_dir).expanduser().absolute(),
+        dsn=dsn,
+        password=password,
     )
 
 
@@ -329,6 +354,26 @@ def parse_listen(listen: str) -> tuple[str, int] | None:
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"listen {listen!r}: port must be a number from 0 to 65535")
     return host, int(port_text)
+
+
+def parse_scheduler_address(address: str) -> tuple[str, str, int]:
+    """`"tcp://10.0.0.5:8786"` (or `tls://`, or `tcp://[::1]:8786`) -> (scheme, host, port).
+
+    Raises ValueError naming the problem. The port is required: Dask's default (8786)
+    filled in silently would hide a typo'd address until the first job.
+    """
+    shape = f'must look like "tcp://HOST:PORT" or "tls://HOST:PORT", got {address!r}'
+    scheme, separator, rest = address.partition("://")
+    if not separator or scheme not in SCHEDULER_SCHEMES:
+        raise ValueError(shape)
+    host, separator, port_text = rest.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not separator or not host or any(c in host for c in "/@ ") or not port_text.isdigit():
+        raise ValueError(shape)
+    if not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"port must be a number from 1 to 65535, got {address!r}")
+    return scheme, host, int(port_text)
 
 
 def _read_projects(root: Section, *, errors: list[str]) -> tuple[ProjectConfig, ...]:

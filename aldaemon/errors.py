@@ -5,8 +5,11 @@
     |   +-- LabelStudioUnreachable     connection refused/reset, timeout, 408, 429, 5xx
     |   |                              after retries (also a LabelStudioError)
     |   +-- ModelWorkerLost            the worker process died under a job (killed, out
-    |                                  of memory); a fresh one takes the next job
-    |                                  (also a ModelError)
+    |   |                              of memory); a fresh one takes the next job
+    |   |                              (also a ModelError)
+    |   +-- ModelClusterUnreachable    the Dask scheduler of `[daemon] dask_scheduler`
+    |                                  cannot be reached, or was lost mid-job; the
+    |                                  next job connects again (also a ModelError)
     +-- PermanentError                 the same call fails the same way: a person acts
         +-- ConfigError                the TOML file is wrong; carries every problem with
         |                              its key path; exit 78 (EX_CONFIG)
@@ -24,8 +27,9 @@
 
     Topic bases, across the split (catch them to handle a subsystem as a whole):
     LabelStudioError = LabelStudioUnreachable | LabelStudioRefused
-    ModelError       = ModelWorkerLost | a ModelError raised as such: the model could
-                       not be built or trained from this data (permanent in effect)
+    ModelError       = ModelWorkerLost | ModelClusterUnreachable | a ModelError raised
+                       as such: the model could not be built or trained from this data
+                       (permanent in effect)
 
 What the runtime does with them: a project whose cycle ends in Label Studio being
 unreachable is "degraded" and simply polled again; any other error marks it "failed" in
@@ -39,6 +43,8 @@ from __future__ import annotations
 
 EX_CONFIG = 78  # sysexits.h: systemd's RestartPreventExitStatus keys on it
 EX_CANTCREAT = 73  # sysexits.h: cannot create (or lock) an output file
+# What a message says to do when an optional dependency of the scale-out is missing.
+SCALE_EXTRA_HINT = "pip install 'aldaemon[scale]'"
 
 
 class AldaemonError(Exception):
@@ -116,6 +122,10 @@ class ModelError(AldaemonError):
 
 class ModelWorkerLost(ModelError, TemporaryError):
     """The worker process died under a job (killed, out of memory)."""
+
+
+class ModelClusterUnreachable(ModelError, TemporaryError):
+    """The Dask scheduler cannot be reached (the message names its address)."""
 
 
 # Most specific first: the first class an error is an instance of decides.

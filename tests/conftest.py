@@ -27,6 +27,7 @@ from hypothesis import settings
 
 from aldaemon.secret import Secret
 from aldaemon.store import Store
+from tests.daskcluster import DaskCluster, require_distributed
 from tests.lsserver import (
     DEFAULT_LABEL_CONFIG,
     ExternalLabelStudioServer,
@@ -136,6 +137,20 @@ def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
+    """A Dask scheduler and 2 single-threaded workers on loopback, for the whole session.
+
+    Skips without the distributed package, except with CI=true (then it fails)."""
+    require_distributed()
+    cluster = DaskCluster(tmp_path_factory.mktemp("dask"), workers=2)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from typing import Any
 
 from aldaemon.config import DaemonConfig, ProjectConfig
 from aldaemon.labelstudio.gateway import LabelStudioGateway
-from aldaemon.model.worker import ModelWorker
+from aldaemon.model.jobs import ModelJobs
 from aldaemon.store import Store
 from aldaemon.sync.policy import IntervalAnchor
 
@@ -33,7 +33,7 @@ class CycleContext:
     daemon: DaemonConfig
     gateway: LabelStudioGateway
     store: Store
-    worker: ModelWorker
+    worker: ModelJobs  # a local process pool, or a Dask cluster
     artifacts_dir: Path
     clock: Callable[[], float] = time.time  # wall clock: stored times, for display too
     monotonic: Callable[[], float] = time.monotonic  # intervals within this process

@@ -16,6 +16,7 @@ import structlog
 from aldaemon.errors import LabelStudioRefused
 from aldaemon.loop.context import CycleContext, CycleReport
 from aldaemon.loop.fence import confirm_owner
+from aldaemon.model.requests import ScoringRequest
 from aldaemon.records import ViewInfo
 from aldaemon.store import VersionRow
 from aldaemon.store.team import (
@@ -85,10 +86,12 @@ async def score_stop_set(ctx: CycleContext, version: VersionRow, *, logger: Logg
     if not scorable or version.artifact_path is None:
         return
     scored = await ctx.worker.score(
-        artifact_path=version.artifact_path,
-        task_ids=[t for t, _ in scorable],
-        texts=[str(text) for _, text in scorable],
-        strategy=ctx.project.predictions.strategy,
+        ScoringRequest(
+            artifact_path=version.artifact_path,
+            task_ids=[t for t, _ in scorable],
+            texts=[str(text) for _, text in scorable],
+            strategy=ctx.project.predictions.strategy,
+        )
     )
     keys = (
         [prediction_key(s) for s in scored.label_sets]

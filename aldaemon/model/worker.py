@@ -52,8 +52,11 @@ _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 PARENT_POLL_SECONDS = 1.0
 
 
-def run_job(request: TrainingRequest | ScoringRequest | PoolScoringRequest) -> Any:
+def run_job(request: object) -> Any:
     """Worker-side entry point: import the jobs module there, run the request's job.
+
+    The same function runs in the local pool's processes and on a Dask cluster's workers
+    (model/dask_worker.py); the request's type picks the job (`training.run`).
 
     Naming the job instead of passing the function keeps scikit-learn out of the main
     process, which never imports aldaemon.model.training itself.
@@ -110,6 +113,9 @@ def exit_when_orphaned(parent_pid: int) -> None:
 class ModelWorker:
     """The daemon's model process pool; create once, share across projects, shut down last.
 
+    The default runner of model jobs (model/jobs.py: ModelJobs); `[daemon] dask_scheduler`
+    picks DaskModelWorker instead.
+
     Processes start on the first job, not in __init__, so a daemon whose projects are
     all in cold start never pays for it.
     """
@@ -129,14 +135,8 @@ class ModelWorker:
         """The request's training job (model/training.py) in the worker process."""
         return cast(TrainingResult, await self._run(request))
 
-    async def score(self, request: ScoringRequest | None = None, **fields: Any) -> ScoredPool:
-        """training.score in the worker process.
-
-        The keyword form (`score(artifact_path=..., ...)`: the fields of ScoringRequest)
-        is kept until its last caller (loop/team.py) passes a request.
-        """
-        if request is None:
-            request = ScoringRequest(**fields)
+    async def score(self, request: ScoringRequest) -> ScoredPool:
+        """The request's scoring job (model/training.py) in the worker process."""
         return cast(ScoredPool, await self._run(request))
 
     @property
@@ -163,7 +163,10 @@ class ModelWorker:
             _terminate_processes(executor)
         executor.shutdown(wait=wait, cancel_futures=True)
 
-    async def _run(self, request: TrainingRequest | ScoringRequest | PoolScoringRequest) -> Any:
+    async def aclose(self) -> None:
+        """Nothing to release beyond what `shutdown` did (ModelJobs asks every runner)."""
+
+    async def _run(self, request: object) -> Any:
         job = type(request).__name__
         executor = self._ensure_executor()
         future = executor.submit(run_job, request)

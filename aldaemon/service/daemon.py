@@ -72,9 +72,12 @@ class ReloadPlan:
 
 
 def plan_reload(old: Config, new: Config) -> ReloadPlan:
-    """Compare two valid configs; the state dir is fixed for the life of the process."""
+    """Compare two valid configs; the state dir and the model runner are fixed for the
+    life of the process (jobs may be in flight on the runner)."""
     if new.state.dir != old.state.dir:
         return ReloadPlan(refused="state.dir: changing it needs a restart")
+    if new.daemon.dask_scheduler != old.daemon.dask_scheduler:
+        return ReloadPlan(refused="daemon.dask_scheduler: changing it needs a restart")
     old_ids = {p.id for p in old.projects}
     new_ids = {p.id for p in new.projects}
     return ReloadPlan(

@@ -71,6 +71,7 @@ class HealthReport:
     healthy: bool
     reasons: tuple[str, ...] = ()
     projects: Mapping[str, object] = field(default_factory=dict)
+    model_runner: str = "local"  # DaemonConfig.model_runner: "local" or "dask tcp://..."
 
 
 def stale_after(config: Config) -> float:
@@ -88,6 +89,7 @@ def assess_health(
     started_at: float,
     stale_limit: float,
     replicas: ReplicaView | None = None,
+    model_runner: str = "local",
 ) -> HealthReport:
     """Healthy when no project failed permanently, none lost Label Studio, all succeeded lately.
 
@@ -124,4 +126,6 @@ def assess_health(
         elif age > stale_limit:
             reasons.append(f"project {project_id}: no successful cycle for {age:.0f} s")
         projects[str(project_id)] = entry
-    return HealthReport(healthy=not reasons, reasons=tuple(reasons), projects=projects)
+    return HealthReport(
+        healthy=not reasons, reasons=tuple(reasons), projects=projects, model_runner=model_runner
+    )

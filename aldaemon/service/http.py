@@ -313,6 +313,7 @@ class HttpEdge:
             "healthy": report.healthy,
             "reasons": list(report.reasons),
             "projects": dict(report.projects),
+            "model_runner": report.model_runner,
         }
         return _json_response(200 if report.healthy else 503, payload)
 

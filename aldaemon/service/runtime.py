@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from aldaemon.config import Config, ProjectConfig
 from aldaemon.labelstudio.gateway import LabelStudioGateway
 from aldaemon.loop.context import CycleContext, CycleReport, IntervalClocks
+from aldaemon.model.jobs import ModelJobs
 from aldaemon.model.worker import ModelWorker
 from aldaemon.service.health import (
     HealthReport,
@@ -32,6 +33,17 @@ from aldaemon.store import Store
 
 if TYPE_CHECKING:
     from aldaemon.store.ownership import ProjectOwnership
+
+
+def make_model_jobs(config: Config) -> ModelJobs:
+    """The runner of model jobs: the Dask cluster of `[daemon] dask_scheduler`, else a
+    local pool of one process per project up to two."""
+    if config.daemon.dask_scheduler is None:
+        return ModelWorker(max_workers=min(2, max(1, len(config.projects))))
+    # Imported only here: distributed is an optional dependency (the `scale` extra).
+    from aldaemon.model.dask_worker import DaskModelWorker
+
+    return DaskModelWorker(config.daemon.dask_scheduler)
 
 
 def make_gateway(config: Config) -> LabelStudioGateway:
@@ -58,7 +70,7 @@ class Runtime:
         self.metrics = metrics or Metrics()
         self.store: Store | None = None
         self.gateway: LabelStudioGateway | None = None
-        self.worker: ModelWorker | None = None
+        self.worker: ModelJobs | None = None
         self.runners: dict[int, ProjectRunner] = {
             p.id: ProjectRunner(p.id, runtime=self) for p in config.projects
         }
@@ -72,7 +84,7 @@ class Runtime:
             self.ownership = open_ownership(self.config)
             ownership_round(self)
         self.gateway = self._make_gateway(self.config)
-        self.worker = ModelWorker(max_workers=min(2, max(1, len(self.config.projects))))
+        self.worker = make_model_jobs(self.config)
         for project in self.config.projects:
             self.runner(project.id).health.failure = self.store.get_meta(project.id).failure
         return self
@@ -84,6 +96,7 @@ class Runtime:
             await asyncio.gather(*self._retired_gateways, return_exceptions=True)
         if self.worker is not None:
             self.worker.shutdown()
+            await self.worker.aclose()
         if self.gateway is not None:
             await self.gateway.close()
         if self.ownership is not None:
@@ -182,6 +195,7 @@ class Runtime:
             replicas=None
             if ownership is None
             else ReplicaView(ownership.replica, ownership.owners, ownership.problem),
+            model_runner=self.config.daemon.model_runner,
         )
 
     async def wait_for_prunes(self) -> None:

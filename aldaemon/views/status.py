@@ -31,6 +31,7 @@ def collect(config: Config) -> dict[str, Any]:
         return {
             "state_dir": str(config.state.dir),
             "store": store.location,  # the SQLite file, or the DSN without its password
+            "model_runner": config.daemon.model_runner,  # "local" or "dask tcp://..."
             "projects": [
                 {**project_status(store, project), "owner": owners.get(project.id)}
                 for project in config.projects
@@ -120,7 +121,7 @@ def _iso(timestamp: float | None) -> str | None:
 
 
 def render_text(report: dict[str, Any]) -> str:
-    lines = [f"state: {report['store']}"]
+    lines = [f"state: {report['store']}", f"model jobs: {report['model_runner']}"]
     for p in report["projects"]:
         lines.append(
             f"project {p['project_id']}"

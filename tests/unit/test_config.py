@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from aldaemon.cli import main
 from aldaemon.config import load_config
 from aldaemon.errors import EX_CONFIG, ConfigError
+from tests.daskcluster import require_distributed
 
 GOOD = """
 [labelstudio]
@@ -96,6 +98,15 @@ class TestValidConfig:
         text = GOOD.replace('dir = "{state}"', "")
         config = load_config(write(tmp_path, text), env={"STATE_DIRECTORY": "/var/lib/x"})
         assert Path("/var/lib/x") == config.state.dir
+
+    def test_a_relative_state_dir_is_made_absolute_against_the_working_directory(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Model jobs open files under it from other processes and machines (Dask)."""
+        monkeypatch.chdir(tmp_path)
+        path = tmp_path / "config.toml"
+        path.write_text(GOOD.replace("{state}", "relative/state"))
+        assert tmp_path / "relative" / "state" == load_config(path, env={}).state.dir
 
 
 class TestInvalidConfig:
@@ -273,3 +284,67 @@ class TestQueueDepth:
         """`queue_depth = 0` means no limit: every unlabeled task is published."""
         config = load_config(write(tmp_path, GOOD + "queue_depth = 0\n"), env={})
         assert config.projects[0].predictions.queue_depth is None
+
+
+class TestDaskScheduler:
+    def test_without_the_key_model_jobs_run_locally(self, tmp_path: Path) -> None:
+        """No `dask_scheduler`: the local worker process, named "local" by status."""
+        config = load_config(write(tmp_path, GOOD), env={})
+        assert (None, "local") == (config.daemon.dask_scheduler, config.daemon.model_runner)
+
+    @pytest.mark.parametrize(
+        "address", ["tcp://10.0.0.5:8786", "tls://scheduler.internal:8786", "tcp://[::1]:8786"]
+    )
+    def test_a_tcp_or_tls_address_is_read(self, tmp_path: Path, address: str) -> None:
+        """A tcp:// or tls:// HOST:PORT selects the Dask runner, named with its address."""
+        require_distributed()
+        text = GOOD.replace('listen = ""', f'listen = ""\ndask_scheduler = "{address}"')
+        config = load_config(write(tmp_path, text), env={})
+        assert (address, f"dask {address}") == (
+            config.daemon.dask_scheduler,
+            config.daemon.model_runner,
+        )
+
+    @pytest.mark.parametrize(
+        "address", ["10.0.0.5:8786", "tcp://10.0.0.5", "http://10.0.0.5:8786", "tcp://:8786"]
+    )
+    def test_a_bad_address_names_the_key_and_the_shape(self, tmp_path: Path, address: str) -> None:
+        """No scheme, no port, a foreign scheme or no host: one problem naming the key."""
+        text = GOOD.replace('listen = ""', f'listen = ""\ndask_scheduler = "{address}"')
+        expected = (
+            f'daemon.dask_scheduler: must look like "tcp://HOST:PORT" or "tls://HOST:PORT", '
+            f"got {address!r}"
+        )
+        assert [expected] == problems_of(write(tmp_path, text))
+
+    def test_check_config_names_the_file_and_the_key_without_a_traceback(
+        self, tmp_path: Path
+    ) -> None:
+        """Through the real entry point: exit 78, the file and the key named, no traceback."""
+        text = GOOD.replace('listen = ""', 'listen = ""\ndask_scheduler = "tcp://scheduler"')
+        path = write(tmp_path, text)
+        proc = subprocess.run(
+            [sys.executable, "-m", "aldaemon", "--config", str(path), "check-config"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert (EX_CONFIG, False) == (proc.returncode, "Traceback" in proc.stderr)
+        assert str(path) in proc.stderr
+        assert "daemon.dask_scheduler: must look like" in proc.stderr
+
+    def test_without_the_distributed_package_the_key_says_what_to_install(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A valid address but no distributed installed: a config error naming the extra."""
+        real_find_spec = importlib.util.find_spec
+        monkeypatch.setattr(
+            importlib.util,
+            "find_spec",
+            lambda name, *args: None if name == "distributed" else real_find_spec(name, *args),
+        )
+        text = GOOD.replace('listen = ""', 'listen = ""\ndask_scheduler = "tcp://10.0.0.5:8786"')
+        assert [
+            "daemon.dask_scheduler: needs the Dask distributed package, which is not installed: "
+            "pip install 'aldaemon[scale]'"
+        ] == problems_of(write(tmp_path, text))

@@ -280,6 +280,12 @@ class TestPlanReload:
         plan = plan_reload(make_config(tmp_path), make_config(tmp_path, state_dir="elsewhere"))
         assert "state.dir: changing it needs a restart" == plan.refused
 
+    def test_a_new_dask_scheduler_is_refused(self, tmp_path: Path) -> None:
+        """Model jobs may be in flight on the old runner: switching it needs a restart."""
+        dask = replace(make_config(tmp_path).daemon, dask_scheduler="tcp://127.0.0.1:8786")
+        plan = plan_reload(make_config(tmp_path), replace(make_config(tmp_path), daemon=dask))
+        assert "daemon.dask_scheduler: changing it needs a restart" == plan.refused
+
     def test_a_new_webhook_secret_restarts_the_server(self, tmp_path: Path) -> None:
         """The server is restarted to check webhooks against a changed secret."""
         plan = plan_reload(

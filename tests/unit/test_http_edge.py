@@ -364,10 +364,13 @@ class TestHealthEndpoint:
         running.daemon.report = HealthReport(healthy=True, projects={"7": {"state": "ok"}})
         async with running.session.get(f"{running.base_url}/healthz") as response:
             payload = await response.json()
-            assert (200, {"healthy": True, "reasons": [], "projects": {"7": {"state": "ok"}}}) == (
-                response.status,
-                payload,
-            )
+            expected = {
+                "healthy": True,
+                "reasons": [],
+                "projects": {"7": {"state": "ok"}},
+                "model_runner": "local",
+            }
+            assert (200, expected) == (response.status, payload)
 
     async def test_unhealthy_is_503_with_reasons(self, running: Running) -> None:
         """An unhealthy report is served as 503 and lists its reasons."""
