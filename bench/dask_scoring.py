@@ -129,10 +129,7 @@ async def score_streamed(worker: Any, *, artifact: str, state_dir: str) -> Score
         )
         shards = store.pool_shards(STREAMED_PROJECT, shards=worker.parallelism)
         answers = await asyncio.gather(
-            *(
-                worker.score_pool(dataclasses.replace(request, after_task_id=a, last_task_id=u))
-                for a, u in shards
-            )
+            *(worker.score_pool(dataclasses.replace(request, shard=(a, u))) for a, u in shards)
         )
     return merge_pool_scores(answers, depth=QUEUE_DEPTH).queue
 

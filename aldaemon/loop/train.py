@@ -246,10 +246,8 @@ class BuiltInModel(ProjectModel):
         scored = merge_pool_scores(
             await asyncio.gather(
                 *(
-                    ctx.worker.score_pool(
-                        dataclasses.replace(request, after_task_id=after, last_task_id=until)
-                    )
-                    for after, until in ctx.store.pool_shards(project_id, shards=shards)
+                    ctx.worker.score_pool(dataclasses.replace(request, shard=shard))
+                    for shard in ctx.store.pool_shards(project_id, shards=shards)
                 )
             ),
             depth=options.queue_depth,

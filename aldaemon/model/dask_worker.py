@@ -50,7 +50,7 @@ import os
 import socket
 import uuid
 import warnings
-from typing import Any, cast
+from typing import Any
 
 import structlog
 from distributed import Client, Future, get_worker
@@ -58,8 +58,7 @@ from distributed.client import FutureCancelledError
 from distributed.scheduler import KilledWorker
 
 from aldaemon.errors import ModelClusterUnreachable, ModelError, ModelWorkerLost
-from aldaemon.model.requests import PoolScoringRequest, ScoringRequest, TrainingRequest
-from aldaemon.model.results import PoolScores, ScoredPool, TrainingResult
+from aldaemon.model.jobs import ModelJobs
 from aldaemon.model.worker import run_job
 
 log = structlog.get_logger(__name__)
@@ -89,7 +88,7 @@ def _this_worker() -> str:
     return f"{address} on host {socket.gethostname()}"
 
 
-class DaskModelWorker:
+class DaskModelWorker(ModelJobs):
     """Model jobs on the Dask cluster at `address`; one per daemon, shared by its projects.
 
     Implements ModelJobs (model/jobs.py) like the local ModelWorker.
@@ -105,18 +104,6 @@ class DaskModelWorker:
         self._cancels: set[asyncio.Task[None]] = set()
         self._reachable = True  # logs the unreachable/connected transitions once each
         self._closed = False
-
-    async def train(self, request: TrainingRequest) -> TrainingResult:
-        """The request's training job on a Dask worker."""
-        return cast(TrainingResult, await self._run(request))
-
-    async def score(self, request: ScoringRequest) -> ScoredPool:
-        """The request's scoring job on a Dask worker."""
-        return cast(ScoredPool, await self._run(request))
-
-    async def score_pool(self, request: PoolScoringRequest) -> PoolScores:
-        """A pool scoring job (it reads the pool from the store) on a Dask worker."""
-        return cast(PoolScores, await self._run(request))
 
     @property
     def parallelism(self) -> int:

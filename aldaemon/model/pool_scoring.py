@@ -10,7 +10,7 @@ stored in the same pass.
 
 The queue is the same as scoring the whole pool at once and taking `select_queue`'s K
 lowest scores: ties keep task id order, as they would in one pass (model/queue.py). A
-request may cover one id range of the pool (a shard: `after_task_id`, `last_task_id`);
+request may cover one id range of the pool (a `shard`: after, until);
 the daemon merges the shards' queues into the same queue. Two things differ by design:
 the random share (`random_fraction`) is drawn per chunk, seeded by the request's seed and
 the chunk's first task id, so the same pool in the same shards gives the same queue; and
@@ -51,11 +51,11 @@ def score_store_pool(request: PoolScoringRequest) -> PoolScores:
     queue = Queue(depth=request.depth)
     counts = _Counts()
     with Store.reopen(request.store) as store:
-        after = request.after_task_id
+        after, until = request.shard
         while rows := store.unlabeled_chunk(
             request.project_id,
             after=after,
-            until=request.last_task_id,
+            until=until,
             limit=request.chunk_size,
             featurizer=featurizer,
         ):

@@ -135,6 +135,4 @@ class PoolScoringRequest:
     clusters: int = 0
     seed: int = 0
     chunk_size: int = 4096
-    # One shard of the pool: the tasks with after_task_id < id <= last_task_id (None: no end)
-    after_task_id: int = 0
-    last_task_id: int | None = None
+    shard: tuple[int, int | None] = (0, None)  # the pool's tasks with after < id <= until

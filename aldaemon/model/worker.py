@@ -36,13 +36,12 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, cast
+from typing import Any
 
 import structlog
 
 from aldaemon.errors import ModelError, ModelWorkerLost
-from aldaemon.model.requests import PoolScoringRequest, ScoringRequest, TrainingRequest
-from aldaemon.model.results import PoolScores, ScoredPool, TrainingResult
+from aldaemon.model.jobs import ModelJobs
 
 log = structlog.get_logger(__name__)
 
@@ -110,7 +109,7 @@ def exit_when_orphaned(parent_pid: int) -> None:
     os._exit(1)
 
 
-class ModelWorker:
+class ModelWorker(ModelJobs):
     """The daemon's model process pool; create once, share across projects, shut down last.
 
     The default runner of model jobs (model/jobs.py: ModelJobs); `[daemon] dask_scheduler`
@@ -131,22 +130,10 @@ class ModelWorker:
         self._executor: ProcessPoolExecutor | None = None
         self._closed = False
 
-    async def train(self, request: TrainingRequest) -> TrainingResult:
-        """The request's training job (model/training.py) in the worker process."""
-        return cast(TrainingResult, await self._run(request))
-
-    async def score(self, request: ScoringRequest) -> ScoredPool:
-        """The request's scoring job (model/training.py) in the worker process."""
-        return cast(ScoredPool, await self._run(request))
-
     @property
     def parallelism(self) -> int:
         """How many jobs run at once: a pool scoring is split in that many shards."""
         return self._max_workers
-
-    async def score_pool(self, request: PoolScoringRequest) -> PoolScores:
-        """model/pool_scoring.py's job in the worker process: it reads the pool itself."""
-        return cast(PoolScores, await self._run(request))
 
     def shutdown(self, *, wait: bool = True, kill_running: bool = False) -> None:
         """Stop the worker; queued jobs are cancelled, later calls raise ModelError.

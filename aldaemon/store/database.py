@@ -121,14 +121,11 @@ class Tables:
     def __init__(self, database: Database) -> None:
         """Use `Store.open` or `Store.connect`; this only wires an opened database."""
         self._database = database
+        self.address: StoreAddress = database.address  # how another process opens it
 
     @property
     def location(self) -> str:
         return self._database.location
-
-    @property
-    def address(self) -> StoreAddress:
-        return self._database.address
 
     def close(self) -> None:
         """Close the database and release its lock; closing twice is harmless."""

@@ -186,10 +186,7 @@ def test_shards_of_the_pool_merge_into_the_single_pass_queue(
     bounds = pool_store.pool_shards(P, shards=shards)
     single = score_store_pool(pool_request(pool_store, artifact))
 
-    parts = [
-        score_store_pool(pool_request(pool_store, artifact, after_task_id=a, last_task_id=u))
-        for a, u in bounds
-    ]
+    parts = [score_store_pool(pool_request(pool_store, artifact, shard=shard)) for shard in bounds]
     merged = merge_pool_scores(parts, depth=25)
 
     assert len(bounds) == shards
