@@ -8,8 +8,9 @@ model is less sure, i.e. the label would teach it more:
     least_confidence  max p             the top class barely wins -> 1/K
     entropy           1 - H / ln K      uniform row -> 0
 
-Pure numpy: no I/O, so the cycle and the benchmarks share it. scikit-learn is imported
-only inside cohen_kappa, keeping it out of the daemon's main process.
+Pure numpy: no I/O, so the cycle and the benchmarks share it, and no scikit-learn, which
+would add ~70 MiB to the daemon's main process (bench/million.py found the stop signal's
+kappa importing it).
 """
 
 from __future__ import annotations
@@ -117,9 +118,15 @@ def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float | None:
         raise ValueError(f"need paired labels, got {len(a)} and {len(b)}")
     if len(a) == 0:
         return None
-    if len(set(a) | set(b)) < 2:
+    labels = sorted(set(a) | set(b))
+    if len(labels) < 2:
         return None
-    from sklearn.metrics import cohen_kappa_score  # lazy: see the module docstring
-
-    kappa = float(cohen_kappa_score(list(a), list(b)))
-    return None if math.isnan(kappa) else kappa
+    index = {label: i for i, label in enumerate(labels)}
+    confusion = np.zeros((len(labels), len(labels)), dtype=np.float64)
+    np.add.at(confusion, ([index[x] for x in a], [index[y] for y in b]), 1.0)
+    observed = np.trace(confusion) / len(a)
+    expected = float(confusion.sum(axis=1) @ confusion.sum(axis=0)) / len(a) ** 2
+    if expected == 1.0:
+        return None
+    kappa = (observed - expected) / (1.0 - expected)
+    return None if math.isnan(kappa) else float(kappa)

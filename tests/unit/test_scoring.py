@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import math
+import subprocess
+import sys
+import warnings
+
 import numpy as np
 import numpy.typing as npt
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from sklearn.metrics import cohen_kappa_score
 
 from aldaemon.sync.scoring import (
     STRATEGIES,
@@ -191,3 +197,30 @@ class TestCohenKappa:
         """Sequences of different lengths raise."""
         with pytest.raises(ValueError, match="paired"):
             cohen_kappa(["a"], ["a", "b"])
+
+    @given(st.lists(st.tuples(st.sampled_from("abcd"), st.sampled_from("abcd")), max_size=40))
+    def test_it_equals_scikit_learns_kappa(self, pairs: list[tuple[str, str]]) -> None:
+        """The numpy kappa (no scikit-learn in the daemon) is scikit-learn's, or None
+        where scikit-learn's is undefined (nan)."""
+        a, b = [x for x, _ in pairs], [y for _, y in pairs]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # sklearn warns on an undefined kappa
+            reference = float(cohen_kappa_score(a, b)) if len(set(a) | set(b)) >= 2 else None
+        mine = cohen_kappa(a, b)
+        if reference is None or math.isnan(reference):
+            assert mine is None
+        else:
+            assert mine == pytest.approx(reference, abs=1e-12)
+
+    def test_the_daemon_process_does_not_import_scikit_learn_for_it(self) -> None:
+        """The stop signal computes kappa in the daemon: that must not load sklearn."""
+        code = (
+            "import sys, aldaemon.service.runtime\n"
+            "from aldaemon.sync.scoring import cohen_kappa\n"
+            "cohen_kappa(['a', 'b', 'a'], ['a', 'b', 'b'])\n"
+            "print('sklearn' in sys.modules)\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        )
+        assert "False" == result.stdout.strip()
