@@ -44,12 +44,15 @@ def task_query(
     after_id: int | None,
     up_to_id: int | None = None,
     model_version: str | None = None,
+    highest_first: bool = False,
 ) -> str:
     """The Data Manager `query` parameter (a JSON string) for one page of the task scan.
 
     Ordered by id and narrowed by `id > after_id`, so paging never depends on offsets that
     shift while annotators work. `id <= up_to_id` cuts a page into id ranges, which is how
-    the gateway reads around a task Label Studio cannot serve. `model_version` keeps the
+    the gateway reads around a task Label Studio cannot serve and reads a whole project
+    in windows; `highest_first` reverses the order (the highest id, where a window scan
+    ends). `model_version` keeps the
     tasks holding a prediction of a version whose name CONTAINS it (Label Studio 1.23
     matches substrings: "v1" also finds "v10"; `versions_of_task` tells them apart).
     """
@@ -90,7 +93,8 @@ def task_query(
                 "value": up_to_id,
             }
         )
-    query = {"filters": {"conjunction": "and", "items": items}, "ordering": ["tasks:id"]}
+    ordering = ["-tasks:id" if highest_first else "tasks:id"]
+    query = {"filters": {"conjunction": "and", "items": items}, "ordering": ordering}
     return json.dumps(query, separators=(",", ":"))
 
 

@@ -13,6 +13,7 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
@@ -43,7 +44,13 @@ from demo.labelstudio import DemoGateway
 from tests.conftest import MakeProject
 from tests.faultproxy import FaultProxy
 from tests.helpers import changed_tasks
-from tests.lsserver import DEFAULT_LABEL_CONFIG, LabelStudioClient, LabelStudioServer, free_port
+from tests.lsserver import (
+    DEFAULT_LABEL_CONFIG,
+    ExternalLabelStudioServer,
+    LabelStudioClient,
+    LabelStudioServer,
+    free_port,
+)
 
 SCHEMA = parse_labeling_config(DEFAULT_LABEL_CONFIG)
 
@@ -309,13 +316,15 @@ class TestFetchChangedTasks:
     async def test_paging_sends_one_request_per_page(
         self, label_studio: LabelStudioServer, make_project: MakeProject
     ) -> None:
-        """Seven tasks at two per page cost four requests, not a fifth empty one."""
+        """Seven tasks at two per page cost four pages, not a fifth empty one, and one
+        request for the highest id (where a read of the whole project ends), asked after
+        the first page."""
         project_id = make_project(texts(7))
 
         async with gateway(label_studio, label_studio.legacy_token) as gw:
             await changed_tasks(gw, project_id, schema=SCHEMA, updated_after=None, page_size=2)
 
-            assert 4 == gw.request_count
+            assert 1 + 4 == gw.request_count
 
     async def test_idle_poll_costs_one_request(
         self,
@@ -369,6 +378,43 @@ class TestListTaskIds:
             ids = await gw.list_task_ids(project_id, page_size=2)
 
         assert ls_client.task_ids(project_id) == ids
+
+    async def test_a_whole_project_is_read_in_bounded_id_windows(
+        self,
+        label_studio: LabelStudioServer,
+        ls_client: LabelStudioClient,
+        make_project: MakeProject,
+    ) -> None:
+        """Ids are global, so a project's tasks may be far apart: two projects imported in
+        turns, 3 tasks at a time, interleave their ids. Both the id listing and the first
+        read still return every task once, and every page after the first asks for an id
+        window (an upper bound as well as a lower one), which is what keeps Label Studio's
+        per-page totals to one window instead of the rest of the project."""
+        ours, other = make_project(texts(0)), make_project(texts(0))
+        for _ in range(5):
+            ls_client.import_tasks(ours, texts(3))
+            ls_client.import_tasks(other, texts(3))
+        expected = ls_client.task_ids(ours)
+
+        with FaultProxy(label_studio.url) as proxy:
+            server = ExternalLabelStudioServer(
+                url=proxy.url, legacy_token=label_studio.legacy_token, pat=label_studio.pat
+            )
+            async with gateway(server, label_studio.legacy_token) as gw:
+                listed = await gw.list_task_ids(ours, page_size=2)
+                read = await changed_tasks(gw, ours, schema=SCHEMA, updated_after=None, page_size=2)
+            queries = [json.loads(parse_qs(seen.query)["query"][0]) for seen in proxy.requests()]
+
+        assert (expected, expected) == (listed, [task.id for task in read])
+        bounded = [
+            any(item["operator"] == "less_or_equal" for item in q["filters"]["items"])
+            for q in queries
+        ]
+        half = len(queries) // 2
+        for scan in (bounded[:half], bounded[half:]):
+            # the first page, then the highest id: by id alone; every window after them
+            assert [False, False] == scan[:2]
+            assert all(scan[2:]) and len(scan) > 3
 
     async def test_deleted_task_is_not_listed(
         self,
