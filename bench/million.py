@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import random
+import signal
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,13 +42,14 @@ from typing import Any
 
 from aldaemon.loop.poll import WATERMARK_OVERLAP_SECONDS, WATERMARK_SETTLE_SECONDS
 from bench import common
-from bench.million_daemon import DaemonProcess
 from bench.million_setup import (
     SyntheticPool,
     annotate_pool_tasks,
     import_pool,
     label_studio_on_postgres,
 )
+from bench.million_watch import DaemonProcess
+from demo.data import LABEL_CONFIG
 from tests.lsserver import LabelStudioClient, LabelStudioServer
 
 NAME = "million"
@@ -126,7 +129,9 @@ def _repetition(daemon: DaemonProcess, label_next: Any, *, size: int, number: in
     cycle = _published(daemon.command("cycle", do="cycle"))
     freshness = time.perf_counter() - last_label
     prune = daemon.command("floor_and_prune", do="prune")
-    floor = daemon.command("floor_and_prune", do="floor", version=cycle["version"])
+    floor = daemon.command(
+        "floor_and_prune", do="floor", version=cycle["version"], label_config=LABEL_CONFIG
+    )
     if floor["created"] != floor["predictions"]:
         raise RuntimeError(f"the bare import created {floor['created']} of {floor}")
     figures = {
@@ -278,6 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--name", default=NAME, help="results file name (bench/results/NAME.json)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
+    # A SIGTERM unwinds like Ctrl-C: Label Studio stopped, its database dropped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     run(
         sizes=args.sizes,
         repetitions=args.repetitions,

@@ -2,7 +2,7 @@
 
 The benchmark's own process holds the synthetic pool and the task ids (hundreds of MiB
 at 1M tasks); measured in-process, the daemon's RSS would include them. So the daemon
-runs here as a child: `python -m bench.million_daemon CONFIG` opens the daemon's own
+runs here as a child: `python -m bench.million_daemon CONFIG LOG` opens the daemon's own
 `Runtime` (what `aldaemon run` runs) and obeys one JSON command per stdin line, answering
 each with one `RESULT {...}` line on stdout:
 
@@ -10,14 +10,14 @@ each with one `RESULT {...}` line on stdout:
   cycle's outcome, version, counts (HTTP requests, tasks read) and per-step seconds;
 - `{"do": "prune"}`: `prune_own_versions` with `prune_per_cycle = 1` (the daemon's own
   prune task, run explicitly so that it never overlaps a measurement), timed;
-- `{"do": "floor", "version": V}`: the REFERENCE: one bare import of the predictions of
-  version V as the store holds them, under another model version, through the daemon's
-  own gateway (one `import_predictions` call), then its deletion; both timed;
+- `{"do": "floor", "version": V, "label_config": XML}`: the REFERENCE: one bare import
+  of the predictions of version V as the store holds them, under another model version,
+  through the daemon's own gateway (one `import_predictions` call), then its deletion;
+  both timed;
 - `{"do": "quit"}`.
 
-`DaemonProcess` (the parent's side) starts it, sends commands, and samples the RSS of
-the child and its descendants (the model worker) every SAMPLE_INTERVAL, kept per phase,
-with bench/footprint.py's /proc readers.
+It imports the daemon's modules only (bench/common.py would add ~66 MiB of its own
+imports to the RSS measured); bench/million_watch.py is the parent's side.
 """
 
 from __future__ import annotations
@@ -25,23 +25,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
 from aldaemon.config import load_config
+from aldaemon.labelstudio.labeling_config import parse_labeling_config
 from aldaemon.loop.prune import prune_own_versions
+from aldaemon.service.logs import configure_logging
 from aldaemon.service.runtime import Runtime
-from bench import common
-from bench.footprint import memory_kib, process_tree, role
 
 RESULT_PREFIX = "RESULT "
-SAMPLE_INTERVAL = 0.1
 
 
 # ---- the child --------------------------------------------------------------------------
@@ -72,7 +68,7 @@ async def _obey(runtime: Runtime, project: Any, command: Mapping[str, Any]) -> d
             "version": report.version,
             "error": report.error,
             "counts": report.counts,
-            "steps_s": {k: common.rounded(v) for k, v in report.seconds.items()},
+            "steps_s": {k: round(v, 3) for k, v in report.seconds.items()},
             "seconds": time.perf_counter() - started,
         }
     if command["do"] == "prune":
@@ -84,10 +80,12 @@ async def _obey(runtime: Runtime, project: Any, command: Mapping[str, Any]) -> d
     if command["do"] == "floor":
         predictions = runtime.store.load_predictions(project.id, command["version"])
         version = f"bench-floor-{command['version']}"
+        schema = parse_labeling_config(command["label_config"])
+        began = time.perf_counter()  # only the import request is the reference
         created = await runtime.gateway.import_predictions(
-            project.id, model_version=version, schema=common.SCHEMA, predictions=predictions
+            project.id, model_version=version, schema=schema, predictions=predictions
         )
-        import_seconds = time.perf_counter() - started
+        import_seconds = time.perf_counter() - began
         began = time.perf_counter()
         deleted = await runtime.gateway.delete_model_version(project.id, version)
         return {
@@ -102,83 +100,10 @@ async def _obey(runtime: Runtime, project: Any, command: Mapping[str, Any]) -> d
 
 def main() -> int:
     config_path, log_path = sys.argv[1], Path(sys.argv[2])
-    log_stream = common.quiet_daemon_logs(log_path)
-    try:
+    with log_path.open("a", encoding="utf-8") as log_stream:
+        configure_logging(log_format="json", level="info", stream=log_stream)
         asyncio.run(serve(config_path, sys.stdin, sys.stdout))
-    finally:
-        log_stream.close()
     return 0
-
-
-# ---- the parent's side --------------------------------------------------------------------
-
-
-class DaemonProcess:
-    """The child above, with a thread sampling its process tree's RSS per phase."""
-
-    def __init__(self, *, config_path: Path, log_path: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ALDAEMON_")}
-        env["PYTHONPATH"] = str(common.REPO_ROOT)
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "bench.million_daemon", str(config_path), str(log_path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=common.REPO_ROOT,
-        )
-        self.phase = "start"
-        self.peaks: dict[str, dict[str, int]] = {}  # phase -> role -> KiB (sampled VmRSS)
-        self.high_water: dict[str, int] = {}  # role -> KiB (VmHWM, whole life)
-        self._stop = threading.Event()
-        self._sampler = threading.Thread(target=self._sample, daemon=True)
-        self._sampler.start()
-
-    def command(self, phase: str, **command: Any) -> dict[str, Any]:
-        """Send one command, its RSS samples kept under `phase`; wait for the answer."""
-        assert self._process.stdin is not None and self._process.stdout is not None
-        self.phase = phase
-        self._process.stdin.write(json.dumps(command) + "\n")
-        self._process.stdin.flush()
-        while True:
-            line = self._process.stdout.readline()
-            if not line:
-                raise RuntimeError(f"the daemon process exited during {command}")
-            if line.startswith(RESULT_PREFIX):
-                answer: dict[str, Any] = json.loads(line[len(RESULT_PREFIX) :])
-                return answer
-
-    def close(self) -> None:
-        if self._process.poll() is None and self._process.stdin is not None:
-            self._process.stdin.write(json.dumps({"do": "quit"}) + "\n")
-            self._process.stdin.close()
-            self._process.wait(timeout=120)
-        self._stop.set()
-        self._sampler.join()
-
-    def peaks_mib(self, phase: str) -> dict[str, float]:
-        return {r: round(kib / 1024, 1) for r, kib in sorted(self.peaks.get(phase, {}).items())}
-
-    def _sample(self) -> None:
-        while not self._stop.is_set() and self._process.poll() is None:
-            phase = self.peaks.setdefault(self.phase, {})
-            for pid in process_tree(self._process.pid):
-                sample = memory_kib(pid)
-                if sample is None:
-                    continue
-                rss, hwm, command_line = sample
-                name = role(command_line)
-                phase[name] = max(phase.get(name, 0), rss)
-                self.high_water[name] = max(self.high_water.get(name, 0), hwm)
-            self._stop.wait(SAMPLE_INTERVAL)
-
-    def __enter__(self) -> DaemonProcess:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if exc_info[0] is not None and self._process.poll() is None:
-            self._process.kill()
-        self.close()
 
 
 if __name__ == "__main__":
