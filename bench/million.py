@@ -105,6 +105,11 @@ def measure_size(
         "tasks": size,
         "task_import_s": common.rounded(imported.seconds),
         "task_import_per_s": round(size / imported.seconds),
+        "task_import_batch_s": {
+            "first": common.rounded(imported.batch_seconds[0]),
+            "median": common.rounded(common.median(imported.batch_seconds)),
+            "last": common.rounded(imported.batch_seconds[-1]),
+        },
         "first_cycle": first,
         "warm_up": warm_up,
         "repetitions": reps,
