@@ -32,17 +32,21 @@ every size. Results: bench/results/NAME.json, written after each size.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import signal
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from aldaemon.loop.poll import WATERMARK_OVERLAP_SECONDS, WATERMARK_SETTLE_SECONDS
 from bench import common
 from bench.million_setup import (
+    ImportedProject,
     SyntheticPool,
     annotate_pool_tasks,
     import_pool,
@@ -63,13 +67,21 @@ IDLE_REQUESTS = 2
 
 
 def measure_size(
-    *, server: LabelStudioServer, size: int, repetitions: int, idle_polls: int, work_dir: Path
+    *,
+    server: LabelStudioServer,
+    size: int,
+    repetitions: int,
+    idle_polls: int,
+    work_dir: Path,
+    import_only: bool = False,
 ) -> dict[str, Any]:
     client = LabelStudioClient(server)
     pool = SyntheticPool(size)
     print(f"[{size:,}] importing", flush=True)
     imported = import_pool(client, pool, title=f"million {size}")
     print(f"[{size:,}] {size:,} tasks imported in {imported.seconds:.1f} s", flush=True)
+    if import_only:
+        return {"tasks": size, "project_id": imported.project_id, **_import_figures(imported)}
     order = list(range(size))
     random.Random(size).shuffle(order)
 
@@ -103,13 +115,7 @@ def measure_size(
     daemon_high_water = {r: round(k / 1024, 1) for r, k in sorted(daemon.high_water.items())}
     result = {
         "tasks": size,
-        "task_import_s": common.rounded(imported.seconds),
-        "task_import_per_s": round(size / imported.seconds),
-        "task_import_batch_s": {
-            "first": common.rounded(imported.batch_seconds[0]),
-            "median": common.rounded(common.median(imported.batch_seconds)),
-            "last": common.rounded(imported.batch_seconds[-1]),
-        },
+        **_import_figures(imported),
         "first_cycle": first,
         "warm_up": warm_up,
         "repetitions": reps,
@@ -126,6 +132,20 @@ def measure_size(
         flush=True,
     )
     return result
+
+
+def _import_figures(imported: ImportedProject) -> dict[str, Any]:
+    if not imported.batch_seconds:  # reused from an --import-only run: see its results
+        return {"task_import": "reused"}
+    return {
+        "task_import_s": common.rounded(imported.seconds),
+        "task_import_per_s": round(len(imported.task_ids) / imported.seconds),
+        "task_import_batch_s": {
+            "first": common.rounded(imported.batch_seconds[0]),
+            "median": common.rounded(common.median(imported.batch_seconds)),
+            "last": common.rounded(imported.batch_seconds[-1]),
+        },
+    }
 
 
 def _repetition(daemon: DaemonProcess, label_next: Any, *, size: int, number: int) -> dict:
@@ -246,11 +266,20 @@ def verdicts(sizes: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def run(*, sizes: Sequence[int], repetitions: int, idle_polls: int, name: str, keep: bool) -> None:
+def run(
+    *,
+    sizes: Sequence[int],
+    repetitions: int,
+    idle_polls: int,
+    name: str,
+    keep: bool,
+    database: str | None,
+    import_only: bool,
+) -> None:
     results: list[dict[str, Any]] = []
     with (
-        common.work_directory(NAME, keep=keep) as work_dir,
-        label_studio_on_postgres(work_dir) as server,
+        _work_directory(keep=keep, database=database) as work_dir,
+        label_studio_on_postgres(work_dir, database=database) as server,
     ):
         for size in sizes:
             results.append(
@@ -260,8 +289,13 @@ def run(*, sizes: Sequence[int], repetitions: int, idle_polls: int, name: str, k
                     repetitions=repetitions,
                     idle_polls=idle_polls,
                     work_dir=work_dir,
+                    import_only=import_only,
                 )
             )
+            if import_only:  # the import's figures, for the run that will reuse the project
+                imports = {"sizes": results, "machine": common.machine_info(server)}
+                common.write_result(f"{name}_import", imports, module=MODULE)
+                continue
             payload = {
                 "settings": {
                     "first_labels": FIRST_LABELS,
@@ -276,8 +310,22 @@ def run(*, sizes: Sequence[int], repetitions: int, idle_polls: int, name: str, k
                 "machine": common.machine_info(server),
             }
             common.write_result(name, payload, module=MODULE)
-    for line in verdicts(results):
+    for line in [] if import_only else verdicts(results):
         print(line)
+
+
+@contextlib.contextmanager
+def _work_directory(*, keep: bool, database: str | None) -> Iterator[Path]:
+    """A scratch directory; with a kept database, a fixed one beside it (to reuse)."""
+    if database is None:
+        with common.work_directory(NAME, keep=keep) as work_dir:
+            yield work_dir
+        return
+    work_dir = Path(tempfile.gettempdir()) / f"aldaemon-bench-{database}"
+    work_dir.mkdir(exist_ok=True)
+    for daemon_dir in work_dir.glob("daemon-*"):  # a daemon always starts from scratch
+        subprocess.run(["rm", "-rf", str(daemon_dir)], check=False)
+    yield work_dir
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -287,6 +335,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--idle-polls", type=int, default=3)
     parser.add_argument("--name", default=NAME, help="results file name (bench/results/NAME.json)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--database",
+        help="PostgreSQL database of Label Studio, KEPT (with its data dir) so that a later "
+        "run reuses a project of the same size that has no annotation yet",
+    )
+    parser.add_argument(
+        "--import-only", action="store_true", help="import the projects, measure nothing"
+    )
     args = parser.parse_args(argv)
     # A SIGTERM unwinds like Ctrl-C: Label Studio stopped, its database dropped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -296,6 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         idle_polls=args.idle_polls,
         name=args.name,
         keep=args.keep,
+        database=args.database,
+        import_only=args.import_only,
     )
     return 0
 

@@ -17,6 +17,7 @@ import contextlib
 import os
 import random
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -89,20 +90,25 @@ class SyntheticPool:
 
 
 @contextlib.contextmanager
-def label_studio_on_postgres(work_dir: Path) -> Iterator[LabelStudioServer]:
-    """A private Label Studio on a fresh PostgreSQL database, with the import flag on.
+def label_studio_on_postgres(
+    work_dir: Path, *, database: str | None = None
+) -> Iterator[LabelStudioServer]:
+    """A private Label Studio on PostgreSQL, with the import flag on.
 
-    The database is dropped at the end. PostgreSQL is where `tests/conftest.py` finds it
-    (ALDAEMON_TEST_PG_HOST/_PORT/_USER/_PASSWORD, default 127.0.0.1:5432, trust auth).
+    Without `database`: a fresh database under `work_dir`, dropped at the end. With it:
+    that database (created when missing) and `work_dir` are KEPT, so that a later run can
+    reuse a project imported once (importing 1M tasks takes many minutes). PostgreSQL is
+    where `tests/conftest.py` finds it (ALDAEMON_TEST_PG_HOST/_PORT/_USER/_PASSWORD,
+    default 127.0.0.1:5432, trust auth).
     """
     settings = PostgresSettings.from_env(os.environ)
-    database = PostgresDatabase.connect(
-        settings, name=f"aldaemon_bench_million_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    )
-    database.create()
+    name = database or f"aldaemon_bench_million_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    postgres = PostgresDatabase.connect(settings, name=name)
+    if database is None or not (work_dir / "label-studio").exists():
+        postgres.create()
     server = LabelStudioServer(
         data_dir=work_dir / "label-studio",
-        extra_env={**database.label_studio_env(), MEMORY_EFFICIENT_IMPORT_FLAG: "true"},
+        extra_env={**postgres.label_studio_env(), MEMORY_EFFICIENT_IMPORT_FLAG: "true"},
         startup_timeout=900.0,
     )
     try:
@@ -110,7 +116,8 @@ def label_studio_on_postgres(work_dir: Path) -> Iterator[LabelStudioServer]:
         yield server
     finally:
         server.stop()
-        database.drop()
+        if database is None:
+            postgres.drop()
 
 
 @dataclass(frozen=True)
@@ -121,10 +128,40 @@ class ImportedProject:
     batch_seconds: list[float]
 
 
+def reusable_project(client: LabelStudioClient, *, title: str, size: int) -> int | None:
+    """A project called `title` holding `size` tasks and no annotation yet, if there is one."""
+    answer = http_json(
+        "GET",
+        f"{client.url}/api/projects/?" + urllib.parse.urlencode({"title": title, "page_size": 100}),
+        token=common._legacy_token(client),
+    )
+    for project in answer["results"] if isinstance(answer, dict) else answer:
+        if (
+            project["title"] == title
+            and project.get("task_number") == size
+            and not project.get("total_annotations_number")
+        ):
+            return int(project["id"])
+    return None
+
+
 def import_pool(
     client: LabelStudioClient, pool: SyntheticPool, *, title: str, log: bool = True
 ) -> ImportedProject:
-    """Create a project and import the pool in batches of IMPORT_BATCH, timing each."""
+    """Create a project and import the pool in batches of IMPORT_BATCH, timing each.
+
+    A project left by an earlier `--import-only` run (same title and size, no annotation)
+    is reused instead; its import time is then not known here (0, no batches).
+    """
+    reused = reusable_project(client, title=title, size=pool.size)
+    if reused is not None:
+        print(f"  reusing project {reused} ({pool.size:,} tasks, no annotations)", flush=True)
+        return ImportedProject(
+            project_id=reused,
+            task_ids=_task_ids_by_pool_index(client, reused, pool.size),
+            seconds=0.0,
+            batch_seconds=[],
+        )
     project_id = client.create_project(title=title, label_config=LABEL_CONFIG)
     batch_seconds: list[float] = []
     started = time.perf_counter()
