@@ -102,7 +102,11 @@ def measure_size(
         config_path=Path(config.path), log_path=work_dir / f"daemon-{size}.log"
     ) as daemon:
         first = _published(daemon.command("first_sync", do="cycle"))
-        print(f"[{size:,}] first cycle {first['seconds']:.1f} s {first['steps_s']}", flush=True)
+        print(
+            f"[{size:,}] first cycle {first['seconds']:.1f} s {first['steps_s']}; peak RSS MiB "
+            f"{daemon.peaks_mib('first_sync')}",
+            flush=True,
+        )
         label_next(NEW_LABELS_PER_CYCLE)
         warm_up = _published(daemon.command("warm_up", do="cycle"))
         print(f"[{size:,}] warm-up cycle {warm_up['seconds']:.1f} s", flush=True)

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aldaemon.labelstudio.failures import MEMORY_EFFICIENT_IMPORT_FLAG
 from bench import common
@@ -194,6 +195,46 @@ def import_pool(
 
 
 def _task_ids_by_pool_index(client: LabelStudioClient, project_id: int, size: int) -> list[int]:
+    """Task id of every pool index: contiguous ids when checks say so, else listed.
+
+    Listing 1M tasks costs Label Studio ~6.5 s per 10,000 (11 minutes). An import into a
+    fresh project on PostgreSQL gives ids in import order without gaps; that is checked
+    (lowest and highest id, SAMPLED_CHECKS tasks' pool_index) before it is relied on.
+    """
+    contiguous = _contiguous_ids(client, project_id, size)
+    return contiguous if contiguous is not None else _listed_ids(client, project_id, size)
+
+
+SAMPLED_CHECKS = 50
+
+
+def _contiguous_ids(client: LabelStudioClient, project_id: int, size: int) -> list[int] | None:
+    def task_at(page: int) -> dict[str, Any]:
+        answer = http_json(
+            "GET",
+            f"{client.url}/api/tasks/?project={project_id}&fields=all&include=id,data"
+            f"&page_size=1&page={page}",
+            token=common._legacy_token(client),
+            timeout=common.SLOW_CALL_TIMEOUT,
+        )
+        task: dict[str, Any] = answer["tasks"][0]
+        return task
+
+    ends = sorted(int(task_at(page)["id"]) for page in (1, size))  # either ordering
+    first_id = ends[0]
+    if ends[1] - first_id != size - 1:
+        return None
+    rng = random.Random(size)
+    for index in [0, size - 1, *rng.sample(range(size), min(size, SAMPLED_CHECKS))]:
+        task = http_json(
+            "GET", f"{client.url}/api/tasks/{first_id + index}/", token=common._legacy_token(client)
+        )
+        if task["data"]["pool_index"] != index:
+            return None
+    return list(range(first_id, first_id + size))
+
+
+def _listed_ids(client: LabelStudioClient, project_id: int, size: int) -> list[int]:
     """Task id of every pool index, listed page by page (ids and data only)."""
     by_index: dict[int, int] = {}
     page = 1
