@@ -75,13 +75,12 @@ def record_suspects(
 async def score_stop_set(ctx: CycleContext, version: VersionRow, *, logger: Logger) -> None:
     """Predict the project's stop set with `version`, then update "stable since"."""
     store, project_id, stop = ctx.store, ctx.project.id, ctx.project.stop
-    pool = dict(store.unlabeled_tasks(project_id))
     stop_set = store.team_value(project_id, STOP_SET)
     if stop_set is None:
-        candidates = [t for t, text in pool.items() if text and text.strip()]
+        candidates = store.scorable_unlabeled_ids(project_id)
         stop_set = choose_stop_set(candidates, size=stop.stop_set_size, seed=project_id)
         store.set_team_value(project_id, STOP_SET, stop_set)
-    texts = pool | {t.task_id: t.text for t in store.annotated_tasks(project_id)}
+    texts = store.task_texts(project_id, stop_set)
     scorable = [(t, texts[t]) for t in stop_set if texts.get(t) and str(texts[t]).strip()]
     if not scorable or version.artifact_path is None:
         return

@@ -10,11 +10,12 @@ before the cycle moves on, so a crash after either resumes at the next step.
 from __future__ import annotations
 
 import abc
+import asyncio
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-import numpy as np
 import structlog
 
 from aldaemon.errors import ModelError
@@ -24,10 +25,10 @@ from aldaemon.loop.ownership import refuse_foreign_writer
 from aldaemon.loop.publish import fail_version
 from aldaemon.loop.schema_change import LabelingConfigWatch
 from aldaemon.model import requests
+from aldaemon.model.queue import merge_pool_scores
 from aldaemon.records import LabelingSchema, PredictionRecord
 from aldaemon.store import VersionRow
 from aldaemon.sync.label_sets import answer_labels, cold_start_counts, keep_config_answers
-from aldaemon.sync.scoring import select_queue
 from aldaemon.sync.versions import (
     TrainingExample,
     own_version_number,
@@ -221,48 +222,63 @@ class BuiltInModel(ProjectModel):
         team.record_suspects(self.ctx, name, self.suspects, report=self.report, logger=self.logger)
 
     async def score(self, version: VersionRow) -> VersionRow:
-        """Score every unlabeled task with the version's model; store the chosen predictions."""
+        """Score the unlabeled pool with the version's model; store the chosen predictions.
+
+        The worker reads the pool from the store itself (model/pool_scoring.py) and sends
+        back the `queue_depth` most informative tasks only.
+        """
         ctx, report, logger = self.ctx, self.report, self.logger
         project_id = ctx.project.id
-        store = ctx.store
         options = ctx.project.predictions
-        pool = store.unlabeled_tasks(project_id)
-        skipped = [task_id for task_id, text in pool if not text or not text.strip()]
-        if skipped:
+        assert version.artifact_path is not None
+        request = requests.PoolScoringRequest(
+            artifact_path=version.artifact_path,
+            store=ctx.store.address,
+            project_id=project_id,
+            strategy=options.strategy,
+            depth=options.queue_depth,
+            random_fraction=options.random_fraction,
+            clusters=options.clusters,
+            seed=version.number,
+        )
+        # Clusters group the whole queue, so a clustered scoring stays in one job.
+        shards = 1 if options.clusters else ctx.worker.parallelism
+        scored = merge_pool_scores(
+            await asyncio.gather(
+                *(
+                    ctx.worker.score_pool(
+                        dataclasses.replace(request, after_task_id=after, last_task_id=until)
+                    )
+                    for after, until in ctx.store.pool_shards(project_id, shards=shards)
+                )
+            ),
+            depth=options.queue_depth,
+        )
+        if scored.n_skipped:
             logger.warning(
                 "score.tasks_skipped",
                 reason="text field missing, empty or not a string",
-                task_ids=skipped[:50],
-                count=len(skipped),
+                task_ids=list(scored.skipped_ids),
+                count=scored.n_skipped,
             )
-        scorable = [(task_id, text) for task_id, text in pool if text and text.strip()]
-        assert version.artifact_path is not None
-        scored = await ctx.worker.score(
-            requests.ScoringRequest(
-                artifact_path=version.artifact_path,
-                task_ids=[task_id for task_id, _ in scorable],
-                texts=[text for _, text in scorable],
-                strategy=options.strategy,
-                random_fraction=options.random_fraction,
-                clusters=options.clusters,
-                seed=version.number,
-            )
-        )
-        chosen = select_queue(np.asarray(scored.scores, dtype=float), depth=options.queue_depth)
+        queue = scored.queue
         predictions = [
             PredictionRecord(
-                task_id=scored.task_ids[i],
-                label=scored.labels[i],
-                score=float(scored.scores[i]),
-                cluster=scored.clusters[i] if scored.clusters is not None else None,
-                labels=scored.label_sets[i] if scored.label_sets is not None else None,
+                task_id=queue.task_ids[i],
+                label=queue.labels[i],
+                score=float(queue.scores[i]),
+                cluster=queue.clusters[i] if queue.clusters is not None else None,
+                labels=queue.label_sets[i] if queue.label_sets is not None else None,
             )
-            for i in sorted(int(i) for i in chosen)
+            for i in range(len(queue.task_ids))
         ]
+        store = ctx.store
         store.save_predictions(project_id, version.name, predictions)
         scored_version = store.mark_scored(project_id, version.name, n_predictions=len(predictions))
-        report.count("tasks_scored", len(scorable))
-        report.count("tasks_skipped", len(skipped))
+        report.count("tasks_scored", scored.n_scored)
+        report.count("tasks_skipped", scored.n_skipped)
+        report.count("features_computed", scored.features_computed)
+        report.count("features_reused", scored.features_reused)
         await team.score_stop_set(ctx, scored_version, logger=logger)
         return scored_version
 

@@ -5,9 +5,10 @@ is its own yes/no question and the answers are independent probabilities (a row 
 sum to 1). Training a multiclass model on the first selected label, as a single-choice
 model would, silently teaches it that the other selected labels were wrong.
 
-The features are the default model's: its TF-IDF vectorizer, cloned from
-aldaemon.model.default:make_text_classifier, fitted once and shared by every label; each
-label's classifier is a clone of that pipeline's logistic regression. One vectorizer for
+The features are the default model's: every step of
+aldaemon.model.default:make_text_classifier but the last (hashed term counts, then TF-IDF),
+cloned, fitted once and shared by every label; each label's classifier is a clone of that
+pipeline's logistic regression. One vectorizer for
 all labels keeps fitting at one pass over the texts, and the same settings mean the same
 reasons (see default.py) hold here.
 
@@ -56,9 +57,9 @@ class OneVsRestTextModel:
         if not classes:
             raise ValueError("no labels: pass the config's labels or select at least one")
         pipeline = make_text_classifier()
-        self._vectorizer = clone(pipeline.named_steps["tfidf"])
+        self._vectorizer = clone(pipeline[:-1])
         features = self._vectorizer.fit_transform(list(texts))
-        template = pipeline.named_steps["classifier"]
+        template = pipeline[-1]
         per_label: list[Any | float] = []
         for label in classes:
             target = np.fromiter((label in s for s in label_sets), dtype=bool, count=len(texts))

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from aldaemon.errors import ModelError
 from aldaemon.model.results import ScoredPool
+from aldaemon.store.database import StoreAddress
 from aldaemon.sync import scoring
 from aldaemon.sync.config_shapes import ServedControl
 
@@ -88,6 +90,9 @@ class ScoringRequest:
     random_fraction: float = 0.0
     clusters: int = 0
     seed: int = 0
+    # The model's first step applied to `texts` (a sparse row per text), when the pool job
+    # has it cached (model/features.py): the rest of the pipeline starts from it.
+    features: Any = None
 
     def pool(
         self,
@@ -108,3 +113,28 @@ class ScoringRequest:
             clusters=clusters,
             label_sets=None if label_sets is None else tuple(tuple(s) for s in label_sets),
         )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolScoringRequest:
+    """Score project `project_id`'s whole unlabeled pool with the model at `artifact_path`.
+
+    The job reads the pool itself from the store at `store`, `chunk_size` tasks at a time
+    (model/pool_scoring.py), so the pool never travels through the daemon; only the
+    `depth` most informative tasks come back (every task when None). `strategy`,
+    `random_fraction`, `clusters` and `seed` mean what they mean in ScoringRequest, except
+    that clusters group the chosen tasks only.
+    """
+
+    artifact_path: str
+    store: StoreAddress
+    project_id: int
+    strategy: str
+    depth: int | None
+    random_fraction: float = 0.0
+    clusters: int = 0
+    seed: int = 0
+    chunk_size: int = 4096
+    # One shard of the pool: the tasks with after_task_id < id <= last_task_id (None: no end)
+    after_task_id: int = 0
+    last_task_id: int | None = None

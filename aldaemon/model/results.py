@@ -38,3 +38,15 @@ class ScoredPool:
     scores: tuple[float, ...]  # in [0, 1], LOWER = MORE informative
     clusters: tuple[int, ...] | None
     label_sets: tuple[tuple[str, ...], ...] | None = None
+
+
+@dataclass(frozen=True)
+class PoolScores:
+    """What a pool scoring job found: the queue it chose, and what it did to get there."""
+
+    queue: ScoredPool  # the chosen tasks, by task id
+    n_scored: int  # tasks scored (every pool task with text)
+    n_skipped: int  # pool tasks without text, not scored
+    skipped_ids: tuple[int, ...]  # the first of them, for the log
+    features_computed: int  # tasks whose cached features were missing or stale
+    features_reused: int  # tasks scored from their cached features

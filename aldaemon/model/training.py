@@ -32,7 +32,7 @@ from aldaemon.model.multilabel import OneVsRestTextModel
 from aldaemon.model.multilabel_jobs import train_multilabel_and_save
 from aldaemon.model.protocol import TextClassifier, build_model
 from aldaemon.model.requests import ScoringRequest, SingleLabelTraining, TrainingRequest
-from aldaemon.model.results import ScoredPool, TrainingResult
+from aldaemon.model.results import PoolScores, ScoredPool, TrainingResult
 from aldaemon.model.span_jobs import score_spans, train_spans_and_save
 from aldaemon.model.spans import SpanModel
 from aldaemon.sync import scoring
@@ -117,6 +117,11 @@ def score(request: ScoringRequest) -> ScoredPool:
     model itself uses (every pipeline step but the last), which only exist when the model
     is an sklearn Pipeline of two or more steps; for any other model `clusters` is None.
     """
+    return score_with(load_artifact(request.artifact_path).model, request)
+
+
+def score_with(model: Any, request: ScoringRequest) -> ScoredPool:
+    """`score` with the model already loaded (the pool job scores chunk after chunk)."""
     if request.strategy not in scoring.STRATEGIES:
         raise ValueError(
             f"unknown strategy {request.strategy!r}; expected one of {scoring.STRATEGIES}"
@@ -125,20 +130,21 @@ def score(request: ScoringRequest) -> ScoredPool:
         raise ValueError(f"got {len(request.task_ids)} task ids but {len(request.texts)} texts")
     if request.clusters < 0:
         raise ValueError(f"clusters must be >= 0, got {request.clusters}")
-    model = load_artifact(request.artifact_path).model
     if isinstance(model, ControlModels):  # several <Choices>: see model/control_jobs.py
         return score_controls(model, request)
     if isinstance(model, SpanModel):  # named entities: see model/span_jobs.py
         return score_spans(model, request)
-    use_features = request.clusters > 0 and _has_feature_steps(model)
+    use_features = request.clusters > 0 and has_feature_steps(model)
     if not request.task_ids:
         return ScoredPool((), (), (), () if use_features else None)
 
-    proba, features = _predict(model, request.texts, keep_features=use_features)
+    proba, features = _predict(
+        model, request.texts, keep_features=use_features, first_step_output=request.features
+    )
     classes = np.asarray(model.classes_)
     cluster_ids = None
     if features is not None:
-        cluster_ids = _cluster(features, clusters=request.clusters, seed=request.seed)
+        cluster_ids = cluster(features, clusters=request.clusters, seed=request.seed)
     if isinstance(model, OneVsRestTextModel):
         # independent P(label) per column: the label closest to 0.5 decides (shape_scoring)
         label_sets = [
@@ -167,8 +173,15 @@ JOBS: dict[type[Any], Callable[[Any], TrainingResult | ScoredPool]] = {
 }
 
 
-def run(request: TrainingRequest | ScoringRequest) -> TrainingResult | ScoredPool:
+def run(
+    request: TrainingRequest | ScoringRequest | requests.PoolScoringRequest,
+) -> TrainingResult | ScoredPool | PoolScores:
     """The worker's one entry point: the job for this kind of request."""
+    if isinstance(request, requests.PoolScoringRequest):
+        # pool_scoring builds on this module (score_with), so it is imported here
+        from aldaemon.model.pool_scoring import score_store_pool
+
+        return score_store_pool(request)
     return JOBS[type(request)](request)
 
 
@@ -249,23 +262,35 @@ def _seed_estimator(model: TextClassifier, seed: int) -> None:
         set_params(**dict.fromkeys(names, seed))
 
 
-def _has_feature_steps(model: object) -> bool:
+def has_feature_steps(model: object) -> bool:
     return isinstance(model, Pipeline) and len(model.steps) >= 2
 
 
 def _predict(
-    model: TextClassifier, texts: Sequence[str], *, keep_features: bool
+    model: TextClassifier,
+    texts: Sequence[str],
+    *,
+    keep_features: bool,
+    first_step_output: Any = None,
 ) -> tuple[npt.NDArray[np.float64], Any]:
     """predict_proba in chunks; with keep_features, also the stacked pipeline features.
 
     With features kept, each chunk is transformed once and the final step predicts from
     those very features, so clustering costs no second pass over the texts.
+    `first_step_output` (a Pipeline's first step applied to `texts`, cached by the pool
+    job: model/features.py) replaces the texts: the rest of the pipeline starts from it.
     """
+    inputs: Any = texts
+    if first_step_output is not None:
+        assert isinstance(model, Pipeline)
+        model, inputs = model[1:], first_step_output
     proba_chunks: list[npt.NDArray[np.float64]] = []
     feature_chunks: list[Any] = []
     try:
         for start in range(0, len(texts), PREDICT_CHUNK):
-            chunk = list(texts[start : start + PREDICT_CHUNK])
+            chunk = inputs[start : start + PREDICT_CHUNK]
+            if first_step_output is None:
+                chunk = list(chunk)
             if keep_features:
                 assert isinstance(model, Pipeline)
                 features = model[:-1].transform(chunk)
@@ -286,7 +311,7 @@ def _predict(
     return stacked, np.vstack(feature_chunks)
 
 
-def _cluster(features: Any, *, clusters: int, seed: int) -> tuple[int, ...]:
+def cluster(features: Any, *, clusters: int, seed: int) -> tuple[int, ...]:
     n_samples = features.shape[0]
     kmeans = MiniBatchKMeans(
         n_clusters=min(clusters, n_samples), random_state=seed, n_init=3, batch_size=1024

@@ -41,8 +41,8 @@ from typing import Any, cast
 import structlog
 
 from aldaemon.errors import ModelError, ModelWorkerLost
-from aldaemon.model.requests import ScoringRequest, TrainingRequest
-from aldaemon.model.results import ScoredPool, TrainingResult
+from aldaemon.model.requests import PoolScoringRequest, ScoringRequest, TrainingRequest
+from aldaemon.model.results import PoolScores, ScoredPool, TrainingResult
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +52,7 @@ _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 PARENT_POLL_SECONDS = 1.0
 
 
-def run_job(request: TrainingRequest | ScoringRequest) -> Any:
+def run_job(request: TrainingRequest | ScoringRequest | PoolScoringRequest) -> Any:
     """Worker-side entry point: import the jobs module there, run the request's job.
 
     Naming the job instead of passing the function keeps scikit-learn out of the main
@@ -139,6 +139,15 @@ class ModelWorker:
             request = ScoringRequest(**fields)
         return cast(ScoredPool, await self._run(request))
 
+    @property
+    def parallelism(self) -> int:
+        """How many jobs run at once: a pool scoring is split in that many shards."""
+        return self._max_workers
+
+    async def score_pool(self, request: PoolScoringRequest) -> PoolScores:
+        """model/pool_scoring.py's job in the worker process: it reads the pool itself."""
+        return cast(PoolScores, await self._run(request))
+
     def shutdown(self, *, wait: bool = True, kill_running: bool = False) -> None:
         """Stop the worker; queued jobs are cancelled, later calls raise ModelError.
 
@@ -154,7 +163,7 @@ class ModelWorker:
             _terminate_processes(executor)
         executor.shutdown(wait=wait, cancel_futures=True)
 
-    async def _run(self, request: TrainingRequest | ScoringRequest) -> Any:
+    async def _run(self, request: TrainingRequest | ScoringRequest | PoolScoringRequest) -> Any:
         job = type(request).__name__
         executor = self._ensure_executor()
         future = executor.submit(run_job, request)

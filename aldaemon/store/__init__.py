@@ -9,6 +9,7 @@
     migrations.py   numbered schema migrations, and how PostgreSQL reads them
     encoding.py     JSON columns
     annotations.py  tasks, annotations, sync state
+    features.py     the unlabeled pool in chunks, and per-task features (model jobs)
     versions.py     model versions (one typed method per state transition), predictions
     meta.py         per-project facts and cycle history
     backend.py      ML backend projects: the backend's version, /predict answers per batch
@@ -28,7 +29,8 @@ from aldaemon.errors import StateError
 from aldaemon.secret import Secret
 from aldaemon.store.annotations import AnnotationTables, SyncState
 from aldaemon.store.backend import BackendTables
-from aldaemon.store.database import ConstraintViolation
+from aldaemon.store.database import ConstraintViolation, StoreAddress
+from aldaemon.store.features import FeatureRow, FeatureTables, PoolRow
 from aldaemon.store.lock import LOCK_FILENAME
 from aldaemon.store.meta import CYCLES_KEPT_PER_PROJECT, CycleRow, MetaTables, ProjectMeta
 from aldaemon.store.migrations import LATEST_SCHEMA_VERSION, MIGRATIONS, apply_migrations
@@ -57,7 +59,13 @@ SCALE_EXTRA_HINT = "pip install 'aldaemon[scale]'"
 
 
 class Store(
-    AnnotationTables, VersionTables, PredictionTables, MetaTables, BackendTables, TeamTables
+    AnnotationTables,
+    VersionTables,
+    PredictionTables,
+    MetaTables,
+    BackendTables,
+    TeamTables,
+    FeatureTables,
 ):
     """All local state of every project, behind methods that take and return plain data.
 
@@ -78,6 +86,16 @@ class Store(
     def open(cls, state_dir: Path, *, lock: bool = True) -> Self:
         """The SQLite state in `state_dir` (created if needed), checked and migrated."""
         return cls(SqliteDatabase.open(state_dir, lock=lock))
+
+    @classmethod
+    def reopen(cls, address: StoreAddress) -> Self:
+        """The store at `address` (another process's `store.address`), for a model job:
+        no lock, no integrity check (the daemon that made the address ran it)."""
+        if address.dsn is not None:
+            return cls.connect(address.dsn, password=address.password, lock=False)
+        if address.state_dir is None:
+            raise StateError("a store address names neither a state directory nor a DSN")
+        return cls(SqliteDatabase.open(address.state_dir, lock=False, check=False))
 
     @classmethod
     def connect(cls, dsn: Secret, **options: Any) -> Self:
@@ -105,8 +123,11 @@ __all__ = [
     "AnnotatedTask",
     "ConstraintViolation",
     "CycleRow",
+    "FeatureRow",
+    "PoolRow",
     "ProjectMeta",
     "Store",
+    "StoreAddress",
     "SyncState",
     "TrainingExample",
     "VersionRow",

@@ -26,9 +26,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
 
 from aldaemon.errors import StateError
+from aldaemon.secret import Secret
 
 
 class ConstraintViolation(Exception):
@@ -60,6 +62,16 @@ def driver_errors(
         raise StateError(f"cannot {verb} {location}: {detail(exc)}") from None
 
 
+@dataclass(frozen=True)
+class StoreAddress:
+    """Where a store is, to open it again in another process (a model job): a SQLite
+    state directory, or a PostgreSQL DSN with its password (both Secrets: never shown)."""
+
+    state_dir: Path | None = None
+    dsn: Secret | None = None
+    password: Secret | None = None
+
+
 class Rows(Protocol):
     """What a statement returns: its rows, and how many rows it changed."""
 
@@ -87,6 +99,11 @@ class Database(Protocol):
         """What messages call it: a file path, or a DSN without its password."""
         ...
 
+    @property
+    def address(self) -> StoreAddress:
+        """How another process opens this same database."""
+        ...
+
     def transaction(self, *, durable: bool) -> AbstractContextManager[Connection]:
         """One short write transaction; `durable` waits for the disk before returning."""
         ...
@@ -108,6 +125,10 @@ class Tables:
     @property
     def location(self) -> str:
         return self._database.location
+
+    @property
+    def address(self) -> StoreAddress:
+        return self._database.address
 
     def close(self) -> None:
         """Close the database and release its lock; closing twice is harmless."""

@@ -145,7 +145,7 @@ class MetaTables(Tables):
         reused), the queue view id and a pin. Only a failure mark is cleared.
         """
         with self._transaction(durable=True) as conn:
-            for table in ("annotations", "tasks", "sync", "cycles"):
+            for table in ("annotations", "tasks", "task_features", "sync", "cycles"):
                 conn.execute(f"DELETE FROM {table} WHERE project_id = ?", (project_id,))
             conn.execute(
                 "UPDATE project_meta SET failure = NULL WHERE project_id = ?", (project_id,)

@@ -7,6 +7,7 @@ The statements are SQLite's, which is what an existing file holds. PostgreSQL re
 through `render`, by three fixed rules, so one list serves both:
   - INTEGER is BIGINT and REAL is DOUBLE PRECISION (PostgreSQL's REAL has 24 bits: a Unix
     time would lose its seconds); TEXT compares byte-wise (COLLATE "C"), as in SQLite;
+    BLOB is BYTEA;
   - every table gets a `rowid` identity column, the insertion order SQLite gives every
     table implicitly (cycles and backend batches are ordered by it);
   - a statement the two spell differently is a `Spelled` pair (only a SQL JSON call).
@@ -165,6 +166,18 @@ MIGRATIONS: tuple[tuple[Statement, ...], ...] = (
         "CREATE TABLE team_state (project_id INTEGER NOT NULL, key TEXT NOT NULL, "
         "value TEXT NOT NULL, PRIMARY KEY (project_id, key))",
     ),
+    # 6: per-task features of a model whose first step learns nothing (model/features.py),
+    # computed once per task and text by the scoring job and read back on every re-score.
+    (
+        """CREATE TABLE task_features (
+            project_id INTEGER NOT NULL,
+            task_id INTEGER NOT NULL,
+            featurizer TEXT NOT NULL,
+            text_digest TEXT NOT NULL,
+            features BLOB NOT NULL,
+            PRIMARY KEY (project_id, task_id)
+        )""",
+    ),
 )
 LATEST_SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -172,8 +185,13 @@ _SCHEMA_VERSION_TABLE = (
     "CREATE TABLE IF NOT EXISTS schema_version "
     "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
 )
-_POSTGRESQL_TYPES = {"INTEGER": "BIGINT", "REAL": "DOUBLE PRECISION", "TEXT": 'TEXT COLLATE "C"'}
-_TYPE_WORD = re.compile(r"\b(INTEGER|REAL|TEXT)\b")
+_POSTGRESQL_TYPES = {
+    "INTEGER": "BIGINT",
+    "REAL": "DOUBLE PRECISION",
+    "TEXT": 'TEXT COLLATE "C"',
+    "BLOB": "BYTEA",
+}
+_TYPE_WORD = re.compile(r"\b(INTEGER|REAL|TEXT|BLOB)\b")
 _NEW_TABLE = re.compile(r"^(CREATE TABLE (?:IF NOT EXISTS )?\w+\s*\()", re.MULTILINE)
 
 

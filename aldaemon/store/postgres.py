@@ -43,7 +43,7 @@ from psycopg.pq import TransactionStatus
 
 from aldaemon.errors import StateError, StateLockedError
 from aldaemon.secret import Secret
-from aldaemon.store.database import DriverErrors, driver_errors
+from aldaemon.store.database import DriverErrors, StoreAddress, driver_errors
 from aldaemon.store.migrations import apply_migrations
 
 log = structlog.get_logger(__name__)
@@ -175,6 +175,10 @@ class PostgresDatabase:
     @property
     def location(self) -> str:
         return self._location
+
+    @property
+    def address(self) -> StoreAddress:
+        return StoreAddress(dsn=self._dsn, password=self._password)
 
     def close(self) -> None:
         """Close the connection, which ends the session and so releases its lock."""

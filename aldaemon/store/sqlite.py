@@ -33,7 +33,7 @@ from typing import Self
 import structlog
 
 from aldaemon.errors import StateError
-from aldaemon.store.database import DriverErrors, driver_errors
+from aldaemon.store.database import DriverErrors, StoreAddress, driver_errors
 from aldaemon.store.lock import LOCK_FILENAME, acquire_lock, make_state_dir, release_lock
 from aldaemon.store.migrations import MIGRATIONS, Statement, apply_migrations
 
@@ -59,14 +59,18 @@ def _corrupt(db_path: Path, detail: str) -> StateError:
     )
 
 
-def _connect(db_path: Path) -> sqlite3.Connection:
-    """Open, verify and migrate the database file; every failure names the path."""
+def _connect(db_path: Path, *, check: bool) -> sqlite3.Connection:
+    """Open, verify (`check`) and migrate the database file; every failure names the path."""
     try:
         conn = sqlite3.connect(db_path, isolation_level=None, timeout=10.0, check_same_thread=False)
     except sqlite3.Error as exc:
         raise StateError(f"cannot open {db_path}: {exc}") from exc
     try:
-        problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check").fetchall()]
+        # A model job reopening the daemon's file skips the check: it takes seconds on a
+        # big file, and the daemon made it when it opened the file.
+        problems = ["ok"]
+        if check:
+            problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check").fetchall()]
         if problems != ["ok"]:
             raise _corrupt(db_path, "; ".join(problems[:5]))
         journal = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -181,19 +185,20 @@ class SqliteDatabase:
         self._mutex = threading.RLock()  # a stray to_thread() call must not interleave
 
     @classmethod
-    def open(cls, state_dir: Path, *, lock: bool = True) -> Self:
+    def open(cls, state_dir: Path, *, lock: bool = True, check: bool = True) -> Self:
         """Open (creating if needed) the state in `state_dir`, checked and migrated.
 
         `lock=True` takes `state_dir/aldaemon.lock` for as long as the store is open, so two
-        daemons never share a directory; read-only commands such as `status` pass
-        `lock=False` and can run beside the daemon (WAL lets readers and a writer coexist).
+        daemons never share a directory; read-only commands such as `status` and model jobs
+        pass `lock=False` and can run beside the daemon (WAL lets readers and a writer
+        coexist). `check=False` skips SQLite's quick_check (model jobs).
         """
         state_dir = Path(state_dir)
         make_state_dir(state_dir)
         lock_fd = acquire_lock(state_dir / LOCK_FILENAME) if lock else None
         db_path = state_dir / DB_FILENAME
         try:
-            conn = _connect(db_path)
+            conn = _connect(db_path, check=check)
         except BaseException:
             if lock_fd is not None:
                 release_lock(lock_fd)
@@ -204,6 +209,10 @@ class SqliteDatabase:
     @property
     def location(self) -> str:
         return str(self.db_path)
+
+    @property
+    def address(self) -> StoreAddress:
+        return StoreAddress(state_dir=self.db_path.parent)
 
     def close(self) -> None:
         with self._mutex:

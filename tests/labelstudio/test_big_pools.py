@@ -20,6 +20,7 @@ import pytest
 from aldaemon.config import Config
 from aldaemon.loop.context import CycleReport
 from aldaemon.loop.cycle import RESYNC_BEFORE_TRAINING_SECONDS, Cycle
+from aldaemon.model.features import text_digest
 from aldaemon.service.runtime import Runtime
 from aldaemon.store import Store
 from tests import helpers
@@ -158,6 +159,39 @@ class TestPublishingTheMostInformative:
         assert [None, 201] == sent
         assert (DEPTH, DEPTH) == (len(held), len(set(held)))
         assert "aldaemon-v1" == lab.client.get_project(project_id)["model_version"]
+
+
+class TestCachedFeatures:
+    def test_a_changed_task_s_features_are_recomputed(self, lab: Lab) -> None:
+        """The first scoring computes every pool task's features and keeps them; after a
+        task's text is edited in Label Studio (and one more task labeled), the next scoring
+        recomputes that task's features alone and reuses the other 30, and its stored
+        features are of the new text."""
+        tasks, labels = make_tasks(40, seed=34)
+        project_id = lab.make_project(tasks)
+        task_ids = lab.client.task_ids(project_id)
+        annotate_some(lab.client, task_ids, labels, 8)
+        config = top_k_config(lab.tmp_path, lab.server, project_id)
+        first = asyncio.run(one_cycle(config))
+        edited, new_text = task_ids[20], "an edited review: utterly superb, would buy again"
+        lab.client.call("PATCH", f"/api/tasks/{edited}", {"data": {"text": new_text}})
+        lab.client.annotate(task_ids[8], labels[8])  # a new label, so the next cycle trains
+
+        second = asyncio.run(one_cycle(config, forced_training=True))
+
+        assert ("ok", "ok") == (first.outcome, second.outcome)
+        assert (32, 0) == (
+            first.counts["features_computed"],
+            first.counts.get("features_reused", 0),
+        )
+        assert (1, 30) == (second.counts["features_computed"], second.counts["features_reused"])
+        store = Store.open(config.state.dir, lock=False)
+        try:
+            digests = store.feature_digests(project_id)
+        finally:
+            store.close()
+        assert text_digest(new_text) == digests[edited][1]
+        assert len(digests) == 32
 
 
 # ---- reading: page by page, and the id listing only when counts disagree ------------------

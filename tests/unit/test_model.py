@@ -211,8 +211,8 @@ class TestLoadFactory:
 
     def test_a_non_callable_is_rejected(self) -> None:
         """A reference to a constant is not a factory."""
-        with pytest.raises(ModelError, match="MAX_FEATURES is not callable"):
-            load_factory("aldaemon.model.default:MAX_FEATURES")
+        with pytest.raises(ModelError, match="HASHED_FEATURES is not callable"):
+            load_factory("aldaemon.model.default:HASHED_FEATURES")
 
     def test_a_factory_returning_no_classifier_is_rejected(self) -> None:
         """What the factory returns must have fit and predict_proba."""

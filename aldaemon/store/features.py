@@ -1,0 +1,147 @@
+"""The unlabeled pool read in chunks, and the per-task features kept beside it.
+
+The scoring job (model/pool_scoring.py) reads the pool itself, a chunk at a time, in
+task id order (keyset paging: `id > last`), so no process ever holds the whole pool; each
+chunk is one short read. What the features are and when they are stale is the model's
+business (model/features.py); this table only keeps them per (project, task).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from aldaemon.store.database import Tables, chunks, placeholders
+
+
+class PoolRow(NamedTuple):
+    """An unlabeled task, with the features stored for it by `featurizer` (else None)."""
+
+    task_id: int
+    text: str | None
+    text_digest: str | None
+    features: bytes | None
+
+
+class FeatureRow(NamedTuple):
+    task_id: int
+    text_digest: str
+    features: bytes
+
+
+_POOL_CHUNK = (
+    "SELECT t.id, t.text, f.text_digest, f.features FROM tasks t "
+    "LEFT JOIN task_features f ON f.project_id = t.project_id AND f.task_id = t.id "
+    "AND f.featurizer = ? "
+    "WHERE t.project_id = ? AND t.id > ? AND t.id <= ? AND t.deleted_at IS NULL AND NOT EXISTS ("
+    "SELECT 1 FROM annotations a WHERE a.project_id = t.project_id AND a.task_id = t.id "
+    "AND a.deleted_at IS NULL AND a.was_cancelled = 0) "
+    "ORDER BY t.id LIMIT ?"
+)
+
+
+_NO_END = 2**63 - 1  # the largest id either database stores
+
+
+class FeatureTables(Tables):
+    def pool_shards(self, project_id: int, *, shards: int) -> list[tuple[int, int | None]]:
+        """(after, until) id ranges splitting the project's live tasks in `shards` parts of
+        about equal size, in id order; the last is open-ended (tasks added meanwhile)."""
+        if shards < 1:
+            raise ValueError(f"shards must be >= 1, got {shards}")
+        bounds: list[int] = []
+        with self._reading() as conn:
+            count = int(
+                conn.execute(
+                    "SELECT COUNT(*) FROM tasks WHERE project_id = ? AND deleted_at IS NULL",
+                    (project_id,),
+                ).fetchone()[0]
+            )
+            for part in range(1, shards):
+                row = conn.execute(
+                    "SELECT id FROM tasks WHERE project_id = ? AND deleted_at IS NULL "
+                    "ORDER BY id LIMIT 1 OFFSET ?",
+                    (project_id, part * count // shards),
+                ).fetchone()
+                if row is not None and (not bounds or int(row[0]) > bounds[-1]):
+                    bounds.append(int(row[0]))
+        starts = [0, *bounds]
+        ends: list[int | None] = [*bounds, None]
+        return list(zip(starts, ends, strict=True))
+
+    def unlabeled_chunk(
+        self,
+        project_id: int,
+        *,
+        after: int,
+        limit: int,
+        featurizer: str | None,
+        until: int | None = None,
+    ) -> list[PoolRow]:
+        """Up to `limit` pool tasks with after < id <= until, by id (the pool of
+        `unlabeled_tasks`), each with the features `featurizer` stored for it, if any."""
+        last = _NO_END if until is None else until
+        with self._reading() as conn:
+            rows = conn.execute(
+                _POOL_CHUNK, (featurizer or "", project_id, after, last, limit)
+            ).fetchall()
+        return [
+            PoolRow(
+                int(task_id),
+                text,
+                digest,
+                None if features is None else bytes(features),
+            )
+            for task_id, text, digest, features in rows
+        ]
+
+    def scorable_unlabeled_ids(self, project_id: int) -> list[int]:
+        """The ids of the pool's tasks that have a text to score, by id."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT t.id FROM tasks t WHERE t.project_id = ? AND t.deleted_at IS NULL "
+                "AND t.text IS NOT NULL AND TRIM(t.text) != '' AND NOT EXISTS ("
+                "SELECT 1 FROM annotations a WHERE a.project_id = t.project_id "
+                "AND a.task_id = t.id AND a.deleted_at IS NULL AND a.was_cancelled = 0) "
+                "ORDER BY t.id",
+                (project_id,),
+            ).fetchall()
+        return [int(row[0]) for row in rows]
+
+    def task_texts(self, project_id: int, task_ids: Sequence[int]) -> dict[int, str | None]:
+        """The texts of these tasks where they are live (deleted ones are left out)."""
+        texts: dict[int, str | None] = {}
+        with self._reading() as conn:
+            for ids in chunks(task_ids):
+                rows = conn.execute(
+                    f"SELECT id, text FROM tasks WHERE project_id = ? AND deleted_at IS NULL "
+                    f"AND id IN ({placeholders(len(ids))})",
+                    (project_id, *ids),
+                ).fetchall()
+                texts.update((int(task_id), text) for task_id, text in rows)
+        return texts
+
+    def save_task_features(
+        self, project_id: int, *, featurizer: str, rows: Sequence[FeatureRow]
+    ) -> None:
+        """Keep (or replace) these tasks' features; not durable: they can be recomputed."""
+        if not rows:
+            return
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO task_features "
+                "(project_id, task_id, featurizer, text_digest, features) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (project_id, task_id) DO UPDATE SET "
+                "featurizer = excluded.featurizer, text_digest = excluded.text_digest, "
+                "features = excluded.features",
+                [(project_id, r.task_id, featurizer, r.text_digest, r.features) for r in rows],
+            )
+
+    def feature_digests(self, project_id: int) -> dict[int, tuple[str, str]]:
+        """(featurizer, text_digest) per task with stored features (status, tests)."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT task_id, featurizer, text_digest FROM task_features WHERE project_id = ?",
+                (project_id,),
+            ).fetchall()
+        return {int(task_id): (str(f), str(d)) for task_id, f, d in rows}
