@@ -129,8 +129,11 @@ class ImportedProject:
     batch_seconds: list[float]
 
 
-def reusable_project(client: LabelStudioClient, *, title: str, size: int) -> int | None:
-    """A project called `title` holding `size` tasks and no annotation yet, if there is one."""
+def reusable_project(
+    client: LabelStudioClient, *, title: str, size: int, annotated: bool = False
+) -> int | None:
+    """A project called `title` holding `size` tasks (and no annotation yet, unless
+    `annotated` allows them), if there is one."""
     answer = http_json(
         "GET",
         f"{client.url}/api/projects/?" + urllib.parse.urlencode({"title": title, "page_size": 100}),
@@ -140,7 +143,7 @@ def reusable_project(client: LabelStudioClient, *, title: str, size: int) -> int
         if (
             project["title"] == title
             and project.get("task_number") == size
-            and not project.get("total_annotations_number")
+            and (annotated or not project.get("total_annotations_number"))
         ):
             return int(project["id"])
     return None
