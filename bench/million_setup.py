@@ -162,7 +162,7 @@ def import_pool(
         print(f"  reusing project {reused} ({pool.size:,} tasks, no annotations)", flush=True)
         return ImportedProject(
             project_id=reused,
-            task_ids=_task_ids_by_pool_index(client, reused, pool.size),
+            task_ids=task_ids_by_pool_index(client, reused, pool.size),
             seconds=0.0,
             batch_seconds=[],
         )
@@ -191,13 +191,13 @@ def import_pool(
     seconds = time.perf_counter() - started
     return ImportedProject(
         project_id=project_id,
-        task_ids=_task_ids_by_pool_index(client, project_id, pool.size),
+        task_ids=task_ids_by_pool_index(client, project_id, pool.size),
         seconds=seconds,
         batch_seconds=batch_seconds,
     )
 
 
-def _task_ids_by_pool_index(client: LabelStudioClient, project_id: int, size: int) -> list[int]:
+def task_ids_by_pool_index(client: LabelStudioClient, project_id: int, size: int) -> list[int]:
     """Task id of every pool index: contiguous ids when checks say so, else listed.
 
     Listing 1M tasks costs Label Studio ~6.5 s per 10,000 (11 minutes). An import into a
