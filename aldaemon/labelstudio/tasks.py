@@ -188,12 +188,9 @@ class TaskReads(GatewayPart):
     ) -> tuple[dict[str, Any], list[dict[str, Any]], list[int]]:
         """One request of a scan: its answer, the tasks it could read, the ids it listed."""
         try:
-            answer = await self._http.request(
-                "GET",
-                "/api/tasks/",
-                params=scan.params(after_id=after_id, up_to_id=up_to_id),
-                operation=scan.operation,
-                project_id=scan.project_id,
+            answer = await self._get_tasks(
+                scan,
+                scan.params(after_id=after_id, up_to_id=up_to_id),
                 report_500=skip_unreadable,
                 on_response=stats.note_response,
             )
@@ -201,14 +198,9 @@ class TaskReads(GatewayPart):
             return answer, page, [int(task["id"]) for task in page]
         except Http500 as failure:
             # Only a server that still lists the page's ids gets its tasks isolated.
-            answer = await self._http.request(
-                "GET",
-                "/api/tasks/",
-                params=scan.params(
-                    after_id=after_id, up_to_id=up_to_id, include=payloads.TASK_ID_INCLUDE
-                ),
-                operation=scan.operation,
-                project_id=scan.project_id,
+            answer = await self._get_tasks(
+                scan,
+                scan.params(after_id=after_id, up_to_id=up_to_id, include=payloads.TASK_ID_INCLUDE),
             )
             listed = [int(task["id"]) for task in answer.get("tasks") or []]
             page = await self._read_around_unreadable(
@@ -222,15 +214,26 @@ class TaskReads(GatewayPart):
         Asked after the first page, so after the scan's `started_at` (the watermark it may
         claim): a task created later, with a higher id, is after the watermark too, and the
         next poll reads it."""
-        answer = await self._http.request(
-            "GET",
-            "/api/tasks/",
-            params=scan.params(after_id=None, include=payloads.TASK_ID_INCLUDE, highest_first=True),
-            operation=scan.operation,
-            project_id=scan.project_id,
+        answer = await self._get_tasks(
+            scan,
+            scan.params(after_id=None, include=payloads.TASK_ID_INCLUDE, highest_first=True),
         )
         tasks = answer.get("tasks") or []
         return max((int(task["id"]) for task in tasks), default=None)
+
+    async def _get_tasks(
+        self, scan: _TaskScan, params: dict[str, str | int], **options: Any
+    ) -> dict[str, Any]:
+        """One `/api/tasks/` request of `scan`; `options` go to the HTTP layer."""
+        answer: dict[str, Any] = await self._http.request(
+            "GET",
+            "/api/tasks/",
+            params=params,
+            operation=scan.operation,
+            project_id=scan.project_id,
+            **options,
+        )
+        return answer
 
     async def _read_around_unreadable(
         self,
@@ -270,12 +273,9 @@ class TaskReads(GatewayPart):
                 self._http.note_unreachable(gave_up)
                 raise gave_up
             try:
-                answer = await self._http.request(
-                    "GET",
-                    "/api/tasks/",
-                    params=scan.params(after_id=low, up_to_id=high),
-                    operation=scan.operation,
-                    project_id=scan.project_id,
+                answer = await self._get_tasks(
+                    scan,
+                    scan.params(after_id=low, up_to_id=high),
                     report_500=True,
                     retry_500=False,
                 )
