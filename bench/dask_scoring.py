@@ -116,9 +116,8 @@ async def score_streamed(worker: Any, *, artifact: str, state_dir: str) -> Score
 
     from aldaemon.model.queue import merge_pool_scores
     from aldaemon.model.requests import PoolScoringRequest
-    from aldaemon.store import Store
 
-    with Store.open(Path(state_dir), lock=False) as store:
+    with open_store(state_dir, lock=False) as store:
         request = PoolScoringRequest(
             artifact_path=artifact,
             store=store.address,
@@ -134,14 +133,23 @@ async def score_streamed(worker: Any, *, artifact: str, state_dir: str) -> Score
     return merge_pool_scores(answers, depth=QUEUE_DEPTH).queue
 
 
-def fill_store(state_dir: Path, texts: Sequence[str]) -> None:
+def open_store(spec: str, *, lock: bool) -> Any:
+    """The store at `spec`: a PostgreSQL DSN (`--state-dsn`), else a SQLite state dir."""
+    from aldaemon.secret import Secret
+    from aldaemon.store import Store
+
+    if spec.startswith("postgresql://"):
+        return Store.connect(Secret(spec), lock=lock)
+    return Store.open(Path(spec), lock=lock)
+
+
+def fill_store(state_dir: str, texts: Sequence[str]) -> None:
     """The pool as unlabeled tasks of STREAMED_PROJECT, stored as a poll stores them."""
     from aldaemon.loop.poll import record_poll
     from aldaemon.records import TaskRecord
-    from aldaemon.store import Store
     from aldaemon.sync.reconcile import diff
 
-    with Store.open(state_dir) as store:
+    with open_store(state_dir, lock=True) as store:
         for start in range(0, len(texts), 50_000):
             tasks = [
                 TaskRecord(id=i + 1, updated_at="2026-11-29T06:00:00.000000Z", text=texts[i])
@@ -255,6 +263,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="score with the pool in an SQLite store, read by the workers (PoolScoringRequest)",
     )
+    parser.add_argument(
+        "--state-dsn",
+        default="",
+        help="with --streamed: the store in this PostgreSQL database instead of SQLite "
+        "(its tables are written to: use a database of its own)",
+    )
     parser.add_argument("--name", default=NAME, help="results file name")
     parser.add_argument("--client", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--artifact", help=argparse.SUPPRESS)
@@ -288,8 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         pool = [task.text for task in common.repeated_tasks(common.corpus(), args.tasks)]
         state_dir = ""
         if args.streamed:
-            state_dir = str(work / "state")
-            fill_store(Path(state_dir), pool)
+            state_dir = args.state_dsn or str(work / "state")
+            fill_store(state_dir, pool)
         else:
             texts.write_text(json.dumps(pool))
         del pool
@@ -356,6 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         {
             "tasks": args.tasks,
             "streamed": args.streamed,
+            "store": "postgresql" if args.state_dsn else "sqlite",
             "labels": args.labels,
             "repetitions": args.repetitions,
             "summary": summary,
