@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import importlib
+import logging
 import multiprocessing
 import os
 import signal
@@ -61,6 +62,27 @@ def run_job(request: object) -> Any:
     process, which never imports aldaemon.model.training itself.
     """
     return importlib.import_module(_JOBS_MODULE).run(request)
+
+
+def start_worker(parent_pid: int) -> None:
+    """Pool initializer: end with the daemon (`exit_with_parent`), and log like it.
+
+    A spawned process starts with structlog's default console output; the store a pool
+    scoring job opens logs through it, and under systemd those lines would land in the
+    daemon's journal as plain text among its JSON lines. The worker logs warnings and
+    errors as JSON lines on stderr; its debug and info lines (`store.opened`) are the
+    daemon's business and are dropped.
+    """
+    exit_with_parent(parent_pid)
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
 
 
 def exit_with_parent(parent_pid: int) -> None:
@@ -185,7 +207,7 @@ class ModelWorker(ModelJobs):
                 max_workers=self._max_workers,
                 mp_context=multiprocessing.get_context(START_METHOD),
                 max_tasks_per_child=self._max_tasks_per_child,
-                initializer=exit_with_parent,
+                initializer=start_worker,
                 initargs=(os.getpid(),),
             )
         return self._executor

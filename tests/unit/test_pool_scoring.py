@@ -7,6 +7,8 @@ job reopens the daemon's store from its address, as a worker process does.
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -196,3 +198,45 @@ def test_shards_of_the_pool_merge_into_the_single_pass_queue(
     assert np.allclose(merged.queue.scores, single.queue.scores, atol=1e-6)
     assert (merged.n_scored, merged.n_skipped) == (200, 2)
     assert sum(p.features_computed + p.features_reused for p in parts) == 200
+
+
+def test_the_worker_process_writes_json_lines_only(tmp_path: Path) -> None:
+    """Under systemd the worker's output lands in the daemon's journal: a pool scoring in
+    the worker process (which opens the store, and the store logs) prints nothing but
+    JSON lines there."""
+    script = f"""
+import asyncio
+from pathlib import Path
+import structlog
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(50))  # silent
+from aldaemon.loop.poll import record_poll
+from aldaemon.model.requests import PoolScoringRequest, SingleLabelTraining
+from aldaemon.model.training import train_and_save
+from aldaemon.model.worker import ModelWorker
+from aldaemon.records import TaskRecord
+from aldaemon.store import Store
+from aldaemon.sync.reconcile import diff
+
+state = Path({str(tmp_path / "state")!r})
+texts = ["good food", "bad food", "good taste", "bad taste"] * 5
+with Store.open(state) as store:
+    tasks = [TaskRecord(id=i + 1, updated_at="2026-11-29T06:00:00.000000Z", text=t)
+             for i, t in enumerate(texts)]
+    record_poll(store, 1, diff(tasks, {{}}), now=1.0)
+    address = store.address
+artifact = str(state / "v1.joblib")
+train_and_save(SingleLabelTraining(texts=texts, labels=[t.split()[0] for t in texts],
+    artifact_path=artifact, factory_ref="aldaemon.model.default:make_text_classifier"))
+worker = ModelWorker()
+request = PoolScoringRequest(artifact_path=artifact, store=address, project_id=1,
+    strategy="margin", depth=5)
+result = asyncio.run(worker.score_pool(request))
+worker.shutdown()
+print('{{"scored": %d}}' % result.n_scored)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=300
+    )
+    assert 0 == done.returncode, done.stderr
+    lines = (done.stdout + done.stderr).splitlines()
+    assert ['{"scored": 20}'] == lines  # the worker's store.opened (debug) is dropped
