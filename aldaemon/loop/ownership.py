@@ -61,6 +61,9 @@ async def handle_drift(
         assert drift.expected is not None
         store.set_meta(project_id, pinned_version=drift.found)
         store.mark_superseded(project_id, drift.expected)
+    elif drift.what is DriftKind.ACTIVATION_INTERRUPTED:
+        assert drift.found is not None
+        await activate_version(ctx, drift.found)
     elif drift.what is DriftKind.ACTIVE_LOST:
         assert drift.expected is not None
         counts = await ctx.gateway.model_version_counts(project_id)

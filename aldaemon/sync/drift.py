@@ -10,6 +10,9 @@ so each change is found at the next poll without an extra request, and decided h
                                    refuse to publish (the project is failed) until one
                                    state dir per project and prefix is left
     sampling changed               restore uncertainty sampling (plainly aldaemon's)
+    our uploaded version active    aldaemon's own activation, cut short by a crash between
+                                   Label Studio's answer and the store's record: finished
+                                   (only aldaemon activates an uploaded, never-active version)
     another version made active    a person chose it: respected as a pin until
                                    `aldaemon unpin`; new versions are uploaded, not activated
     no active version any more     its predictions were deleted (checked by one count
@@ -36,6 +39,7 @@ class DriftKind(enum.StrEnum):
     SAMPLING = "sampling"
     ACTIVE_SWITCHED = "active_version"
     ACTIVE_LOST = "active_version_lost"
+    ACTIVATION_INTERRUPTED = "activation_interrupted"
     QUEUE_VIEW = "queue_view"
 
 
@@ -126,6 +130,14 @@ def detect_drift(
             action="re-activated; its stored predictions are uploaded again first if "
             "they were deleted",
         )
+    if found != active.name and _uploaded_never_active(found, ours):
+        return Drift(
+            DriftKind.ACTIVATION_INTERRUPTED,
+            found=found,
+            expected=active.name,
+            action=f"activation of {found} finished: a crash came between Label Studio's "
+            "answer and the store's record",
+        )
     if found != active.name:
         return Drift(
             DriftKind.ACTIVE_SWITCHED,
@@ -142,6 +154,12 @@ def detect_drift(
             action="restored: the queue serves the most informative task first",
         )
     return None
+
+
+def _uploaded_never_active(name: str, ours: Sequence[VersionRow]) -> bool:
+    """`name` is ours, fully uploaded and never recorded active: a person could only have
+    chosen it in the moment between its upload and its activation."""
+    return any(row.name == name and row.state == VersionState.UPLOADED for row in ours)
 
 
 def lost_predictions(*, name: str, counts: Mapping[str, int]) -> bool:

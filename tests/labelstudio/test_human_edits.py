@@ -5,6 +5,7 @@ active version's predictions deleted)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import MutableMapping, Sequence
@@ -68,6 +69,14 @@ class TestDriftRules:
 
     def test_another_version_made_active_is_a_pin(self) -> None:
         assert DriftKind.ACTIVE_SWITCHED == drift("human-v1", UNCERTAINTY, ACTIVE_V2)
+
+    def test_our_uploaded_version_active_is_an_interrupted_activation(self) -> None:
+        """A crash between Label Studio's answer and the store's record: not a pin."""
+        uploaded_v3 = [*ACTIVE_V2, row("aldaemon-v3", VersionState.UPLOADED, uploaded=5)]
+        assert DriftKind.ACTIVATION_INTERRUPTED == drift("aldaemon-v3", UNCERTAINTY, uploaded_v3)
+
+    def test_our_superseded_version_made_active_is_a_pin(self) -> None:
+        assert DriftKind.ACTIVE_SWITCHED == drift("aldaemon-v1", UNCERTAINTY, ACTIVE_V2)
 
     def test_no_active_version_is_lost(self) -> None:
         assert DriftKind.ACTIVE_LOST == drift("", UNCERTAINTY, ACTIVE_V2)
@@ -258,6 +267,110 @@ class TestHumanEdits:
     def test_lost_predictions_are_republished(self, edits: Edits) -> None:
         assert (edits.active_after_unpin_and_delete or "").startswith("aldaemon-v")
         assert edits.healthy
+
+
+class Crash(BaseException):
+    """A SIGKILL at one line: nothing after it runs, no handler catches it."""
+
+
+@dataclass
+class InterruptedActivation:
+    logs: list[MutableMapping[str, Any]] = field(default_factory=list)
+    crashed_with: dict[str, str | None] = field(default_factory=dict)  # LS and store at the crash
+    active_after: str | None = None
+    local_states: dict[str, str] = field(default_factory=dict)
+    pinned_after: str | None = None
+
+
+@pytest.fixture(scope="class")
+def interrupted_activation(
+    tmp_path_factory: pytest.TempPathFactory,
+    label_studio: LabelStudioServer,
+    ls_client: LabelStudioClient,
+) -> InterruptedActivation:
+    """v1 active; v2's activation killed after Label Studio made it active and before the
+    store recorded it; the daemon restarted on the same state dir."""
+    rng = random.Random(7)
+    project_id = ls_client.create_project(title="interrupted activation")
+    labels = ["pos" if i % 2 == 0 else "neg" for i in range(16)]
+    words = {"pos": ["great", "lovely", "fine"], "neg": ["awful", "broken", "bad"]}
+    task_ids = ls_client.import_tasks(
+        project_id, [{"text": " ".join(rng.choices(words[label], k=4))} for label in labels]
+    )
+    for task_id, label in zip(task_ids[:8], labels[:8], strict=True):
+        ls_client.annotate(task_id, label)
+    config = write_config(
+        tmp_path_factory.mktemp("interrupted") / "c.toml",
+        url=label_studio.url,
+        token=label_studio.legacy_token,
+        project_id=project_id,
+    )
+    seen = InterruptedActivation()
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise Crash
+
+    async def until_the_crash() -> None:
+        async with Runtime(config) as runtime:
+            (project,) = runtime.config.projects
+            assert "aldaemon-v1" == (await runtime.run_cycle(project)).version
+            assert runtime.store is not None
+            runtime.store.mark_active = crash  # type: ignore[method-assign,assignment]
+            for task_id, label in zip(task_ids[8:12], labels[8:12], strict=True):
+                ls_client.annotate(task_id, label)
+            with contextlib.suppress(Crash):
+                await runtime.run_cycle(project, forced_training=True)
+            versions = runtime.store.list_versions(project_id)
+            seen.crashed_with = {
+                "label_studio": ls_client.get_project(project_id)["model_version"],
+                **{row.name: str(row.state) for row in versions},
+            }
+
+    async def after_restart() -> None:
+        async with Runtime(config) as runtime:
+            (project,) = runtime.config.projects
+            await runtime.run_cycle(project)
+            assert runtime.store is not None
+            seen.active_after = ls_client.get_project(project_id)["model_version"]
+            seen.local_states = {
+                row.name: str(row.state) for row in runtime.store.list_versions(project_id)
+            }
+            seen.pinned_after = runtime.store.get_meta(project_id).pinned_version
+
+    asyncio.run(until_the_crash())
+    with captured_events() as logs:
+        asyncio.run(after_restart())
+    seen.logs = list(logs)
+    return seen
+
+
+@pytest.mark.labelstudio
+class TestInterruptedActivation:
+    def test_the_crash_left_label_studio_ahead_of_the_store(
+        self, interrupted_activation: InterruptedActivation
+    ) -> None:
+        expected = {
+            "label_studio": "aldaemon-v2",
+            "aldaemon-v1": "active",
+            "aldaemon-v2": "uploaded",
+        }
+        assert expected == interrupted_activation.crashed_with
+
+    def test_the_restart_finishes_the_activation_instead_of_pinning(
+        self, interrupted_activation: InterruptedActivation
+    ) -> None:
+        seen = interrupted_activation
+        expected = ("aldaemon-v2", {"aldaemon-v1": "superseded", "aldaemon-v2": "active"}, None)
+        assert expected == (seen.active_after, seen.local_states, seen.pinned_after)
+
+    def test_it_is_logged_once_as_an_interrupted_activation(
+        self, interrupted_activation: InterruptedActivation
+    ) -> None:
+        found = [
+            (entry["what"], entry["found"], entry["expected"])
+            for entry in events(interrupted_activation.logs, "drift.detected")
+        ]
+        assert [("activation_interrupted", "aldaemon-v2", "aldaemon-v1")] == found
 
 
 # --- the queue view, checked at each full id listing ----------------------------------------
