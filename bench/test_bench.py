@@ -7,6 +7,7 @@ runs it.
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import scipy.sparse
@@ -533,3 +534,13 @@ def test_the_daemons_default_model_is_the_seen_only_hashed_candidate() -> None:
     default = make_text_classifier().fit(texts, labels).predict_proba(unseen)
     candidate = make_hashed_2_20_seen_only().fit(texts, labels).predict_proba(unseen)
     assert abs(default - candidate).max() < 1e-5
+
+
+def test_resync_memory_variants_find_the_same_deleted_tasks(tmp_path: Path) -> None:
+    """bench/resync_memory compares its reference (sets) with the daemon's packed ids: on
+    a small store both find exactly the tasks its listing leaves out."""
+    from bench import resync_memory
+
+    resync_memory.fill_store(tmp_path, 2000)
+    found = [resync_memory.compare(v, tmp_path, 2000)["deleted"] for v in resync_memory.VARIANTS]
+    assert [list(range(200, 2001, 200))] * 2 == found

@@ -14,6 +14,7 @@ broken task cannot stall the poll.
 from __future__ import annotations
 
 import dataclasses
+from array import array
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -84,12 +85,14 @@ class TaskReads(GatewayPart):
                 started_at=stats.started_at,
             )
 
-    async def list_task_ids(self, project_id: int, *, page_size: int = 1000) -> list[int]:
-        """Ids of every task in the project, ascending: how deleted tasks are found."""
+    async def list_task_ids(self, project_id: int, *, page_size: int = 1000) -> array[int]:
+        """Ids of every task in the project, ascending: how deleted tasks are found.
+
+        Packed 8 bytes an id (a Python list holds ~36 bytes an id: 36 MiB at 1M tasks)."""
         scan = _TaskScan(
             project_id, payloads.TASK_ID_INCLUDE, "list_task_ids", page_size, windowed=True
         )
-        ids: list[int] = []
+        ids = array("q")
         async for raw_tasks in self._scan_pages(scan):
             ids.extend(int(task["id"]) for task in raw_tasks)
         return ids

@@ -85,7 +85,7 @@ async def top_up(
         )
         return TopUp.NEW_VERSION
     report.version, report.backend_version = active.name, fixed
-    live = store.known_task_ids(project_id)  # a deleted task took its prediction along
+    live = set(store.known_task_ids(project_id))  # a deleted task took its prediction along
     stored = {
         p.task_id: p for p in store.load_predictions(project_id, active.name) if p.task_id in live
     }

@@ -64,6 +64,10 @@ async def poll(
     if read_all:
         # A renamed text field changes every task's text without moving its updated_at.
         after = None
+    started = ctx.clock()
+    # Every task read into a store that held none: that read is the full id listing (a
+    # second one would find nothing to delete; 451 s of a 1M-task first sync).
+    lists_every_task = after is None and store.live_task_count(project_id) == 0
     tally = _PollTally()
     async for page in ctx.gateway.changed_task_pages(
         project_id, schema=schema, updated_after=after
@@ -79,6 +83,8 @@ async def poll(
     if tally.pages_read > 1:
         newest = cap_watermark(newest, tally.started_at)
     record_poll(store, project_id, newest, now=ctx.clock())
+    if lists_every_task:
+        store.apply_resync(project_id, reconcile.DeletionDecision(frozenset()), now=started)
     report.count("tasks_read", tally.tasks_read)
     report.count("annotations_created", tally.annotations_created)
     report.count("annotations_updated", tally.annotations_updated)

@@ -103,7 +103,7 @@ class Publisher:
         self, name: str, predictions: list[PredictionRecord]
     ) -> list[PredictionRecord]:
         """Drop predictions whose task was deleted since scoring (before anything is sent)."""
-        live = self.ctx.store.known_task_ids(self.project_id)
+        live = self.ctx.store.task_texts(self.project_id, [p.task_id for p in predictions])
         kept = [p for p in predictions if p.task_id in live]
         if len(kept) != len(predictions):
             self.ctx.store.save_predictions(self.project_id, name, kept)

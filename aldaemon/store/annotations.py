@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -131,14 +132,15 @@ class AnnotationTables(Tables):
                 (outcome.label_changes, watermark.value, watermark.moved_at, now, project_id),
             )
 
-    def known_task_ids(self, project_id: int) -> set[int]:
-        """Ids of the tasks local state holds as live (the resync compares them)."""
+    def known_task_ids(self, project_id: int) -> array[int]:
+        """Ids of the tasks local state holds as live, ascending (the resync compares them),
+        packed 8 bytes an id and read row by row: no list of a million rows at once."""
         with self._reading() as conn:
-            rows = conn.execute(
-                "SELECT id FROM tasks WHERE project_id = ? AND deleted_at IS NULL",
+            cursor = conn.execute(
+                "SELECT id FROM tasks WHERE project_id = ? AND deleted_at IS NULL ORDER BY id",
                 (project_id,),
-            ).fetchall()
-        return {int(row[0]) for row in rows}
+            )
+            return array("q", (int(row[0]) for row in cursor))
 
     def live_task_count(self, project_id: int) -> int:
         """How many tasks local state holds as live (compared with Label Studio's count)."""

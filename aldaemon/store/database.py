@@ -82,6 +82,8 @@ class Rows(Protocol):
 
     def fetchall(self) -> list[Any]: ...
 
+    def __iter__(self) -> Iterator[Any]: ...
+
 
 class Connection(Protocol):
     """A connection inside one transaction, taking `?` placeholders."""

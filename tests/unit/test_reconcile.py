@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -432,6 +433,18 @@ class TestFindDeletedTasks:
             frozenset(range(2, 11))
             == find_deleted_tasks(listed_ids=[1], known_ids=range(1, 11)).deleted_task_ids
         )
+
+    @given(
+        st.lists(st.integers(1, 2**40), unique=True, min_size=1),
+        st.lists(st.integers(1, 2**40), unique=True),
+    )
+    def test_packed_ids_decide_as_sets_do(self, known: list[int], listed: list[int]) -> None:
+        """The gateway and the store hand over packed arrays: the same decision as sets."""
+        packed = find_deleted_tasks(
+            listed_ids=array("q", sorted(listed)), known_ids=array("q", sorted(known))
+        )
+        expected = frozenset(known) - frozenset(listed) if listed or len(known) < 5 else frozenset()
+        assert expected == packed.deleted_task_ids
 
 
 def stored_annotation(
