@@ -29,14 +29,21 @@ class FeatureRow(NamedTuple):
     features: bytes
 
 
-_POOL_CHUNK = (
-    "SELECT t.id, t.text, f.text_digest, f.features FROM tasks t "
-    "LEFT JOIN task_features f ON f.project_id = t.project_id AND f.task_id = t.id "
-    "AND f.featurizer = ? "
-    "WHERE t.project_id = ? AND t.id > ? AND t.id <= ? AND t.deleted_at IS NULL AND NOT EXISTS ("
-    "SELECT 1 FROM annotations a WHERE a.project_id = t.project_id AND a.task_id = t.id "
-    "AND a.deleted_at IS NULL AND a.was_cancelled = 0) "
-    "ORDER BY t.id LIMIT ?"
+# Each chunk is three range reads on a primary key or index, so that PostgreSQL plans
+# them alike with or without fresh statistics (one joined query was planned as a sort
+# of every task after the cursor, or a scan of every stored feature, until ANALYZE ran:
+# BENCHMARKS.md "1,000,000 tasks with the store in PostgreSQL").
+_LIVE_TASKS_AFTER = (
+    "SELECT id, text FROM tasks WHERE project_id = ? AND id > ? AND id <= ? "
+    "AND deleted_at IS NULL ORDER BY id LIMIT ?"
+)
+_LABELED_BETWEEN = (
+    "SELECT DISTINCT task_id FROM annotations WHERE project_id = ? AND task_id >= ? "
+    "AND task_id <= ? AND deleted_at IS NULL AND was_cancelled = 0"
+)
+_FEATURES_BETWEEN = (
+    "SELECT task_id, text_digest, features FROM task_features WHERE project_id = ? "
+    "AND task_id >= ? AND task_id <= ? AND featurizer = ?"
 )
 
 
@@ -81,19 +88,31 @@ class FeatureTables(Tables):
         """Up to `limit` pool tasks with after < id <= until, by id (the pool of
         `unlabeled_tasks`), each with the features `featurizer` stored for it, if any."""
         last = _NO_END if until is None else until
+        found: list[PoolRow] = []
         with self._reading() as conn:
-            rows = conn.execute(
-                _POOL_CHUNK, (featurizer or "", project_id, after, last, limit)
-            ).fetchall()
-        return [
-            PoolRow(
-                int(task_id),
-                text,
-                digest,
-                None if features is None else bytes(features),
-            )
-            for task_id, text, digest, features in rows
-        ]
+            while len(found) < limit:
+                tasks = conn.execute(
+                    _LIVE_TASKS_AFTER, (project_id, after, last, limit - len(found))
+                ).fetchall()
+                if not tasks:
+                    break
+                first, after = int(tasks[0][0]), int(tasks[-1][0])
+                labeled = {
+                    int(row[0])
+                    for row in conn.execute(_LABELED_BETWEEN, (project_id, first, after))
+                }
+                stored = {
+                    int(task_id): (digest, bytes(features))
+                    for task_id, digest, features in conn.execute(
+                        _FEATURES_BETWEEN, (project_id, first, after, featurizer or "")
+                    )
+                }
+                found.extend(
+                    PoolRow(int(task_id), text, *stored.get(int(task_id), (None, None)))
+                    for task_id, text in tasks
+                    if int(task_id) not in labeled
+                )
+        return found
 
     def scorable_unlabeled_ids(self, project_id: int) -> list[int]:
         """The ids of the pool's tasks that have a text to score, by id."""
