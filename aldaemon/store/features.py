@@ -9,7 +9,7 @@ business (model/features.py); this table only keeps them per (project, task).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from aldaemon.store.database import Tables, chunks, placeholders
 
@@ -45,6 +45,12 @@ _FEATURES_BETWEEN = (
     "SELECT task_id, text_digest, features FROM task_features WHERE project_id = ? "
     "AND task_id >= ? AND task_id <= ? AND featurizer = ?"
 )
+
+
+def _pool_row(task_id: int, text: str | None, stored: Sequence[Any] | None) -> PoolRow:
+    if stored is None:
+        return PoolRow(task_id, text, None, None)
+    return PoolRow(task_id, text, stored[1], bytes(stored[2]))
 
 
 _NO_END = 2**63 - 1  # the largest id either database stores
@@ -96,21 +102,20 @@ class FeatureTables(Tables):
                 ).fetchall()
                 if not tasks:
                     break
-                first, after = int(tasks[0][0]), int(tasks[-1][0])
+                first, after = tasks[0][0], tasks[-1][0]
                 labeled = {
-                    int(row[0])
-                    for row in conn.execute(_LABELED_BETWEEN, (project_id, first, after))
+                    row[0] for row in conn.execute(_LABELED_BETWEEN, (project_id, first, after))
                 }
                 stored = {
-                    int(task_id): (digest, bytes(features))
-                    for task_id, digest, features in conn.execute(
+                    row[0]: row
+                    for row in conn.execute(
                         _FEATURES_BETWEEN, (project_id, first, after, featurizer or "")
                     )
                 }
                 found.extend(
-                    PoolRow(int(task_id), text, *stored.get(int(task_id), (None, None)))
+                    _pool_row(task_id, text, stored.get(task_id))
                     for task_id, text in tasks
-                    if int(task_id) not in labeled
+                    if task_id not in labeled
                 )
         return found
 
