@@ -375,7 +375,7 @@ class TestListTaskIds:
         project_id = make_project(texts(5))
 
         async with gateway(label_studio, label_studio.pat) as gw:
-            ids = await gw.list_task_ids(project_id, page_size=2)
+            ids = list(await gw.list_task_ids(project_id, page_size=2))
 
         assert ls_client.task_ids(project_id) == ids
 
@@ -401,7 +401,7 @@ class TestListTaskIds:
                 url=proxy.url, legacy_token=label_studio.legacy_token, pat=label_studio.pat
             )
             async with gateway(server, label_studio.legacy_token) as gw:
-                listed = await gw.list_task_ids(ours, page_size=2)
+                listed = list(await gw.list_task_ids(ours, page_size=2))
                 read = await changed_tasks(gw, ours, schema=SCHEMA, updated_after=None, page_size=2)
             queries = [json.loads(parse_qs(seen.query)["query"][0]) for seen in proxy.requests()]
 
@@ -428,7 +428,7 @@ class TestListTaskIds:
 
         ls_client.call("DELETE", f"/api/tasks/{second}/")
         async with gateway(label_studio, label_studio.pat) as gw:
-            ids = await gw.list_task_ids(project_id)
+            ids = list(await gw.list_task_ids(project_id))
 
         assert [first, third] == ids
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -165,6 +165,43 @@ min_per_class = 2
     return load_config(path, env={})
 
 
+class SentimentProject(NamedTuple):
+    """A project of short pos/neg texts, the first ones annotated, and a config for it."""
+
+    id: int
+    task_ids: list[int]
+    labels: list[str]
+    config: Config
+
+
+def sentiment_project(
+    ls_client: LabelStudioClient,
+    label_studio: LabelStudioServer,
+    config_dir: Path,
+    *,
+    title: str,
+    seed: int,
+    tasks: int,
+    annotated: int,
+) -> SentimentProject:
+    rng = random.Random(seed)
+    project_id = ls_client.create_project(title=title)
+    labels = ["pos" if i % 2 == 0 else "neg" for i in range(tasks)]
+    words = {"pos": ["great", "lovely", "fine"], "neg": ["awful", "broken", "bad"]}
+    task_ids = ls_client.import_tasks(
+        project_id, [{"text": " ".join(rng.choices(words[label], k=4))} for label in labels]
+    )
+    for task_id, label in zip(task_ids[:annotated], labels[:annotated], strict=True):
+        ls_client.annotate(task_id, label)
+    config = write_config(
+        config_dir / "c.toml",
+        url=label_studio.url,
+        token=label_studio.legacy_token,
+        project_id=project_id,
+    )
+    return SentimentProject(project_id, task_ids, labels, config)
+
+
 @dataclass
 class Edits:
     logs: list[MutableMapping[str, Any]] = field(default_factory=list)
@@ -181,20 +218,14 @@ def edits(
     label_studio: LabelStudioServer,
     ls_client: LabelStudioClient,
 ) -> Edits:
-    rng = random.Random(3)
-    project_id = ls_client.create_project(title="human edits")
-    labels = ["pos" if i % 2 == 0 else "neg" for i in range(16)]
-    words = {"pos": ["great", "lovely", "fine"], "neg": ["awful", "broken", "bad"]}
-    task_ids = ls_client.import_tasks(
-        project_id, [{"text": " ".join(rng.choices(words[label], k=4))} for label in labels]
-    )
-    for task_id, label in zip(task_ids[:8], labels[:8], strict=True):
-        ls_client.annotate(task_id, label)
-    config = write_config(
-        tmp_path_factory.mktemp("edits") / "c.toml",
-        url=label_studio.url,
-        token=label_studio.legacy_token,
-        project_id=project_id,
+    project_id, task_ids, labels, config = sentiment_project(
+        ls_client,
+        label_studio,
+        tmp_path_factory.mktemp("edits"),
+        title="human edits",
+        seed=3,
+        tasks=16,
+        annotated=8,
     )
     seen = Edits()
 
@@ -290,20 +321,14 @@ def interrupted_activation(
 ) -> InterruptedActivation:
     """v1 active; v2's activation killed after Label Studio made it active and before the
     store recorded it; the daemon restarted on the same state dir."""
-    rng = random.Random(7)
-    project_id = ls_client.create_project(title="interrupted activation")
-    labels = ["pos" if i % 2 == 0 else "neg" for i in range(16)]
-    words = {"pos": ["great", "lovely", "fine"], "neg": ["awful", "broken", "bad"]}
-    task_ids = ls_client.import_tasks(
-        project_id, [{"text": " ".join(rng.choices(words[label], k=4))} for label in labels]
-    )
-    for task_id, label in zip(task_ids[:8], labels[:8], strict=True):
-        ls_client.annotate(task_id, label)
-    config = write_config(
-        tmp_path_factory.mktemp("interrupted") / "c.toml",
-        url=label_studio.url,
-        token=label_studio.legacy_token,
-        project_id=project_id,
+    project_id, task_ids, labels, config = sentiment_project(
+        ls_client,
+        label_studio,
+        tmp_path_factory.mktemp("interrupted"),
+        title="interrupted activation",
+        seed=7,
+        tasks=16,
+        annotated=8,
     )
     seen = InterruptedActivation()
 
@@ -393,20 +418,14 @@ def view_edits(
 ) -> ViewEdits:
     """The queue view deleted, then its ordering edited; each followed by a cycle that
     lists every task id (as the periodic resync does), then one more with nothing changed."""
-    rng = random.Random(5)
-    project_id = ls_client.create_project(title="queue view edits")
-    labels = ["pos" if i % 2 == 0 else "neg" for i in range(12)]
-    words = {"pos": ["great", "lovely", "fine"], "neg": ["awful", "broken", "bad"]}
-    task_ids = ls_client.import_tasks(
-        project_id, [{"text": " ".join(rng.choices(words[label], k=4))} for label in labels]
-    )
-    for task_id, label in zip(task_ids[:6], labels[:6], strict=True):
-        ls_client.annotate(task_id, label)
-    config = write_config(
-        tmp_path_factory.mktemp("view-edits") / "c.toml",
-        url=label_studio.url,
-        token=label_studio.legacy_token,
-        project_id=project_id,
+    project_id, _, _, config = sentiment_project(
+        ls_client,
+        label_studio,
+        tmp_path_factory.mktemp("view-edits"),
+        title="queue view edits",
+        seed=5,
+        tasks=12,
+        annotated=6,
     )
     seen = ViewEdits(title=config.projects[0].view.title)
 
