@@ -544,3 +544,21 @@ def test_resync_memory_variants_find_the_same_deleted_tasks(tmp_path: Path) -> N
     resync_memory.fill_store(tmp_path, 2000)
     found = [resync_memory.compare(v, tmp_path, 2000)["deleted"] for v in resync_memory.VARIANTS]
     assert [list(range(200, 2001, 200))] * 2 == found
+
+
+def test_pool_chunk_plans_old_and_new_reads_agree(tmp_path: Path) -> None:
+    """bench/pool_chunk_plans times the joined query of 7cc7fd3^ (its reference) against
+    the store's unlabeled_chunk; on a small SQLite store both read the same rows, labeled
+    tasks left out, features where the first half has them."""
+    from aldaemon.store import Store
+    from bench import pool_chunk_plans as plans
+
+    with Store.open(tmp_path) as store:
+        plans.fill_tasks(store, 2000)
+        plans.fill_features(store, 2000)
+        for after in plans.cursors(2000):
+            old = plans.old_chunk(store, after, limit=300)
+            assert old == plans.new_chunk(store, after, limit=300)
+            assert 300 == len(old)
+            assert all(row.task_id % plans.LABEL_EVERY for row in old)
+            assert all((row.features is not None) == (row.task_id <= 1000) for row in old)
