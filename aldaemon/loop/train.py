@@ -241,6 +241,14 @@ class BuiltInModel(ProjectModel):
             clusters=options.clusters,
             seed=version.number,
         )
+        started = ctx.monotonic()
+        if analyzed := ctx.store.refresh_pool_statistics():
+            logger.info(
+                "store.analyzed",
+                tables=analyzed,
+                seconds=round(ctx.monotonic() - started, 3),
+                reason="the planner's statistics were missing or stale",
+            )
         # Clusters group the whole queue, so a clustered scoring stays in one job.
         shards = 1 if options.clusters else ctx.worker.parallelism
         scored = merge_pool_scores(

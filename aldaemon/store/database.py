@@ -114,6 +114,11 @@ class Database(Protocol):
         """A consistent snapshot for multi-query reads."""
         ...
 
+    def refresh_statistics(self, tables: Sequence[str]) -> list[str]:
+        """Bring the query planner's statistics of `tables` up to date where they are
+        missing or stale; the names of the tables it refreshed."""
+        ...
+
     def close(self) -> None: ...
 
 

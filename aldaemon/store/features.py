@@ -119,6 +119,12 @@ class FeatureTables(Tables):
                 )
         return found
 
+    def refresh_pool_statistics(self) -> list[str]:
+        """Before a pool scoring: have the planner's statistics of the tables the pool is
+        read from brought up to date where missing or stale (PostgreSQL only); the tables
+        refreshed."""
+        return self._database.refresh_statistics(("annotations", "task_features", "tasks"))
+
     def scorable_unlabeled_ids(self, project_id: int) -> list[int]:
         """The ids of the pool's tasks that have a text to score, by id."""
         with self._reading() as conn:

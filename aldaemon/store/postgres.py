@@ -63,6 +63,16 @@ _PSYCOPG_ERRORS = DriverErrors(
 _BEGIN_DURABLE = "BEGIN"
 _BEGIN_WRITE = "BEGIN; SET LOCAL synchronous_commit = off"
 _BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+# A table's statistics are stale when the planner has none (reltuples -1: never analyzed)
+# or when more rows changed since its last analysis than autovacuum's default threshold
+# would let pass (50 rows + a tenth of the table), counted at least in thousands.
+_STALE_STATISTICS = (
+    "SELECT c.relname FROM pg_class c "
+    "JOIN pg_stat_user_tables s ON s.relid = c.oid "
+    "WHERE s.schemaname = current_schema() AND c.relname = ANY(?) "
+    "AND (c.reltuples < 0 OR s.n_mod_since_analyze > GREATEST(1000, c.reltuples / 10)) "
+    "ORDER BY c.relname"
+)
 _CONNECT_TIMEOUT = 10  # seconds; libpq's default is to wait forever
 
 
@@ -193,6 +203,20 @@ class PostgresDatabase:
 
     def reading(self) -> AbstractContextManager[_Statements]:
         return self._within("read", _BEGIN_READ)
+
+    def refresh_statistics(self, tables: Sequence[str]) -> list[str]:
+        """ANALYZE the tables whose planner statistics are missing or stale.
+
+        Autovacuum does this on its own within a minute (its default); with autovacuum off,
+        or before it came round after a bulk first sync, PostgreSQL plans the pool's reads
+        as if every table held one row: a sort of every task after the cursor for each
+        chunk (BENCHMARKS.md, "The pool chunk read with and without fresh statistics").
+        """
+        with self._within("analyze", _BEGIN_WRITE) as conn:
+            stale = [str(row[0]) for row in conn.execute(_STALE_STATISTICS, (list(tables),))]
+            for table in stale:
+                conn.execute(f"ANALYZE {table}")  # a name from pg_class, one of `tables`
+        return stale
 
     # --- plumbing -----------------------------------------------------------------------
 

@@ -249,6 +249,11 @@ class SqliteDatabase:
                 if conn.in_transaction:
                     conn.execute("COMMIT")
 
+    def refresh_statistics(self, tables: Sequence[str]) -> list[str]:
+        """Nothing to do: SQLite plans the store's reads by their keys without statistics
+        (bench/pool_chunk_plans.py measures the PostgreSQL side)."""
+        return []
+
     @contextmanager
     def _sqlite_errors(self, verb: str) -> Iterator[None]:
         """SQLite's errors as ours, naming the file; corruption as such."""

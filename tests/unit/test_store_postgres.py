@@ -17,21 +17,26 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
 from aldaemon.config import load_config
 from aldaemon.errors import ConfigError, StateError, StateLockedError
+from aldaemon.loop.poll import record_poll
+from aldaemon.records import TaskRecord
 from aldaemon.secret import Secret
 from aldaemon.store import LATEST_SCHEMA_VERSION, Store, SyncState
 from aldaemon.store.backend import StoredBackendPrediction
+from aldaemon.sync.reconcile import diff
 from aldaemon.views.status import collect, render_text
 from tests.helpers import captured_events, start_ready_python, stop_process
 
 pytestmark = pytest.mark.postgres
 
 P = 7
+T0 = "2026-11-29T06:00:00.000000Z"
 PASSWORD = "pg-pass-8c41f0"  # trust auth accepts any password; none may ever be shown
 
 HOLD_LOCK = textwrap.dedent(
@@ -213,6 +218,33 @@ class TestSchema:
                 "WHERE table_schema = 'public' AND data_type = 'text'"
             ).fetchall()
         assert [("C",)] == collations
+
+
+class TestPlannerStatistics:
+    """PostgreSQL plans the pool's reads as if each table held one row until it has
+    statistics (autovacuum off, or not yet come round after a bulk first sync)."""
+
+    def test_a_filled_store_is_analyzed_before_its_pool_is_read(self, state_dsn: Secret) -> None:
+        tasks = [TaskRecord(id=n, updated_at=T0, text=f"task {n}") for n in range(1, 1501)]
+        with Store.connect(state_dsn) as store, psycopg.connect(state_dsn.reveal()) as conn:
+            record_poll(store, P, diff(tasks, {}), now=1.0)
+            before = planner_rows(conn, "tasks")
+            refreshed = store.refresh_pool_statistics()
+            after = planner_rows(conn, "tasks")
+        assert (-1.0, True, 1500.0) == (before, "tasks" in refreshed, after)
+
+    def test_sqlite_needs_no_statistics(self, tmp_path: Path) -> None:
+        with Store.open(tmp_path) as store:
+            assert [] == store.refresh_pool_statistics()
+
+
+def planner_rows(conn: psycopg.Connection[tuple[Any, ...]], table: str) -> float:
+    """The planner's row count of `table` (pg_class.reltuples; -1: never analyzed)."""
+    row = conn.execute(
+        "SELECT reltuples FROM pg_class WHERE relname = %s AND relkind = 'r'", (table,)
+    ).fetchone()
+    assert row is not None
+    return float(row[0])
 
 
 class TestBothBackends:
