@@ -23,7 +23,6 @@ from aldaemon.errors import ModelClusterUnreachable, ModelError, ModelWorkerLost
 from aldaemon.loop.poll import record_poll
 from aldaemon.model import training
 from aldaemon.model.artifacts import load_artifact, save_artifact
-from aldaemon.model.default import make_text_classifier
 from aldaemon.model.protocol import DEFAULT_FACTORY
 from aldaemon.model.requests import PoolScoringRequest, ScoringRequest, SingleLabelTraining
 from aldaemon.model.worker import ModelWorker
@@ -33,6 +32,7 @@ from aldaemon.sync.reconcile import diff
 from tests.daskcluster import DaskCluster, require_distributed
 from tests.helpers import captured_events, events, make_tasks
 from tests.lsserver import free_port
+from tests.unit.test_model import WrappedClassifier
 
 THIS_MODULE = __name__
 GATE_TIMEOUT = 300.0  # seconds a gated predict_proba waits for "go" before it gives up
@@ -49,31 +49,7 @@ POOL_PROJECT = 5
 # (PYTHONPATH: this checkout) imports them.
 
 
-class RecordingClassifier:
-    """The default model, remembering the pid that fitted it."""
-
-    def __init__(self) -> None:
-        self.pipeline = make_text_classifier()
-        self.fit_pid: int | None = None
-
-    def fit(self, texts: Sequence[str], labels: Sequence[str]) -> RecordingClassifier:
-        self.fit_pid = os.getpid()
-        self.pipeline.fit(texts, labels)
-        return self
-
-    def predict_proba(self, texts: Sequence[str]) -> Any:
-        return self.pipeline.predict_proba(texts)
-
-    @property
-    def classes_(self) -> Any:
-        return self.pipeline.classes_
-
-
-def make_recording_classifier() -> RecordingClassifier:
-    return RecordingClassifier()
-
-
-class GatedClassifier(RecordingClassifier):
+class GatedClassifier(WrappedClassifier):
     """Once given a gate dir (after training: cross-validation predicts too), predict_proba
     announces each run (a file holding its pid) and waits until the file "go" exists."""
 
@@ -98,7 +74,7 @@ def make_gated_classifier() -> GatedClassifier:
     return GatedClassifier()
 
 
-class SelfKillingClassifier(RecordingClassifier):
+class SelfKillingClassifier(WrappedClassifier):
     """Dies like a process the OOM killer picked, every time it is fitted."""
 
     def fit(self, texts: Sequence[str], labels: Sequence[str]) -> SelfKillingClassifier:
@@ -236,7 +212,8 @@ class TestSameResultsAsTheLocalWorker:
         remote = dask_worker(cluster)
         path = tmp_path / "recorded.joblib"
         try:
-            await remote.train(training_request(path, f"{THIS_MODULE}:make_recording_classifier"))
+            wrapped = "tests.unit.test_model:make_wrapped_classifier"  # records its fit pid
+            await remote.train(training_request(path, wrapped))
         finally:
             remote.shutdown()
             await remote.aclose()
