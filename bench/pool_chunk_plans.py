@@ -1,4 +1,5 @@
-"""The pool's chunk read on PostgreSQL with stale, half-fresh and fresh planner statistics.
+"""The pool's chunk read on PostgreSQL with stale, half-fresh and fresh planner statistics,
+and after the store's own refresh of them.
 
     python -m bench.pool_chunk_plans [--tasks 1000000] [--repetitions 3] [--cap 60] [--name NAME]
 
@@ -14,8 +15,14 @@ first poll stores them (`record_poll`, 50,000 tasks a transaction), in a fresh d
 a copy of that database is made at once (CREATE DATABASE ... TEMPLATE, byte for byte,
 statistics included). Features (200 bytes, featurizer "bench") are then stored for the
 first half of the tasks, as a first scoring leaves them half way, and the chunk is read in
-three statistics states:
+four statistics states:
   never_analyzed            the copy: no ANALYZE ever (autovacuum is off on this machine)
+  never_analyzed_refreshed  the same copy right after, once `store.refresh_pool_statistics()`
+                            ran as the cycle runs it before a pool scoring (5f2125a); its
+                            wall seconds and the tables it returned are kept, and so are
+                            those of a second call right after it, before the reads
+                            (pg_stat is flushed asynchronously, so it may analyze again),
+                            and of a third after the reads
   analyzed_before_features  ANALYZE after the tasks, before the features were stored
   analyzed                  ANALYZE again after everything
 At cursors after = 0, 25%, 50% and 75% of the ids (features exist for the first two),
@@ -64,7 +71,8 @@ FEATURIZER = "bench"
 BATCH = 50_000
 LABEL_EVERY = 50
 NO_END = 2**63 - 1  # as the store's unlabeled_chunk reads to when `until` is None
-STATES = ("never_analyzed", "analyzed_before_features", "analyzed")
+STATES = ("never_analyzed", "never_analyzed_refreshed", "analyzed_before_features", "analyzed")
+POOL_TABLES = ("annotations", "task_features", "tasks")  # what refresh_pool_statistics checks
 
 # The chunk query before 7cc7fd3, verbatim (git show 7cc7fd3^:aldaemon/store/features.py).
 _POOL_CHUNK = (
@@ -265,6 +273,63 @@ def planner_sizes(dsn: Secret) -> dict[str, dict[str, float]]:
     }
 
 
+def statistics_counters(dsn: Secret) -> dict[str, dict[str, Any]]:
+    """What refresh_statistics decides on (reltuples, n_mod_since_analyze) and when the
+    pool's tables were last analyzed, as this session sees them."""
+    with psycopg.connect(dsn.reveal(), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT c.relname, c.reltuples, s.n_mod_since_analyze, s.analyze_count, "
+            "s.last_analyze::text FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid "
+            "WHERE c.relname = ANY(%s) ORDER BY c.relname",
+            (list(POOL_TABLES),),
+        ).fetchall()
+    return {
+        str(name): {
+            "reltuples": float(tuples),
+            "n_mod_since_analyze": int(modified),
+            "analyze_count": int(count),
+            "last_analyze": last,
+        }
+        for name, tuples, modified, count, last in rows
+    }
+
+
+def refresh_calls(dsn: Secret, calls: int) -> list[tuple[float, list[str]]]:
+    """`store.refresh_pool_statistics()` called `calls` times back to back on one store,
+    as the cycle calls it before each pool scoring (an uncapped store, as the daemon's);
+    (wall seconds, the tables it analyzed) per call."""
+    out: list[tuple[float, list[str]]] = []
+    with Store.connect(dsn, lock=False) as store:
+        for _ in range(calls):
+            started = time.perf_counter()
+            tables = store.refresh_pool_statistics()
+            out.append((time.perf_counter() - started, tables))
+    return out
+
+
+def run_refreshed(dsn: Secret, size: int, repetitions: int, cap: float) -> dict[str, Any]:
+    """The never-analyzed copy after the store's own refresh: a first call, a second one
+    right after it, the reads, then one more call (what the next cycle would see)."""
+    before = statistics_counters(dsn)
+    (first_s, first), (second_s, second) = refresh_calls(dsn, 2)
+    print(f"refresh_pool_statistics: {first_s:.3f} s, analyzed {first}", flush=True)
+    print(f"  called again at once: {second_s:.3f} s, analyzed {second}", flush=True)
+    after_calls = statistics_counters(dsn)
+    measured = run_state("never_analyzed_refreshed", dsn, size, repetitions, cap)
+    [(later_s, later)] = refresh_calls(dsn, 1)
+    print(f"  called after the reads: {later_s:.3f} s, analyzed {later}", flush=True)
+    measured["refresh"] = {
+        "seconds": common.rounded(first_s, 3),
+        "tables": first,
+        "second_call": {"seconds": common.rounded(second_s, 3), "tables": second},
+        "call_after_the_reads": {"seconds": common.rounded(later_s, 3), "tables": later},
+        "counters_before": before,
+        "counters_after_two_calls": after_calls,
+        "counters_after_the_reads_call": statistics_counters(dsn),
+    }
+    return measured
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.pool_chunk_plans", description=__doc__)
     parser.add_argument("--tasks", type=int, default=1_000_000)
@@ -295,6 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         states["never_analyzed"] = run_state(
             "never_analyzed", raw, args.tasks, args.repetitions, args.cap
         )
+        states["never_analyzed_refreshed"] = run_refreshed(
+            raw, args.tasks, args.repetitions, args.cap
+        )
         drop_postgres(args.dsn, copy)
 
         analyze(dsn)
@@ -319,6 +387,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cap_seconds": args.cap,
         "cursors": cursors(args.tasks),
         "summary": {s: states[s]["summary"] for s in STATES},
+        "refresh_pool_statistics": {
+            k: v
+            for k, v in states["never_analyzed_refreshed"]["refresh"].items()
+            if k in ("seconds", "tables", "second_call", "call_after_the_reads")
+        },
         "plan_top_lines": {
             s: {
                 a: {q: lines[0] for q, lines in by_query.items()}
